@@ -1,0 +1,40 @@
+"""The demo schema, with the extensions every `bff` schema should carry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from bff.api.types import Query
+from bff.graphql.errors import BFFSchema, ErrorCodes
+
+
+def build_schema(*, production: bool = False) -> BFFSchema:
+    """Built once per app. Limits refuse abusive documents before any resolver runs."""
+    # Factories, not instances: Strawberry builds fresh extensions per request (the parser and
+    # validation caches are shared across instances of the same size).
+    extensions: list[Callable[[], SchemaExtension]] = [
+        ErrorCodes,
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        lambda: QueryDepthLimiter(max_depth=12),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: MaxTokensLimiter(max_token_count=2000),
+    ]
+    if production:
+        extensions.append(DisableIntrospection)
+    return BFFSchema(
+        query=Query,
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=production),
+    )

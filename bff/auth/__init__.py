@@ -1,0 +1,1 @@
+"""Authentication: the OIDC client facade, the refresh policy and its single flight."""

@@ -1,0 +1,300 @@
+"""A small typed facade over authlib (token endpoint, PKCE) and joserfc (ID and logout tokens).
+
+Nothing of authlib leaks past this module. Every IdP failure is translated in ONE place
+(`_provider_errors`): ``invalid_grant`` -> `InvalidGrant`; transport errors, timeouts, 5xx and
+unparseable answers -> `AuthProviderUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import authlib.deprecate  # installs an "always" filter of its own: ours must come after it
+import httpx
+from aiocache import SimpleMemoryCache
+from joserfc import jws, jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError
+from bff.sessions.models import TokenSet
+
+with warnings.catch_warnings():
+    # authlib prefers the httpx2 fork and warns about plain httpx, which it still supports.
+    warnings.filterwarnings(
+        "ignore", message=".*httpx2", category=authlib.deprecate.AuthlibDeprecationWarning
+    )
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+    from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+log = logging.getLogger("bff.auth")
+
+_BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+_CLOCK_LEEWAY = 60
+_JWKS_MIN_REFETCH_SECONDS = 30.0
+_METADATA_TTL = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    revocation_endpoint: str | None
+    end_session_endpoint: str | None
+    id_token_algs: tuple[str, ...]
+
+
+def s256_challenge(verifier: str) -> str:
+    return str(create_s256_code_challenge(verifier))
+
+
+class OIDCClient:
+    """A confidential OIDC client. One per app; safe for concurrent use across sessions."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        auth_method: str = "client_secret_basic",
+        scopes: str = "openid profile email offline_access",
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self.client_id = client_id
+        self.scopes = scopes
+        self.timeout = timeout
+        # authlib keeps the last token response on the instance (`.token`); we never read it, so one
+        # client serves every session. Refresh coordination is ours (auth.tokens), not authlib's.
+        self._http = AsyncOAuth2Client(
+            client_id=client_id,
+            client_secret=client_secret,
+            token_endpoint_auth_method=auth_method,
+            revocation_endpoint_auth_method=auth_method,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+        )
+        self._cache = SimpleMemoryCache(timeout=0)
+        self._jwks_fetched_at = 0.0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # errors: the one place -----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _provider_errors(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except OAuthError as exc:
+            if exc.error == "invalid_grant":
+                raise InvalidGrant(f"{what}: invalid_grant") from exc
+            log.warning("identity provider refused %s: %s", what, exc.error)
+            raise AuthProviderUnavailable(f"identity provider refused {what}") from exc
+        except httpx.TimeoutException as exc:
+            raise AuthProviderUnavailable(f"identity provider timed out ({what})") from exc
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise AuthProviderUnavailable(f"identity provider failed ({what}): {type(exc).__name__}") from exc
+
+    # discovery -----------------------------------------------------------------------------------
+    async def metadata(self, *, fresh: bool = False) -> ProviderMetadata:
+        """Discovery document, fetched once and cached (aiocache) for an hour; ``fresh`` refetches
+        (readiness checks)."""
+        cached: ProviderMetadata | None = None if fresh else await self._cache.get("metadata")
+        if cached is not None:
+            return cached
+        async with self._provider_errors("discovery"):
+            response = await self._http.get(f"{self.issuer}/.well-known/openid-configuration")
+            response.raise_for_status()
+            doc = response.json()
+            meta = ProviderMetadata(
+                issuer=doc["issuer"],
+                authorization_endpoint=doc["authorization_endpoint"],
+                token_endpoint=doc["token_endpoint"],
+                jwks_uri=doc["jwks_uri"],
+                revocation_endpoint=doc.get("revocation_endpoint"),
+                end_session_endpoint=doc.get("end_session_endpoint"),
+                id_token_algs=tuple(doc.get("id_token_signing_alg_values_supported") or ["RS256"]),
+            )
+        if meta.issuer.rstrip("/") != self.issuer:
+            raise AuthProviderUnavailable("discovery document names another issuer")
+        await self._cache.set("metadata", meta, ttl=_METADATA_TTL)
+        return meta
+
+    async def _keys(self, *, refetch: bool = False) -> KeySet:
+        """JWKS, cached; refetched on an unknown ``kid`` (key rotation) at most every 30 s."""
+        keys: KeySet | None = await self._cache.get("jwks")
+        too_soon = time.monotonic() - self._jwks_fetched_at < _JWKS_MIN_REFETCH_SECONDS
+        if keys is not None and (not refetch or too_soon):
+            return keys
+        meta = await self.metadata()
+        async with self._provider_errors("jwks"):
+            response = await self._http.get(meta.jwks_uri)
+            response.raise_for_status()
+            keys = KeySet.import_key_set(response.json())
+        self._jwks_fetched_at = time.monotonic()
+        await self._cache.set("jwks", keys, ttl=_METADATA_TTL)
+        return keys
+
+    async def _decode(self, token: str, algorithms: list[str]) -> jwt.Token:
+        try:
+            return jwt.decode(token, await self._keys(), algorithms=algorithms)
+        except InvalidKeyIdError:
+            return jwt.decode(token, await self._keys(refetch=True), algorithms=algorithms)
+
+    # login ---------------------------------------------------------------------------------------
+    async def authorization_url(
+        self, *, redirect_uri: str, state: str, nonce: str, code_challenge: str
+    ) -> str:
+        meta = await self.metadata()
+        params = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": self.scopes,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        if "offline_access" in self.scopes.split():
+            # OIDC Core 11: offline_access is only honoured with prompt=consent.
+            params["prompt"] = "consent"
+        separator = "&" if "?" in meta.authorization_endpoint else "?"
+        return f"{meta.authorization_endpoint}{separator}{urlencode(params)}"
+
+    async def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
+        meta = await self.metadata()
+        async with self._provider_errors("authorization_code"):
+            raw = await self._http.fetch_token(
+                meta.token_endpoint,
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=code_verifier,
+            )
+            return _token_set(dict(raw))
+
+    async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
+        """Signature, iss, aud, azp, exp, iat and nonce; raises `LoginError` when any fails."""
+        meta = await self.metadata()
+        try:
+            token = await self._decode(id_token, list(meta.id_token_algs))
+            checks: dict[str, Any] = {
+                "iss": {"essential": True, "value": meta.issuer},
+                "aud": {"essential": True, "value": self.client_id},
+                "sub": {"essential": True},
+                "exp": {"essential": True},
+                "iat": {"essential": True},
+            }
+            if nonce is not None:
+                checks["nonce"] = {"essential": True, "value": nonce}
+            registry = JWTClaimsRegistry(leeway=_CLOCK_LEEWAY, **checks)
+            registry.validate(token.claims)
+        except (JoseError, ValueError) as exc:
+            raise LoginError(f"the ID token is not valid ({type(exc).__name__})") from exc
+        claims = dict(token.claims)
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != self.client_id:
+            raise LoginError("the ID token was issued to another party (azp)")
+        return claims
+
+    # refresh, revocation, logout -----------------------------------------------------------------
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        """A refresh_token grant. Raises `InvalidGrant` or `AuthProviderUnavailable`."""
+        meta = await self.metadata()
+        async with self._provider_errors("refresh_token"):
+            raw = await self._http.refresh_token(meta.token_endpoint, refresh_token=refresh_token)
+            tokens = _token_set(dict(raw))
+        if tokens.refresh_token == refresh_token:
+            tokens.refresh_token = None  # authlib copies the old one in: let the caller decide
+        return tokens
+
+    async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
+        """RFC 7009 revocation when the IdP offers it; failures are logged, never raised."""
+        try:
+            meta = await self.metadata()
+            if not meta.revocation_endpoint:
+                return False
+            async with self._provider_errors("revocation"):
+                response = await self._http.revoke_token(
+                    meta.revocation_endpoint, token=token, token_type_hint=hint
+                )
+                response.raise_for_status()
+        except (AuthProviderUnavailable, InvalidGrant) as exc:
+            log.warning("token revocation failed: %s", exc)
+            return False
+        return True
+
+    async def end_session_url(
+        self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None
+    ) -> str | None:
+        try:
+            meta = await self.metadata()
+        except AuthProviderUnavailable:
+            return None
+        if not meta.end_session_endpoint:
+            return None
+        params = {"client_id": self.client_id}
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        if post_logout_redirect_uri:
+            params["post_logout_redirect_uri"] = post_logout_redirect_uri
+        separator = "&" if "?" in meta.end_session_endpoint else "?"
+        return f"{meta.end_session_endpoint}{separator}{urlencode(params)}"
+
+    async def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
+        """OIDC Back-Channel Logout 1.0, section 2.6. Raises `LoginError` when invalid."""
+        meta = await self.metadata()
+        try:
+            header = jws.extract_compact(logout_token.encode()).protected
+            if header.get("alg") in (None, "none"):
+                raise LoginError("unsigned logout token")
+            token = await self._decode(logout_token, list(meta.id_token_algs))
+            JWTClaimsRegistry(
+                leeway=_CLOCK_LEEWAY,
+                iss={"essential": True, "value": meta.issuer},
+                aud={"essential": True, "value": self.client_id},
+                iat={"essential": True},
+                jti={"essential": True},
+            ).validate(token.claims)
+        except (JoseError, ValueError) as exc:
+            raise LoginError(f"the logout token is not valid ({type(exc).__name__})") from exc
+        claims = dict(token.claims)
+        events = claims.get("events")
+        if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
+            raise LoginError("the logout token has no back-channel logout event")
+        if "nonce" in claims:
+            raise LoginError("a logout token must not carry a nonce")
+        if not claims.get("sid") and not claims.get("sub"):
+            raise LoginError("the logout token names neither sid nor sub")
+        return claims
+
+
+def _token_set(raw: dict[str, Any]) -> TokenSet:
+    now = time.time()
+    access = raw.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise ValueError("token response without access_token")
+    expires_in = raw.get("expires_in")
+    lifetime = float(expires_in) if expires_in is not None else 3600.0
+    return TokenSet(
+        access_token=access,
+        expires_at=now + lifetime,
+        issued_at=now,
+        refresh_token=raw.get("refresh_token"),
+        id_token=raw.get("id_token"),
+        token_type=str(raw.get("token_type") or "Bearer"),
+    )

@@ -1,0 +1,112 @@
+"""``bff serve | demo | export-schema | demo-upstream``. Builds `Settings` once and passes it down."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+DEFAULT_SCHEMA_PATH = Path("schema/schema.graphql")
+
+
+def schema_sdl() -> str:
+    from bff.api import build_schema
+
+    return build_schema().as_str().rstrip("\n") + "\n"
+
+
+def export_schema(output: Path | None, check: bool) -> int:
+    sdl = schema_sdl()
+    if check:
+        path = output or DEFAULT_SCHEMA_PATH
+        current = path.read_text() if path.exists() else ""
+        if current == sdl:
+            return 0
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                current.splitlines(True), sdl.splitlines(True), str(path), "bff export-schema"
+            )
+        )
+        print(f"\n{path} is stale: run 'bff export-schema --output {path}'", file=sys.stderr)
+        return 1
+    if output is None:
+        sys.stdout.write(sdl)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(sdl)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bff.settings import Settings
+
+    settings = Settings()  # fail fast on bad configuration, before forking workers
+    uvicorn.run(
+        "bff.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level or settings.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def demo_upstream(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bff.demo.tokens import IntrospectionValidator, JWKSValidator, TokenValidator
+    from bff.demo.upstreams import accounts_app, catalog_app
+
+    validator: TokenValidator
+    if args.introspection_client_id:
+        validator = IntrospectionValidator(
+            args.issuer, args.introspection_client_id, args.introspection_client_secret or ""
+        )
+    else:
+        validator = JWKSValidator(issuer=args.issuer, audience=args.audience)
+    factory = accounts_app if args.service == "accounts" else catalog_app
+    app = factory(validator, latency=args.latency_ms / 1000)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bff", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the BFF (configuration from BFF_* variables)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default=None)
+
+    p = commands.add_parser("export-schema", help="print the GraphQL SDL (or write / check a file)")
+    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--check", action="store_true", help="exit 1 with a diff when the file is stale")
+
+    p = commands.add_parser("demo-upstream", help="run one demo upstream alone")
+    p.add_argument("service", choices=["accounts", "catalog"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--issuer", required=True, help="issuer whose tokens are accepted")
+    p.add_argument("--audience", default=None, help="required aud of JWT access tokens")
+    p.add_argument("--introspection-client-id", default=None, help="use RFC 7662 introspection")
+    p.add_argument("--introspection-client-secret", default=None)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "export-schema":
+        return export_schema(args.output, args.check)
+    return demo_upstream(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Bearer-token validation for the demo upstreams: a JWT checked against the issuer's JWKS, or an
+opaque token checked by RFC 7662 introspection."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+
+class TokenValidator(Protocol):
+    async def subject(self, token: str) -> str | None:
+        """The token's subject if it is valid now, else None."""
+        ...
+
+
+@dataclass
+class JWKSValidator:
+    """JWT access tokens: signature by the issuer's keys, ``exp``, ``iss`` and optional ``aud``."""
+
+    issuer: str | None = None
+    keys: KeySet | None = None
+    audience: str | None = None
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=5))
+
+    async def _keyset(self) -> KeySet:
+        if self.keys is None:
+            if not self.issuer:
+                raise ValueError("JWKSValidator needs an issuer or keys")
+            meta = (await self.http.get(f"{self.issuer}/.well-known/openid-configuration")).json()
+            self.keys = KeySet.import_key_set((await self.http.get(meta["jwks_uri"])).json())
+        return self.keys
+
+    async def subject(self, token: str) -> str | None:
+        try:
+            decoded = jwt.decode(token, await self._keyset())
+            checks: dict[str, Any] = {"exp": {"essential": True}, "sub": {"essential": True}}
+            if self.issuer:
+                checks["iss"] = {"essential": True, "value": self.issuer}
+            if self.audience:
+                checks["aud"] = {"essential": True, "value": self.audience}
+            JWTClaimsRegistry(leeway=0, **checks).validate(decoded.claims)
+        except (JoseError, ValueError):
+            return None
+        return str(decoded.claims["sub"])
+
+
+@dataclass
+class IntrospectionValidator:
+    """Opaque tokens: RFC 7662 introspection with the resource server's own client credentials."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=5))
+    _endpoint: str | None = None
+
+    async def subject(self, token: str) -> str | None:
+        if self._endpoint is None:
+            meta = (await self.http.get(f"{self.issuer}/.well-known/openid-configuration")).json()
+            self._endpoint = str(meta["introspection_endpoint"])
+        response = await self.http.post(
+            self._endpoint,
+            data={"token": token, "token_type_hint": "access_token"},
+            auth=(self.client_id, self.client_secret),
+        )
+        if response.status_code != 200:
+            return None
+        body = response.json()
+        if not body.get("active") or float(body.get("exp", 0)) <= time.time():
+            return None
+        sub = body.get("sub")
+        return str(sub) if sub else None

@@ -1,0 +1,140 @@
+"""The demo upstreams of the contract: REST "accounts" and GraphQL "catalog".
+
+Both require a bearer token (validated by a `TokenValidator`), can add an artificial latency, and
+count what they serve so tests and benchmarks can assert the BFF's call pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import build_schema, graphql
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bff.demo import data
+from bff.demo.tokens import TokenValidator
+
+
+@dataclass
+class UpstreamStats:
+    """What an upstream saw: calls by route, refused tokens, and when each call ran."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    unauthorized: int = 0
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.unauthorized = 0
+        self.spans.clear()
+
+
+async def _authorize(request: Request, validator: TokenValidator, stats: UpstreamStats) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        stats.unauthorized += 1
+        return None
+    try:
+        subject = await validator.subject(token.strip())
+    except Exception:
+        subject = None
+    if subject is None:
+        stats.unauthorized += 1
+    return subject
+
+
+def _unauthorized() -> Response:
+    return JSONResponse(
+        {"error": "invalid_token"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette:
+    """GET /me and GET /users/{id}/orders?limit=N (a user sees only their own orders)."""
+    stats = UpstreamStats()
+
+    async def me(request: Request) -> Response:
+        started = time.monotonic()
+        sub = await _authorize(request, validator, stats)
+        if sub is None:
+            return _unauthorized()
+        stats.calls["GET /me"] += 1
+        await asyncio.sleep(latency)
+        stats.spans.append(("me", started, time.monotonic()))
+        return JSONResponse(data.user(sub))
+
+    async def user_orders(request: Request) -> Response:
+        started = time.monotonic()
+        sub = await _authorize(request, validator, stats)
+        if sub is None:
+            return _unauthorized()
+        user_id = request.path_params["user_id"]
+        if user_id != sub:
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        try:
+            limit = max(0, min(int(request.query_params.get("limit", "10")), 100))
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer"}, status_code=400)
+        stats.calls["GET /users/{id}/orders"] += 1
+        await asyncio.sleep(latency)
+        stats.spans.append(("orders", started, time.monotonic()))
+        return JSONResponse(data.orders(user_id, limit))
+
+    app = Starlette(
+        routes=[Route("/me", me), Route("/users/{user_id}/orders", user_orders)],
+    )
+    app.state.stats = stats
+    return app
+
+
+CATALOG_SDL = """
+type Product { id: ID!, name: String!, priceCents: Int! }
+type Query {
+  productsByIds(ids: [ID!]!): [Product]!
+  searchProducts(query: String!, first: Int = 10): [Product!]!
+}
+"""
+
+
+def catalog_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette:
+    """POST {query, variables} at ``/graphql``."""
+    stats = UpstreamStats()
+    schema = build_schema(CATALOG_SDL)
+    root = {
+        "productsByIds": lambda _info, ids: [data.PRODUCTS.get(i) for i in ids],
+        "searchProducts": lambda _info, query, first=10: data.search(query, first),
+    }
+
+    async def endpoint(request: Request) -> Response:
+        started = time.monotonic()
+        if await _authorize(request, validator, stats) is None:
+            return _unauthorized()
+        try:
+            body = json.loads(await request.body())
+            query, variables = body["query"], body.get("variables") or {}
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(
+                {"errors": [{"message": "expected JSON {query, variables}"}]}, status_code=400
+            )
+        stats.calls["POST /graphql"] += 1
+        await asyncio.sleep(latency)
+        result = await graphql(schema, query, root_value=root, variable_values=variables)
+        stats.spans.append(("catalog", started, time.monotonic()))
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        return JSONResponse(payload)
+
+    app = Starlette(routes=[Route("/graphql", endpoint, methods=["POST"])])
+    app.state.stats = stats
+    return app

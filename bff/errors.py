@@ -1,0 +1,97 @@
+"""The error tree of `bff`. Each class carries the contract's GraphQL ``extensions.code``.
+
+    BFFError                      INTERNAL_SERVER_ERROR (never shown as-is: masked)
+    ├── Unauthenticated           UNAUTHENTICATED: no session, or the IdP refused its refresh
+    ├── AuthProviderUnavailable   AUTH_PROVIDER_UNAVAILABLE: IdP down while the token has expired
+    ├── InvalidGrant              (internal) the IdP answered invalid_grant
+    ├── LoginError                (HTTP 400 on /auth/*) bad state, replayed code, IdP error
+    ├── StoreUnavailable          SESSION_STORE_UNAVAILABLE: Redis unreachable (session kept)
+    ├── UpstreamError             UPSTREAM_ERROR, with .upstream
+    │   ├── UpstreamTimeout       UPSTREAM_TIMEOUT
+    │   └── UpstreamUnauthorized  (internal) 401 from an upstream: refresh once and retry
+    └── QueryRejected             a query over a limit (BAD_USER_INPUT)
+
+Lower-level errors (httpx, authlib, redis) are translated into these at the layer boundary, in one
+place per layer; `graphql.errors` maps them to GraphQL errors in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BFFError(Exception):
+    """Base of every error `bff` raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL_SERVER_ERROR"
+    public_message: ClassVar[str] = "Internal server error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.public_message)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code}
+
+
+class Unauthenticated(BFFError):
+    code = "UNAUTHENTICATED"
+    public_message = "Not signed in"
+
+
+class AuthProviderUnavailable(BFFError):
+    code = "AUTH_PROVIDER_UNAVAILABLE"
+    public_message = "The identity provider is unavailable; try again shortly"
+
+
+class InvalidGrant(BFFError):
+    """The IdP refused a grant (expired, revoked or already-rotated refresh token)."""
+
+    code = "UNAUTHENTICATED"
+    public_message = "The identity provider refused the grant"
+
+
+class LoginError(BFFError):
+    """A login or callback that cannot proceed; answered with HTTP 400 and this message."""
+
+    code = "BAD_REQUEST"
+    public_message = "The sign-in could not be completed"
+
+
+class StoreUnavailable(BFFError):
+    """The session store cannot be reached; nothing is concluded about the session."""
+
+    code = "SESSION_STORE_UNAVAILABLE"
+    public_message = "The session store is unavailable; try again shortly"
+
+
+class QueryRejected(BFFError):
+    code = "BAD_USER_INPUT"
+    public_message = "The query was rejected"
+
+
+class UpstreamError(BFFError):
+    """An upstream failed; only the fields that depend on it resolve to null."""
+
+    code = "UPSTREAM_ERROR"
+    public_message = "An upstream service failed"
+
+    def __init__(self, upstream: str, message: str | None = None, *, status: int | None = None):
+        super().__init__(message or f"Upstream {upstream!r} failed")
+        self.upstream = upstream
+        self.status = status
+
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code, "upstream": self.upstream}
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "UPSTREAM_TIMEOUT"
+    public_message = "An upstream service timed out"
+
+
+class UpstreamUnauthorized(UpstreamError):
+    """The upstream answered 401 to our bearer token."""

@@ -1,0 +1,1 @@
+"""Ties sessions, auth and upstreams to Strawberry: context, error mapping, extensions, router."""

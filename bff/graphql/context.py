@@ -1,0 +1,125 @@
+"""The per-request GraphQL context: the session, its fresh token (at most once), upstream clients
+and DataLoaders. Cheap to build: nothing is read until a resolver asks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext
+
+from bff.errors import Unauthenticated
+from bff.resources import Resources
+from bff.sessions.cookies import CookiePolicy
+from bff.sessions.models import Session
+from bff.upstream import GraphQLClient, RestClient
+
+L = TypeVar("L", bound=DataLoader[Any, Any])
+
+
+class Context(BaseContext):
+    """Implements `bff.upstream.TokenSource` for the request's upstream clients."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        session_id: str | None,
+        *,
+        cookie: CookiePolicy | None,
+        request_id: str,
+    ) -> None:
+        super().__init__()
+        self.resources = resources
+        self.session_id = session_id
+        self.request_id = request_id
+        self._cookie = cookie  # None when the session came in an Authorization header
+        self._session_task: asyncio.Task[Session | None] | None = None
+        self._fresh_task: asyncio.Task[Session] | None = None
+        self._clients: dict[str, Any] = {}
+        self._loaders: dict[str, Any] = {}
+        self.user_sub: str | None = None
+
+    # session -----------------------------------------------------------------------------------
+    async def session(self) -> Session | None:
+        """The stored session, read once per request."""
+        if self.session_id is None:
+            return None
+        if self._session_task is None:
+            self._session_task = asyncio.ensure_future(self._read_session(self.session_id))
+        return await asyncio.shield(self._session_task)
+
+    async def _read_session(self, session_id: str) -> Session | None:
+        session = await self.resources.store.get(session_id)
+        if session is not None:
+            self.user_sub = session.sub
+        return session
+
+    async def fresh_session(self) -> Session:
+        """The session with a fresh access token: refreshed at most once per request, lazily."""
+        if self._fresh_task is None:
+            self._fresh_task = asyncio.ensure_future(self._freshen(None))
+        return await asyncio.shield(self._fresh_task)
+
+    async def _freshen(self, rejected: str | None) -> Session:
+        try:
+            session = await self.session()
+            if session is None:
+                raise Unauthenticated()
+            tokens = self.resources.tokens
+            return session if tokens is None else await tokens.ensure_fresh(session, rejected_token=rejected)
+        except Unauthenticated:
+            self.end_session()
+            raise
+
+    def end_session(self) -> None:
+        """Clear the cookie of a session that no longer exists (only if the browser sent one)."""
+        if self._cookie is not None and self.session_id is not None and self.response is not None:
+            self.response.headers.append("set-cookie", self._cookie.clear())
+
+    # TokenSource -------------------------------------------------------------------------------
+    async def access_token(self) -> str:
+        return (await self.fresh_session()).tokens.access_token
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        """After an upstream 401: one forced refresh, shared by every resolver that saw it."""
+        current = await self.fresh_session()
+        if current.tokens.access_token == rejected:
+            task = self._fresh_task
+            if task is not None and task.done() and task.result() is current:
+                self._fresh_task = asyncio.ensure_future(self._freshen(rejected))
+        return (await self.fresh_session()).tokens.access_token
+
+    # upstreams and loaders ---------------------------------------------------------------------
+    def rest(self, name: str) -> RestClient:
+        client = self._clients.get(name)
+        if client is None:
+            client = RestClient(name, self._http(name), self, self.resources.metrics)
+            self._clients[name] = client
+        return client
+
+    def graphql(self, name: str) -> GraphQLClient:
+        client = self._clients.get(name)
+        if client is None:
+            http = self._http(name)
+            endpoint = self.resources.settings.upstreams[name].url
+            client = GraphQLClient(name, http, self, self.resources.metrics, endpoint=endpoint)
+            self._clients[name] = client
+        return client
+
+    def _http(self, name: str) -> Any:
+        try:
+            return self.resources.upstreams[name]
+        except KeyError:
+            raise LookupError(
+                f"upstream {name!r} is not configured (BFF_UPSTREAMS__{name.upper()}__URL)"
+            ) from None
+
+    def loader(self, key: str, factory: Callable[[Context], L]) -> L:
+        """A DataLoader for this request only, built on first use."""
+        loader = self._loaders.get(key)
+        if loader is None:
+            loader = factory(self)
+            self._loaders[key] = loader
+        return loader

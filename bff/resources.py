@@ -1,0 +1,156 @@
+"""Opens and closes every process resource from `Settings`; the one place that picks concrete classes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from bff.auth.oidc import OIDCClient
+from bff.auth.tokens import TokenManager
+from bff.metrics import Metrics
+from bff.sessions.cookies import CookiePolicy
+from bff.sessions.crypto import SessionCrypto
+from bff.sessions.memory import MemorySessionStore
+from bff.sessions.redis import RedisSessionStore
+from bff.sessions.store import SessionStore
+from bff.settings import Settings, UpstreamSettings
+
+log = logging.getLogger("bff")
+
+
+@dataclass
+class Resources:
+    """Everything a request may use; reaches handlers through ``request.state``."""
+
+    settings: Settings
+    metrics: Metrics
+    crypto: SessionCrypto
+    store: SessionStore
+    upstreams: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    oidc: OIDCClient | None = None
+    tokens: TokenManager | None = None
+
+    @property
+    def session_cookie(self) -> CookiePolicy:
+        settings = self.settings
+        return CookiePolicy(
+            name=settings.cookie_name,
+            secure=settings.cookie_secure,
+            samesite=settings.cookie_samesite,
+            max_age=settings.session_absolute_timeout_seconds,
+        )
+
+    @property
+    def login_cookie(self) -> CookiePolicy:
+        settings = self.settings
+        # Always Lax: the IdP's redirect back to /auth/callback is a cross-site top-level navigation.
+        return CookiePolicy(
+            name=settings.login_cookie_name,
+            secure=settings.cookie_secure,
+            samesite="lax",
+            max_age=settings.login_timeout_seconds,
+        )
+
+    def session_credentials(
+        self, authorization: str | None, cookies: Mapping[str, str]
+    ) -> tuple[str | None, bool]:
+        """(session id, came in a cookie). ``Authorization: Session <handle>`` wins over cookies
+        and makes the request ignore them. A forged or tampered value is simply no session."""
+        scheme, _, handle = (authorization or "").partition(" ")
+        if scheme.lower() == "session":
+            return self.crypto.unsign(handle.strip()), False
+        return self.crypto.unsign(cookies.get(self.settings.cookie_name)), True
+
+
+def session_crypto(settings: Settings) -> SessionCrypto:
+    if settings.session_secret is None:
+        log.warning(
+            "BFF_SESSION_SECRET is not set: using a random secret; sessions will not survive a "
+            "restart nor be shared between replicas"
+        )
+        current = secrets.token_urlsafe(32)
+    else:
+        current = settings.session_secret.get_secret_value()
+    previous = [s.get_secret_value() for s in settings.session_previous_secrets]
+    return SessionCrypto([current, *previous])
+
+
+def session_store(settings: Settings, crypto: SessionCrypto) -> SessionStore:
+    limits = {
+        "idle_seconds": settings.session_idle_timeout_seconds,
+        "absolute_seconds": settings.session_absolute_timeout_seconds,
+    }
+    url = settings.session_store
+    if url == "memory":
+        return MemorySessionStore(crypto, **limits)
+    if url.startswith(("redis://", "rediss://", "redis+cluster://", "unix://")):
+        return RedisSessionStore(url, crypto, **limits)
+    raise ValueError(f"unsupported BFF_SESSION_STORE {url!r}: use memory, redis://… or redis+cluster://…")
+
+
+def upstream_client(
+    upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """One pooled, keep-alive client per upstream for the whole process."""
+    return httpx.AsyncClient(
+        base_url=upstream.url,
+        timeout=httpx.Timeout(upstream.timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=upstream.max_connections,
+            max_keepalive_connections=upstream.max_keepalive_connections,
+        ),
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_resources(
+    settings: Settings,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> AsyncIterator[Resources]:
+    """``transports`` (tests): per-upstream or ``"oidc"`` transports replacing real sockets."""
+    transports = transports or {}
+    metrics = Metrics()
+    crypto = session_crypto(settings)
+    store = session_store(settings, crypto)
+    resources = Resources(settings=settings, metrics=metrics, crypto=crypto, store=store)
+    try:
+        for name, upstream in settings.upstreams.items():
+            resources.upstreams[name] = upstream_client(upstream, transports.get(name))
+        if settings.oidc_configured:
+            assert settings.oidc_issuer is not None
+            assert settings.oidc_client_id is not None
+            secret = settings.oidc_client_secret
+            resources.oidc = OIDCClient(
+                issuer=settings.oidc_issuer,
+                client_id=settings.oidc_client_id,
+                client_secret=secret.get_secret_value() if secret else "",
+                auth_method=settings.oidc_client_auth_method,
+                scopes=settings.oidc_scopes,
+                timeout=settings.oidc_timeout_seconds,
+                transport=transports.get("oidc"),
+            )
+            resources.tokens = TokenManager(
+                store,
+                resources.oidc,
+                metrics,
+                buffer_seconds=settings.refresh_buffer_seconds,
+                lease_seconds=settings.refresh_lock_lease_seconds,
+                provider_timeout=settings.oidc_timeout_seconds,
+            )
+        else:
+            log.warning("BFF_OIDC_ISSUER / BFF_OIDC_CLIENT_ID not set: sign-in is disabled")
+        yield resources
+    finally:
+        for client in resources.upstreams.values():
+            await client.aclose()
+        if resources.oidc is not None:
+            await resources.oidc.aclose()
+        await store.close()

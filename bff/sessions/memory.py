@@ -1,0 +1,82 @@
+"""The embedded, single-process store (aiocache's in-memory backend, TTLs included)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiocache import SimpleMemoryCache
+
+from bff.sessions.store import Record, SessionStore
+
+
+class MemorySessionStore(SessionStore):
+    """Good for one process (``bff demo``, tests). Several replicas need the Redis store."""
+
+    shared = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # timeout=0: aiocache otherwise wraps every call in asyncio.wait_for, a task per call.
+        self._cache = SimpleMemoryCache(timeout=0)
+        self._index: dict[str, set[str]] = {}
+        # Reads and writes of one record interleave across awaits; this keeps compare-and-set atomic.
+        self._write = asyncio.Lock()
+
+    async def _get(self, session_id: str) -> Record | None:
+        record: Record | None = await self._cache.get(f"s:{session_id}")
+        return record
+
+    async def _create(
+        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
+    ) -> None:
+        async with self._write:
+            await self._cache.set(f"s:{session_id}", Record(1, blob, now), ttl=ttl)
+            for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
+                if index:
+                    self._index.setdefault(index, set()).add(session_id)
+
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
+    ) -> bool:
+        async with self._write:
+            current: Record | None = await self._cache.get(f"s:{session_id}")
+            if current is None or current.version != expected:
+                return False
+            await self._cache.set(f"s:{session_id}", Record(new, blob, current.seen), ttl=ttl)
+            return True
+
+    async def _touch(self, session_id: str, seen: float, ttl: float) -> None:
+        async with self._write:
+            current: Record | None = await self._cache.get(f"s:{session_id}")
+            if current is not None:
+                await self._cache.set(f"s:{session_id}", Record(current.version, current.blob, seen), ttl=ttl)
+
+    async def _delete(self, session_id: str) -> None:
+        async with self._write:
+            await self._cache.delete(f"s:{session_id}")
+
+    async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
+        index = f"sid:{sid}" if sid else f"sub:{sub}"
+        ended = 0
+        for session_id in self._index.pop(index, set()):
+            if await self._get(session_id) is not None:
+                ended += 1
+            await self.delete(session_id)
+        return ended
+
+    async def _put_once(self, name: str, blob: bytes, ttl: float) -> None:
+        await self._cache.set(f"o:{name}", blob, ttl=ttl)
+
+    async def _take_once(self, name: str) -> bytes | None:
+        async with self._write:
+            blob: bytes | None = await self._cache.get(f"o:{name}")
+            if blob is not None:
+                await self._cache.delete(f"o:{name}")
+            return blob
+
+    async def count(self) -> int:
+        """Live sessions (for benchmarks)."""
+        return sum(1 for key in self._cache._cache if str(key).startswith("s:"))
+
+    async def close(self) -> None:
+        await self._cache.clear()

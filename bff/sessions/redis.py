@@ -1,0 +1,225 @@
+"""The shared store for several replicas: Redis or Redis Cluster (redis-py's asyncio client).
+
+Keys of one session share a hash tag (``bff:{<id>}:...``) so its compare-and-set script and its
+lock stay in one slot on a cluster. Changes are announced on one pub/sub channel so that replicas
+waiting for a refresh wake at once instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import LockError, RedisError
+
+from bff.errors import StoreUnavailable
+from bff.sessions.store import Record, SessionStore
+
+log = logging.getLogger("bff.sessions")
+
+_CHANNEL = "bff:session-changed"
+
+# KEYS[1] session hash; ARGV expected version, new version, blob, ttl ms
+_CAS = """
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] session hash; ARGV seen, ttl ms. Only touches a record that still exists.
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 's', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def connect(url: str) -> Redis | RedisCluster:
+    """``redis://`` or ``rediss://`` for one server, ``redis+cluster://h:p,h:p`` for a cluster."""
+    if url.startswith("redis+cluster://"):
+        hosts = url.removeprefix("redis+cluster://").split("/")[0]
+        nodes = []
+        for hostport in hosts.split(","):
+            host, _, port = hostport.rpartition(":")
+            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+        return RedisCluster(startup_nodes=nodes, socket_timeout=2, socket_connect_timeout=2)
+    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+class RedisSessionStore(SessionStore):
+    shared = True
+
+    def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redis = connect(url)
+        self._cas = self.redis.register_script(_CAS)
+        self._touch_script = self.redis.register_script(_TOUCH)
+        self._listener: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _key(session_id: str, suffix: str = "s") -> str:
+        return f"bff:{{{session_id}}}:{suffix}"
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
+
+    async def _get(self, session_id: str) -> Record | None:
+        async with self._errors():
+            version, blob, seen = await self.redis.hmget(self._key(session_id), ["v", "d", "s"])
+        if version is None or blob is None:
+            return None
+        return Record(int(version), blob if isinstance(blob, bytes) else blob.encode(), float(seen or 0))
+
+    async def _create(
+        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
+    ) -> None:
+        key = self._key(session_id)
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"v": 1, "d": blob, "s": now})
+            pipe.pexpire(key, int(ttl * 1000))
+            for index in (f"bff:sid:{{{sid}}}" if sid else None, f"bff:sub:{{{sub}}}"):
+                if index:
+                    pipe.sadd(index, session_id)
+                    pipe.expire(index, self.absolute_seconds)
+            await pipe.execute()
+
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
+    ) -> bool:
+        async with self._errors():
+            result = await self._cas(
+                keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000)]
+            )
+        return bool(result)
+
+    async def _touch(self, session_id: str, seen: float, ttl: float) -> None:
+        async with self._errors():
+            await self._touch_script(keys=[self._key(session_id)], args=[seen, int(ttl * 1000)])
+
+    async def _delete(self, session_id: str) -> None:
+        async with self._errors():
+            await self.redis.delete(self._key(session_id))
+
+    async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
+        index = f"bff:sid:{{{sid}}}" if sid else f"bff:sub:{{{sub}}}"
+        async with self._errors():
+            members = await self.redis.smembers(index)
+            ended = 0
+            for raw in members:
+                session_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                ended += int(await self.redis.delete(self._key(session_id)))
+                await self.publish_change(session_id)
+            await self.redis.delete(index)
+        return ended
+
+    async def _put_once(self, name: str, blob: bytes, ttl: float) -> None:
+        async with self._errors():
+            await self.redis.set(f"bff:once:{{{name}}}", blob, px=int(ttl * 1000))
+
+    async def _take_once(self, name: str) -> bytes | None:
+        async with self._errors():
+            blob = await self.redis.getdel(f"bff:once:{{{name}}}")
+        if blob is None:
+            return None
+        return blob if isinstance(blob, bytes) else str(blob).encode()
+
+    # coordination ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:
+        """redis-py's lock (SET NX PX with a random token, released by compare-and-delete), renewed
+        at a third of the lease while held, so a slow IdP never lets the lease lapse mid-refresh;
+        a holder that dies delays the others by at most ``lease``."""
+        lock = self.redis.lock(
+            self._key(session_id, "lock"),
+            timeout=lease,
+            sleep=0.05,
+            blocking_timeout=wait,
+            thread_local=False,
+            raise_on_release_error=False,
+        )
+        async with self._errors():
+            acquired = await lock.acquire(token=uuid.uuid4().hex)
+        if not acquired:
+            yield False
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease / 3)
+                try:
+                    await lock.extend(lease, replace_ttl=True)
+                except (LockError, RedisError, OSError):
+                    log.warning("refresh lock lost while held")
+                    return
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
+
+    async def publish_change(self, session_id: str) -> None:
+        self._notify(session_id)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(_CHANNEL, session_id)
+
+    async def wait_for_change(self, session_id: str, timeout: float) -> None:
+        self._ensure_listener()
+        await super().wait_for_change(session_id, timeout)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="bff-session-changes")
+
+    async def _listen(self) -> None:
+        """Wake local waiters on changes published by any replica; reconnects after failures."""
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                try:
+                    await pubsub.subscribe(_CHANNEL)
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message and message.get("type") == "message":
+                            data = message["data"]
+                            self._notify(data.decode() if isinstance(data, bytes) else str(data))
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self._listener
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()

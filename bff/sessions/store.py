@@ -1,0 +1,178 @@
+"""The session store: one abstract base that encrypts, and byte-level backends (memory, Redis).
+
+Records are encrypted as a whole (claims and token set) and bound to their id; the version number
+stays in clear beside them so that writes can be compare-and-set. Idle timeout is the record's TTL,
+pushed forward on use; the absolute lifetime caps that TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bff.sessions.crypto import DecryptError, SessionCrypto
+from bff.sessions.models import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    version: int
+    blob: bytes
+    seen: float
+
+
+class SessionStore(ABC):
+    """Where sessions, pending logins and one-time codes live. Subclasses move bytes only.
+
+    Backends raise `StoreUnavailable` when they cannot be reached.
+    """
+
+    #: whether locks and notifications reach other processes (False for the memory store)
+    shared: bool = False
+
+    def __init__(self, crypto: SessionCrypto, *, idle_seconds: int, absolute_seconds: int) -> None:
+        self.crypto = crypto
+        self.idle_seconds = idle_seconds
+        self.absolute_seconds = absolute_seconds
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    # sessions ----------------------------------------------------------------------------------
+    async def get(self, session_id: str) -> Session | None:
+        """The live session, or None (absent, expired, or not decryptable under any known key)."""
+        record = await self._get(session_id)
+        if record is None:
+            return None
+        try:
+            session = Session.from_json(self.crypto.decrypt(record.blob, session_id.encode()), record.version)
+        except (DecryptError, ValueError, TypeError, KeyError):
+            return None
+        now = time.time()
+        if now >= session.created_at + self.absolute_seconds:
+            await self.delete(session_id)
+            return None
+        session.last_seen = max(session.last_seen, record.seen)
+        # Push the idle TTL forward, but not on every request: a write per minute is plenty.
+        if now - session.last_seen > min(60.0, self.idle_seconds / 10):
+            session.last_seen = now
+            await self._touch(session_id, now, self._ttl(session, now))
+        return session
+
+    async def create(self, session: Session) -> None:
+        now = time.time()
+        await self._create(
+            session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub
+        )
+
+    async def replace(self, session: Session) -> Session | None:
+        """Compare-and-set on ``session.version``; returns the stored copy (version + 1) or None
+        when someone else wrote first."""
+        now = time.time()
+        new_version = session.version + 1
+        ok = await self._compare_and_set(
+            session.id, session.version, new_version, self._seal(session), self._ttl(session, now)
+        )
+        if not ok:
+            return None
+        session.version = new_version
+        await self.publish_change(session.id)
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        await self._delete(session_id)
+        await self.publish_change(session_id)
+
+    @abstractmethod
+    async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
+        """End every session of an IdP session id or of a subject (back-channel logout)."""
+
+    # one-time values (pending logins, native handoff codes) ------------------------------------
+    async def put_once(self, kind: str, key: str, data: dict[str, Any], ttl: float) -> None:
+        name = f"{kind}:{key}"
+        blob = self.crypto.encrypt(json.dumps(data).encode(), name.encode())
+        await self._put_once(name, blob, ttl)
+
+    async def take_once(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Fetch and delete atomically: a second take of the same key gets None."""
+        name = f"{kind}:{key}"
+        blob = await self._take_once(name)
+        if blob is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.crypto.decrypt(blob, name.encode()))
+        except (DecryptError, ValueError):
+            return None
+        return data
+
+    # coordination ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:
+        """Exclusive across replicas; yields False when it could not be had within ``wait``.
+        The in-process single flight lives in `auth.tokens`; here there is nothing more to do."""
+        yield True
+
+    async def wait_for_change(self, session_id: str, timeout: float) -> None:
+        """Return when a change of this session is published, or after ``timeout``."""
+        event = asyncio.Event()
+        self._waiters.setdefault(session_id, set()).add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            waiters = self._waiters.get(session_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[session_id]
+
+    async def publish_change(self, session_id: str) -> None:
+        self._notify(session_id)
+
+    def _notify(self, session_id: str) -> None:
+        for event in self._waiters.get(session_id, ()):
+            event.set()
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the backend cannot serve requests."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    # helpers -----------------------------------------------------------------------------------
+    def _seal(self, session: Session) -> bytes:
+        return self.crypto.encrypt(session.to_json(), session.id.encode())
+
+    def _ttl(self, session: Session, now: float) -> float:
+        remaining = session.created_at + self.absolute_seconds - now
+        return max(1.0, min(float(self.idle_seconds), remaining))
+
+    # backend -----------------------------------------------------------------------------------
+    @abstractmethod
+    async def _get(self, session_id: str) -> Record | None: ...
+
+    @abstractmethod
+    async def _create(
+        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
+    ) -> None: ...
+
+    @abstractmethod
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
+    ) -> bool: ...
+
+    @abstractmethod
+    async def _touch(self, session_id: str, seen: float, ttl: float) -> None: ...
+
+    @abstractmethod
+    async def _delete(self, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def _put_once(self, name: str, blob: bytes, ttl: float) -> None: ...
+
+    @abstractmethod
+    async def _take_once(self, name: str) -> bytes | None: ...

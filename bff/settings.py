@@ -1,0 +1,122 @@
+"""Configuration: one `Settings` object, read from the environment (prefix ``BFF_``, nesting ``__``).
+
+Pure data: nothing is built here and nothing is read at import time. The CLI and the uvicorn factory
+construct it once and pass slices of it down.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_commas(value: object) -> object:
+    """List settings are comma-separated in the environment (the contract says: not JSON)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+CommaSecrets = Annotated[list[SecretStr], NoDecode]
+
+
+class UpstreamSettings(BaseModel):
+    """One upstream service: its base URL (REST) or endpoint URL (GraphQL) and its limits."""
+
+    url: str
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=100, gt=0)
+    max_keepalive_connections: int = Field(default=20, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything the BFF can be told; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BFF_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+    )
+
+    env: Literal["development", "production"] = "development"
+    public_url: str = "http://127.0.0.1:8000"
+
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_client_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    oidc_scopes: str = "openid profile email offline_access"
+    oidc_timeout_seconds: float = Field(default=5.0, gt=0)
+    oidc_post_logout_redirect_uri: str | None = None
+
+    session_store: str = "memory"
+    session_secret: SecretStr | None = None
+    session_previous_secrets: CommaSecrets = []
+    session_idle_timeout_seconds: int = Field(default=8 * 3600, gt=0)
+    session_absolute_timeout_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    login_timeout_seconds: int = Field(default=600, gt=0, le=600)
+
+    cookie_secure: bool = True
+    cookie_samesite: Literal["strict", "lax"] = "strict"
+
+    refresh_buffer_seconds: int = Field(default=300, ge=0)
+    refresh_lock_lease_seconds: float = Field(default=10.0, gt=0)
+
+    upstreams: dict[str, UpstreamSettings] = {}
+    cors_origins: CommaList = []
+    native_redirect_uris: CommaList = []
+
+    graphiql: bool | None = None
+    log_level: str = "info"
+
+    @field_validator("cors_origins", "native_redirect_uris", "session_previous_secrets", mode="before")
+    @classmethod
+    def _comma_lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("BFF_PUBLIC_URL must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_no_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _production_needs_secret(self) -> Settings:
+        if self.env == "production" and self.session_secret is None:
+            raise ValueError("BFF_SESSION_SECRET is required when BFF_ENV=production")
+        return self
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.public_url}/auth/callback"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env == "development"
+
+    @property
+    def cookie_name(self) -> str:
+        # The __Host- prefix requires Secure, Path=/ and no Domain; browsers drop it over plain http.
+        return "__Host-bff_session" if self.cookie_secure else "bff_session"
+
+    @property
+    def login_cookie_name(self) -> str:
+        return "__Host-bff_login" if self.cookie_secure else "bff_login"
+
+    @property
+    def oidc_configured(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)

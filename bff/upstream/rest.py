@@ -1,0 +1,29 @@
+"""REST upstreams: JSON over HTTP, with identical GETs of one GraphQL request sent once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bff.upstream.base import UpstreamClient
+
+
+class RestClient(UpstreamClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gets: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Task[Any]] = {}
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET and decode; a second identical GET in the same request shares the first's answer."""
+        key = (path, tuple(sorted((k, str(v)) for k, v in (params or {}).items())))
+        task = self._gets.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._get(path, params))
+            self._gets[key] = task
+        return await asyncio.shield(task)
+
+    async def _get(self, path: str, params: dict[str, Any] | None) -> Any:
+        return self.json(await self.request("GET", path, params=params))
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return self.json(await self.request("POST", path, json=body))
