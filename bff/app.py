@@ -31,6 +31,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_resources(settings, transports=transports) as resources:
+            app.state.resources = resources  # for embedding code and tests; requests use their state
             yield {"resources": resources}
 
     app = FastAPI(

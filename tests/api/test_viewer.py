@@ -1,0 +1,84 @@
+"""The demo API against the demo upstreams on real ports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bff.demo import data
+from tests.conftest import Bff, Upstreams
+from tests.support.tokens import TestIssuer
+
+VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
+
+
+async def test_viewer_query_costs_one_call_per_upstream(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token("alice"))
+    async with bff.client(cookie) as client:
+        response = await client.post("/graphql", json={"query": VIEWER})
+    assert response.status_code == 200
+    body = response.json()
+    assert "errors" not in body, body
+    viewer = body["data"]["viewer"]
+    assert viewer["id"] == "alice"
+    assert viewer["name"] == "Alice Example"
+    expected_orders = data.orders("alice", 10)
+    assert [o["id"] for o in viewer["orders"]] == [o["id"] for o in expected_orders]
+    for order, expected in zip(viewer["orders"], expected_orders, strict=True):
+        total = sum(data.PRODUCTS[i["productId"]]["priceCents"] * i["quantity"] for i in expected["items"])
+        assert order["totalCents"] == total
+        assert [i["product"]["id"] for i in order["items"]] == [i["productId"] for i in expected["items"]]
+    assert dict(upstreams.accounts.state.stats.calls) == {"GET /me": 1, "GET /users/{id}/orders": 1}
+    assert dict(upstreams.catalog.state.stats.calls) == {"POST /graphql": 1}
+
+
+async def test_anonymous_viewer_is_null_with_unauthenticated(bff: Bff, upstreams: Upstreams) -> None:
+    async with bff.client() as client:
+        response = await client.post("/graphql", json={"query": "{ viewer { id } }"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == {"viewer": None}
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert upstreams.accounts.state.stats.calls.total() == 0
+
+
+async def test_forged_cookie_is_anonymous(bff: Bff, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token("alice"))
+    session_id, mac = cookie.split(".")
+    for forged in (f"{session_id}.{'A' * len(mac)}", f"{'B' * len(session_id)}.{mac}", "x" * 5000, "a.b.c"):
+        async with bff.client(forged) as client:
+            response = await client.post("/graphql", json={"query": "{ viewer { id } }"})
+        assert response.status_code == 200
+        assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_search_products_with_session(bff: Bff, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token("alice"))
+    async with bff.client(cookie) as client:
+        response = await client.post(
+            "/graphql", json={"query": '{ searchProducts(query: "lamp", first: 3) { id name priceCents } }'}
+        )
+    body = response.json()
+    assert body["data"]["searchProducts"] == data.search("lamp", 3)
+    assert len(body["data"]["searchProducts"]) >= 1
+
+
+@pytest.mark.parametrize("upstream_latency", [0.2])
+async def test_independent_branches_run_concurrently(
+    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    cookie = await bff.session_for(issuer.token("alice"))
+    query = '{ viewer { id name } searchProducts(query: "a") { id } }'
+    async with bff.client(cookie) as client:
+        await client.post("/graphql", json={"query": "{ __typename }"})  # warm connections
+        started = time.monotonic()
+        response = await client.post("/graphql", json={"query": query})
+        elapsed = time.monotonic() - started
+    body = response.json()
+    assert "errors" not in body, body
+    (me,) = [s for s in upstreams.accounts.state.stats.spans if s[0] == "me"]
+    (search,) = [s for s in upstreams.catalog.state.stats.spans if s[0] == "catalog"]
+    # the two upstream calls overlap in time: each started before the other finished
+    assert me[1] < search[2] and search[1] < me[2]
+    assert elapsed < 0.38, elapsed

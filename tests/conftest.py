@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from bff.app import create_app
+from bff.demo.upstreams import accounts_app, catalog_app
+from bff.sessions.models import Session, TokenSet
+from bff.settings import Settings
+from tests.support.servers import RedisServer, serve
+from tests.support.tokens import TestIssuer
+
+
+@pytest.fixture(scope="session")
+def issuer() -> TestIssuer:
+    return TestIssuer()
+
+
+@dataclass
+class Upstreams:
+    accounts: Any
+    catalog: Any
+    accounts_url: str
+    catalog_url: str
+
+    def settings(self, **timeouts: float) -> dict[str, Any]:
+        return {
+            "accounts": {"url": self.accounts_url, "timeout_seconds": timeouts.get("accounts", 5)},
+            "catalog": {"url": self.catalog_url, "timeout_seconds": timeouts.get("catalog", 5)},
+        }
+
+
+@pytest.fixture
+def upstream_latency() -> float:
+    return 0.0
+
+
+@pytest.fixture
+async def upstreams(issuer: TestIssuer, upstream_latency: float) -> AsyncIterator[Upstreams]:
+    accounts = accounts_app(issuer.validator(), latency=upstream_latency)
+    catalog = catalog_app(issuer.validator(), latency=upstream_latency)
+    async with serve(accounts) as accounts_url, serve(catalog) as catalog_url:
+        yield Upstreams(accounts, catalog, accounts_url, f"{catalog_url}/graphql")
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "public_url": "http://127.0.0.1:8000",
+        "cookie_secure": False,
+        "session_secret": "test-secret-0123456789",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Bff:
+    app: Any
+    url: str
+    settings: Settings
+
+    @property
+    def resources(self) -> Any:
+        return self.app.state.resources
+
+    async def session_for(self, token: str, sub: str = "alice", ttl: float = 3600) -> str:
+        """A stored session holding ``token``; returns the signed cookie value."""
+        now = time.time()
+        session = Session(
+            id=Session.new_id(),
+            sub=sub,
+            tokens=TokenSet(access_token=token, expires_at=now + ttl, issued_at=now, refresh_token="r"),
+            created_at=now,
+            last_seen=now,
+            claims={"name": sub.title(), "email": f"{sub}@example.com"},
+        )
+        await self.resources.store.create(session)
+        return str(self.resources.crypto.sign(session.id))
+
+    def client(self, cookie: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        cookies = {self.settings.cookie_name: cookie} if cookie else None
+        return httpx.AsyncClient(base_url=self.url, cookies=cookies, timeout=30, **kwargs)
+
+
+@pytest.fixture
+async def bff(upstreams: Upstreams) -> AsyncIterator[Bff]:
+    settings = make_settings(upstreams=upstreams.settings())
+    app = create_app(settings)
+    async with serve(app) as url:
+        yield Bff(app, url, settings)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

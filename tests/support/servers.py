@@ -1,0 +1,211 @@
+"""Real servers for tests, on free loopback ports, always stopped: uvicorn apps (in the test's event
+loop), redis-server, Redis Cluster, and the oidc-provider IdP (Node)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+IDP_DIR = Path(__file__).resolve().parents[1] / "e2e" / "idp"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app on a real port in this event loop; yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+def require_binary(name: str, how: str) -> str:
+    """The binary's path. Missing: a failure under CI (never hide a real component), else a skip."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({how})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.connect(("127.0.0.1", port))
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+class RedisServer:
+    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+        self.binary = require_binary("redis-server", "apt-get install redis-server")
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="bff-redis-")
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir]
+        if cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters from the same redis-server binary, slots assigned by redis-cli."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        cli = require_binary("redis-cli", "apt-get install redis-tools")
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            out = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                                 capture_output=True, text=True, timeout=5).stdout
+            if "cluster_state:ok" in out:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError("cluster did not become ready")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+class OIDCProvider:
+    """panva/oidc-provider run by Node on a free port (tests/e2e/idp/server.mjs)."""
+
+    def __init__(self, *, redirect_uris: list[str], access_ttl: int = 60, **env: str) -> None:
+        self.node = require_binary("node", "install Node.js 20+ and run npm ci in tests/e2e/idp")
+        if not (IDP_DIR / "node_modules" / "oidc-provider").exists():
+            message = "oidc-provider is not installed: run 'npm ci' in tests/e2e/idp"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "ACCESS_TTL": str(access_ttl),
+            "REDIRECT_URIS": ",".join(redirect_uris),
+            **{k.upper(): v for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    def start(self) -> OIDCProvider:
+        self.proc = subprocess.Popen(
+            [self.node, "server.mjs"], cwd=IDP_DIR, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, self.proc, timeout=20)
+        return self
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stats(self) -> dict[str, int]:
+        result: dict[str, int] = httpx.get(f"{self.issuer}/__test/stats", timeout=5).json()
+        return result
+
+    def revoke(self, sub: str) -> int:
+        return int(httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.paused:
+                self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def running(server: Any) -> Iterator[Any]:
+    try:
+        yield server.start()
+    finally:
+        (getattr(server, "cleanup", None) or server.stop)()
