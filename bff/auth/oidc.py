@@ -51,6 +51,7 @@ class ProviderMetadata:
     jwks_uri: str
     revocation_endpoint: str | None
     end_session_endpoint: str | None
+    userinfo_endpoint: str | None
     id_token_algs: tuple[str, ...]
 
 
@@ -108,6 +109,11 @@ class OIDCClient:
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise AuthProviderUnavailable(f"identity provider failed ({what}): {type(exc).__name__}") from exc
 
+    async def _get(self, url: str) -> httpx.Response:
+        # withhold_token: never let authlib attach (or auto-refresh!) the last token it saw.
+        response: httpx.Response = await self._http.request("GET", url, withhold_token=True)
+        return response
+
     # discovery -----------------------------------------------------------------------------------
     async def metadata(self, *, fresh: bool = False) -> ProviderMetadata:
         """Discovery document, fetched once and cached (aiocache) for an hour; ``fresh`` refetches
@@ -116,7 +122,7 @@ class OIDCClient:
         if cached is not None:
             return cached
         async with self._provider_errors("discovery"):
-            response = await self._http.get(f"{self.issuer}/.well-known/openid-configuration")
+            response = await self._get(f"{self.issuer}/.well-known/openid-configuration")
             response.raise_for_status()
             doc = response.json()
             meta = ProviderMetadata(
@@ -126,6 +132,7 @@ class OIDCClient:
                 jwks_uri=doc["jwks_uri"],
                 revocation_endpoint=doc.get("revocation_endpoint"),
                 end_session_endpoint=doc.get("end_session_endpoint"),
+                userinfo_endpoint=doc.get("userinfo_endpoint"),
                 id_token_algs=tuple(doc.get("id_token_signing_alg_values_supported") or ["RS256"]),
             )
         if meta.issuer.rstrip("/") != self.issuer:
@@ -141,7 +148,7 @@ class OIDCClient:
             return keys
         meta = await self.metadata()
         async with self._provider_errors("jwks"):
-            response = await self._http.get(meta.jwks_uri)
+            response = await self._get(meta.jwks_uri)
             response.raise_for_status()
             keys = KeySet.import_key_set(response.json())
         self._jwks_fetched_at = time.monotonic()
@@ -209,6 +216,29 @@ class OIDCClient:
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if len(audiences) > 1 and claims.get("azp") != self.client_id:
             raise LoginError("the ID token was issued to another party (azp)")
+        return claims
+
+    async def userinfo(self, access_token: str, *, sub: str) -> dict[str, Any]:
+        """Profile claims from the UserInfo endpoint (many IdPs keep them out of the ID token).
+        Best effort: an empty dict when there is no endpoint or it fails; a foreign ``sub`` is
+        refused (OIDC Core 5.3.2)."""
+        meta = await self.metadata()
+        if not meta.userinfo_endpoint:
+            return {}
+        try:
+            response = await self._http.request(
+                "GET",
+                meta.userinfo_endpoint,
+                withhold_token=True,
+                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            )
+            response.raise_for_status()
+            claims = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("userinfo failed: %s", type(exc).__name__)
+            return {}
+        if not isinstance(claims, dict) or claims.get("sub") != sub:
+            return {}
         return claims
 
     # refresh, revocation, logout -----------------------------------------------------------------

@@ -128,6 +128,7 @@ async def callback(
         if not tokens.id_token:
             raise LoginError("The identity provider sent no ID token")
         claims = await oidc.validate_id_token(tokens.id_token, nonce=str(pending["nonce"]))
+        profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]))
     except InvalidGrant:
         return _login_failed(resources, "The authorization code was refused (expired or already used)")
     except LoginError as exc:
@@ -137,7 +138,11 @@ async def callback(
         id=Session.new_id(),  # always a fresh id: no session fixation
         sub=str(claims["sub"]),
         sid=str(claims["sid"]) if claims.get("sid") else None,
-        claims={k: claims[k] for k in ("name", "email", "preferred_username") if k in claims},
+        claims={
+            k: v
+            for k in ("name", "email", "preferred_username")
+            if (v := profile.get(k, claims.get(k))) is not None
+        },
         tokens=tokens,
         created_at=now,
         last_seen=now,

@@ -61,10 +61,13 @@ async def test_accounts_down(bff_with: Callable[..., Any], issuer: TestIssuer) -
 @pytest.mark.parametrize("upstream_latency", [0.5])
 async def test_accounts_timeout(bff_with: Callable[..., Any], issuer: TestIssuer) -> None:
     async with bff_with({"timeout_seconds": 0.2}) as bff:
-        body = _assert_clean(await _run(bff, issuer, '{ viewer { id } }'))
+        body = _assert_clean(await _run(bff, issuer, "{ viewer { id } }"))
     assert body["data"]["viewer"] is None
-    assert body["errors"][0]["extensions"] == {"code": "UPSTREAM_TIMEOUT", "upstream": "accounts",
-                                               "requestId": body["errors"][0]["extensions"]["requestId"]}
+    assert body["errors"][0]["extensions"] == {
+        "code": "UPSTREAM_TIMEOUT",
+        "upstream": "accounts",
+        "requestId": body["errors"][0]["extensions"]["requestId"],
+    }
 
 
 def _mock(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTransport:

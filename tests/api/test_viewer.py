@@ -13,7 +13,9 @@ from tests.support.tokens import TestIssuer
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
 
 
-async def test_viewer_query_costs_one_call_per_upstream(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
+async def test_viewer_query_costs_one_call_per_upstream(
+    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
     cookie = await bff.session_for(issuer.token("alice"))
     async with bff.client(cookie) as client:
         response = await client.post("/graphql", json={"query": VIEWER})

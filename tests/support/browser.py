@@ -46,6 +46,8 @@ async def sign_in_at_idp(
         action, fields = forms[0]
         if "login" in fields or 'name="login"' in response.text:
             fields.update({"login": username, "password": "any-password"})
+        if 'name="logout"' in response.text:
+            fields["logout"] = "yes"  # the IdP's "sign me out everywhere" button
         response = await client.post(urljoin(str(response.url), action), data=fields)
         response = await follow(client, response)
     return response

@@ -80,8 +80,19 @@ class RedisServer:
         self.binary = require_binary("redis-server", "apt-get install redis-server")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="bff-redis-")
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+        ]
         if cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
         self.args = args
@@ -126,14 +137,28 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            out = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                                 capture_output=True, text=True, timeout=5).stdout
+            out = subprocess.run(
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
             if "cluster_state:ok" in out:
                 return self
             time.sleep(0.1)
@@ -167,9 +192,13 @@ class OIDCProvider:
         self.paused = False
 
     def start(self) -> OIDCProvider:
+        self.log = tempfile.NamedTemporaryFile(prefix="bff-idp-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [self.node, "server.mjs"], cwd=IDP_DIR, env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [self.node, "server.mjs"],
+            cwd=IDP_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         _wait_port(self.port, self.proc, timeout=20)
         return self
@@ -189,7 +218,12 @@ class OIDCProvider:
         return result
 
     def revoke(self, sub: str) -> int:
-        return int(httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"])
+        return int(
+            httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"]
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -201,6 +235,8 @@ class OIDCProvider:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+            self.log.close()
+            os.unlink(self.log.name)
 
 
 @contextlib.contextmanager

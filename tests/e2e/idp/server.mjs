@@ -45,6 +45,11 @@ const provider = new Provider(issuer, {
   clients,
   cookies: { keys: ['e2e-cookie-key-not-secret'] },
   pkce: { required: () => true },
+  // The provider refuses to call special-use addresses (SSRF guard); our BFF lives on loopback.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   rotateRefreshToken: () => true,
   ttl: {
     AccessToken: accessTtl,
@@ -79,6 +84,7 @@ provider.on('grant.error', (ctx) => {
 });
 provider.on('grant.revoked', () => { stats.revocations += 1; });
 provider.on('backchannel.success', () => { stats.backchannel += 1; });
+provider.on('backchannel.error', (ctx, err) => { stats.backchannelErrors = (stats.backchannelErrors || 0) + 1; console.error('backchannel error', err); });
 provider.on('refresh_token.saved', (token) => {
   if (!grantsByAccount.has(token.accountId)) grantsByAccount.set(token.accountId, new Set());
   grantsByAccount.get(token.accountId).add(token.grantId);
