@@ -192,7 +192,7 @@ class OIDCProvider:
         self.paused = False
 
     def start(self) -> OIDCProvider:
-        self.log = tempfile.NamedTemporaryFile(prefix="bff-idp-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix="bff-idp-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [self.node, "server.mjs"],
             cwd=IDP_DIR,
