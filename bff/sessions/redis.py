@@ -16,7 +16,9 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
-from redis.exceptions import LockError, RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, LockError, RedisError, TimeoutError
 
 from bff.errors import StoreUnavailable
 from bff.sessions.store import Record, SessionStore
@@ -53,8 +55,16 @@ def connect(url: str) -> Redis | RedisCluster:
         for hostport in hosts.split(","):
             host, _, port = hostport.rpartition(":")
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-        return RedisCluster(startup_nodes=nodes, socket_timeout=2, socket_connect_timeout=2)
-    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        return RedisCluster(startup_nodes=nodes, retry=_retry(), **_TIMEOUTS)
+    # Retries cover pooled connections that went stale (a restarted or failed-over server).
+    return Redis.from_url(url, retry=_retry(), retry_on_error=[ConnectionError, TimeoutError], **_TIMEOUTS)
+
+
+_TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
 
 
 class RedisSessionStore(SessionStore):

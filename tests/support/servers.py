@@ -52,6 +52,20 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 15)
 
 
+def cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def require_binary(name: str, how: str) -> str:
     """The binary's path. Missing: a failure under CI (never hide a real component), else a skip."""
     path = shutil.which(name)
@@ -78,7 +92,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) ->
 class RedisServer:
     def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
         self.binary = require_binary("redis-server", "apt-get install redis-server")
-        self.port = port or free_port()
+        self.port = port or (cluster_port() if cluster else free_port())
         self.dir = tempfile.mkdtemp(prefix="bff-redis-")
         args = [
             self.binary,

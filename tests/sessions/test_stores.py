@@ -1,0 +1,202 @@
+"""The session stores against their real backends: memory, redis-server and a 3-master cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bff.sessions.crypto import SessionCrypto
+from bff.sessions.memory import MemorySessionStore
+from bff.sessions.models import Session, TokenSet
+from bff.sessions.redis import RedisSessionStore
+from bff.sessions.store import SessionStore
+from tests.support.servers import RedisCluster, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+LIMITS = {"idle_seconds": 3600, "absolute_seconds": 7200}
+
+
+def _store(kind: str, request: pytest.FixtureRequest, crypto: SessionCrypto, **limits: int) -> SessionStore:
+    merged = {**LIMITS, **limits}
+    if kind == "memory":
+        return MemorySessionStore(crypto, **merged)
+    server = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+    return RedisSessionStore(server.url, crypto, **merged)
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    s = _store(kind, request, SessionCrypto(["secret-one"]))
+    yield s
+    await s.close()
+
+
+def _session(sub: str = "alice", sid: str | None = "idp-sid-1") -> Session:
+    now = time.time()
+    return Session(
+        id=Session.new_id(),
+        sub=sub,
+        sid=sid,
+        tokens=TokenSet(access_token="at-1", refresh_token="rt-1", expires_at=now + 60, issued_at=now),
+        created_at=now,
+        last_seen=now,
+        claims={"name": "Alice"},
+    )
+
+
+async def test_round_trip_and_compare_and_set(store: SessionStore) -> None:
+    session = _session()
+    await store.create(session)
+    loaded = await store.get(session.id)
+    assert loaded is not None
+    assert (loaded.sub, loaded.tokens.access_token, loaded.version) == ("alice", "at-1", 1)
+
+    loaded.tokens.access_token = "at-2"
+    stored = await store.replace(loaded)
+    assert stored is not None
+    assert stored.version == 2
+    stale = await store.get(session.id)
+    assert stale is not None
+    stale.version = 1  # a writer that read before the rotation
+    stale.tokens.access_token = "at-stale"
+    assert await store.replace(stale) is None
+    final = await store.get(session.id)
+    assert final is not None
+    assert (final.tokens.access_token, final.version) == ("at-2", 2)
+
+
+async def test_delete_and_backchannel_indexes(store: SessionStore) -> None:
+    a, b, c = _session(sid="s1"), _session(sid="s1"), _session(sub="bob", sid="s2")
+    for s in (a, b, c):
+        await store.create(s)
+    assert await store.delete_where(sid="s1") == 2
+    assert await store.get(a.id) is None
+    assert await store.get(b.id) is None
+    assert await store.get(c.id) is not None
+    assert await store.delete_where(sub="bob") == 1
+    assert await store.get(c.id) is None
+
+
+async def test_one_time_values_are_single_use(store: SessionStore) -> None:
+    await store.put_once("login", "state-1", {"verifier": "v"}, ttl=60)
+    results = await asyncio.gather(*(store.take_once("login", "state-1") for _ in range(5)))
+    assert [r for r in results if r is not None] == [{"verifier": "v"}]
+    assert await store.take_once("login", "unknown") is None
+
+
+async def test_ttl_expiry(kind: str, request: pytest.FixtureRequest) -> None:
+    store = _store(kind, request, SessionCrypto(["k"]), idle_seconds=1)
+    try:
+        session = _session()
+        await store.create(session)
+        await store.put_once("login", "s", {"x": 1}, ttl=0.5)
+        await asyncio.sleep(1.3)
+        assert await store.get(session.id) is None
+        assert await store.take_once("login", "s") is None
+    finally:
+        await store.close()
+
+
+async def test_secret_rotation_keeps_sessions(kind: str, request: pytest.FixtureRequest) -> None:
+    old = _store(kind, request, SessionCrypto(["old-secret"]))
+    rotated = _store(kind, request, SessionCrypto(["new-secret", "old-secret"]))
+    stranger = _store(kind, request, SessionCrypto(["other-secret"]))
+    if kind == "memory":  # one process: the same backing cache
+        rotated._cache = stranger._cache = old._cache  # type: ignore[attr-defined]
+    try:
+        session = _session()
+        await old.create(session)
+        loaded = await rotated.get(session.id)
+        assert loaded is not None
+        assert loaded.sub == "alice"
+        assert await stranger.get(session.id) is None
+        # rewritten under the new key, the old-key-only reader no longer opens it
+        assert await rotated.replace(loaded) is not None
+        assert await old.get(session.id) is None
+        assert await rotated.get(session.id) is not None
+    finally:
+        for s in (old, rotated, stranger):
+            await s.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+async def test_lock_is_exclusive_and_changes_wake_other_replicas(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    crypto = SessionCrypto(["k"])
+    one, two = _store(kind, request, crypto), _store(kind, request, crypto)
+    try:
+        session = _session()
+        await one.create(session)
+        async with one.lock(session.id, lease=5, wait=0) as first:
+            assert first is True
+            async with two.lock(session.id, lease=5, wait=0) as second:
+                assert second is False
+        async with two.lock(session.id, lease=5, wait=0) as again:
+            assert again is True
+
+        waiter = asyncio.create_task(two.wait_for_change(session.id, 5))
+        await asyncio.sleep(0.3)  # let the subscriber connect
+        started = time.monotonic()
+        loaded = await one.get(session.id)
+        assert loaded is not None
+        await one.replace(loaded)
+        await waiter
+        assert time.monotonic() - started < 1.0
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_lease_is_renewed_while_held_and_expires_when_holder_dies(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    crypto = SessionCrypto(["k"])
+    one, two = _store(kind, request, crypto), _store(kind, request, crypto)
+    try:
+        async with one.lock("s-1", lease=0.6, wait=0) as held:
+            assert held
+            await asyncio.sleep(1.5)  # longer than the lease: renewal keeps it
+            async with two.lock("s-1", lease=0.6, wait=0) as other:
+                assert other is False
+        # a holder that dies without releasing: the lease runs out
+        redis = one.redis  # type: ignore[attr-defined]
+        await redis.set("bff:{s-2}:lock", "dead-holder", px=500)
+        async with two.lock("s-2", lease=1, wait=0) as blocked:
+            assert blocked is False
+        await asyncio.sleep(0.6)
+        async with two.lock("s-2", lease=1, wait=0) as free:
+            assert free is True
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_redis_restart_loses_sessions_without_errors(redis_server: RedisServer) -> None:
+    store = RedisSessionStore(redis_server.url, SessionCrypto(["k"]), **LIMITS)
+    try:
+        session = _session()
+        await store.create(session)
+        redis_server.restart()
+        await asyncio.sleep(0.2)
+        assert await store.get(session.id) is None
+    finally:
+        await store.close()
