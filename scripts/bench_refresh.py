@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Refresh amplification benchmark: M sessions x N concurrent requests x R replicas, through expiry.
+
+Starts the real oidc-provider (rotating refresh tokens, short access tokens), a redis-server, the
+demo upstreams and R `bff serve` processes sharing Redis; signs M users in; waits until their
+access tokens are due; then sends N concurrent GraphQL requests per session, spread round-robin
+over the replicas. Prints refresh grants per session (must be 1.00) and errors (must be 0).
+
+    python scripts/bench_refresh.py --sessions 20 --requests 40 --replicas 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.browser import browser_login  # noqa: E402
+from tests.support.servers import OIDCProvider, RedisServer, free_port  # noqa: E402
+
+
+def _wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=40, help="concurrent requests per session")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--access-ttl", type=int, default=10)
+    args = parser.parse_args()
+
+    ports = [free_port() for _ in range(args.replicas)]
+    procs: list[subprocess.Popen[bytes]] = []
+    idp = OIDCProvider(
+        redirect_uris=[f"http://127.0.0.1:{p}/auth/callback" for p in ports], access_ttl=args.access_ttl
+    ).start()
+    redis = RedisServer().start()
+    try:
+        upstream_ports = {"accounts": free_port(), "catalog": free_port()}
+        for name, port in upstream_ports.items():
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bff", "demo-upstream", name, "--port", str(port), "--issuer", idp.issuer,
+                 "--introspection-client-id", "resource-server", "--introspection-client-secret", "resource-secret"]
+            ))
+        for port in ports:
+            env = {
+                **os.environ,
+                "BFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "BFF_OIDC_ISSUER": idp.issuer,
+                "BFF_OIDC_CLIENT_ID": "bff",
+                "BFF_OIDC_CLIENT_SECRET": "bff-secret",
+                "BFF_SESSION_STORE": redis.url,
+                "BFF_SESSION_SECRET": "bench-shared-secret",
+                "BFF_COOKIE_SECURE": "false",
+                "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{upstream_ports['accounts']}",
+                "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{upstream_ports['catalog']}/graphql",
+            }
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"], env=env
+            ))
+        for port in [*ports, *upstream_ports.values()]:
+            _wait_http(f"http://127.0.0.1:{port}/healthz" if port in ports else f"http://127.0.0.1:{port}/")
+
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        cookies: list[str] = []
+        for i in range(args.sessions):
+            async with httpx.AsyncClient(timeout=30) as browser:
+                await browser_login(browser, urls[i % len(urls)], f"user{i}")
+                cookies.append(browser.cookies["bff_session"])
+        # every access token is due once its half-life has passed
+        await asyncio.sleep(args.access_ttl / 2 + 0.5)
+        before = idp.stats()["refreshGrants"]
+
+        clients = [httpx.AsyncClient(base_url=u, timeout=30, limits=httpx.Limits(max_connections=200)) for u in urls]
+        errors = 0
+        started = time.monotonic()
+
+        async def one(session: int, n: int) -> None:
+            nonlocal errors
+            client = clients[(session + n) % len(clients)]
+            response = await client.post(
+                "/graphql",
+                json={"query": "{ viewer { id } }"},
+                cookies={"bff_session": cookies[session]},
+            )
+            body = response.json()
+            if response.status_code != 200 or body.get("errors") or not body["data"]["viewer"]:
+                errors += 1
+
+        await asyncio.gather(*(one(s, n) for s in range(args.sessions) for n in range(args.requests)))
+        elapsed = time.monotonic() - started
+        for client in clients:
+            await client.aclose()
+        grants = idp.stats()["refreshGrants"] - before
+        total = args.sessions * args.requests
+        print(f"sessions={args.sessions} requests/session={args.requests} replicas={args.replicas}")
+        print(f"requests={total} errors={errors} elapsed={elapsed:.2f}s")
+        print(f"refresh grants={grants} per session={grants / args.sessions:.2f} "
+              f"idp refresh errors={idp.stats()['refreshErrors']}")
+        return 0 if grants == args.sessions and errors == 0 else 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        redis.cleanup()
+        idp.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
