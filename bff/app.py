@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from bff.api import build_schema
-from bff.graphql.router import BFFGraphQLRouter
+from bff.graphql.router import STATIC_DIR, BFFGraphQLRouter
 from bff.resources import open_resources
 from bff.settings import Settings
 from bff.web import auth, health
@@ -45,6 +46,8 @@ def create_app(
         BFFGraphQLRouter(schema, graphiql=settings.graphiql_enabled, include_in_schema=False),
         prefix="/graphql",
     )
+    if settings.graphiql_enabled:
+        app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)
     app.include_router(health.router)
     auth.install_error_handlers(app)

@@ -24,9 +24,7 @@ def export_schema(output: Path | None, check: bool) -> int:
         if current == sdl:
             return 0
         sys.stdout.writelines(
-            difflib.unified_diff(
-                current.splitlines(True), sdl.splitlines(True), str(path), "bff export-schema"
-            )
+            difflib.unified_diff(current.splitlines(True), sdl.splitlines(True), str(path), "bff export-schema")
         )
         print(f"\n{path} is stale: run 'bff export-schema --output {path}'", file=sys.stderr)
         return 1
@@ -54,6 +52,32 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import uvicorn
+
+    from bff.demo.stack import build_demo_app
+
+    if os.environ.get("BFF_ENV") == "production":
+        print("bff demo runs a development identity provider and refuses BFF_ENV=production", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    base = f"http://{args.host}:{args.port}"
+    app = build_demo_app(base, access_ttl=args.access_ttl)
+    log = logging.getLogger("bff.demo")
+    log.warning("DEVELOPMENT identity provider at %s/idp: demo users, no passwords, never for production", base)
+    print(
+        f"\n  bff demo is running:\n    open      {base}/\n    GraphiQL  {base}/graphql\n"
+        f"    sign in   {base}/auth/login?return_to=/graphql\n",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=5)
     return 0
 
 
@@ -86,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default=None)
 
+    p = commands.add_parser("demo", help="the whole demo on one port: BFF, dev IdP, demo upstreams")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--access-ttl", type=int, default=300, help="access token lifetime in seconds")
+
     p = commands.add_parser("export-schema", help="print the GraphQL SDL (or write / check a file)")
     p.add_argument("--output", type=Path, default=None)
     p.add_argument("--check", action="store_true", help="exit 1 with a diff when the file is stale")
@@ -105,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "export-schema":
         return export_schema(args.output, args.check)
+    if args.command == "demo":
+        return demo(args)
     return demo_upstream(args)
 
 

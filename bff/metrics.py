@@ -17,8 +17,7 @@ class Metrics:
         r = self.registry
         self.token_refresh = Counter(
             "bff_token_refresh",
-            "Token refresh attempts by outcome "
-            "(success, coalesced, invalid_grant, provider_error, stale_token_used)",
+            "Token refresh attempts by outcome (success, coalesced, invalid_grant, provider_error, stale_token_used)",
             ["outcome"],
             registry=r,
         )

@@ -56,9 +56,7 @@ class Resources:
             max_age=settings.login_timeout_seconds,
         )
 
-    def session_credentials(
-        self, authorization: str | None, cookies: Mapping[str, str]
-    ) -> tuple[str | None, bool]:
+    def session_credentials(self, authorization: str | None, cookies: Mapping[str, str]) -> tuple[str | None, bool]:
         """(session id, came in a cookie). ``Authorization: Session <handle>`` wins over cookies
         and makes the request ignore them. A forged or tampered value is simply no session."""
         scheme, _, handle = (authorization or "").partition(" ")
@@ -93,9 +91,7 @@ def session_store(settings: Settings, crypto: SessionCrypto) -> SessionStore:
     raise ValueError(f"unsupported BFF_SESSION_STORE {url!r}: use memory, redis://… or redis+cluster://…")
 
 
-def upstream_client(
-    upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
+def upstream_client(upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """One pooled, keep-alive client per upstream for the whole process."""
     return httpx.AsyncClient(
         base_url=upstream.url,

@@ -56,10 +56,25 @@ async def main() -> int:
     try:
         upstream_ports = {"accounts": free_port(), "catalog": free_port()}
         for name, port in upstream_ports.items():
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "bff", "demo-upstream", name, "--port", str(port), "--issuer", idp.issuer,
-                 "--introspection-client-id", "resource-server", "--introspection-client-secret", "resource-secret"]
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bff",
+                        "demo-upstream",
+                        name,
+                        "--port",
+                        str(port),
+                        "--issuer",
+                        idp.issuer,
+                        "--introspection-client-id",
+                        "resource-server",
+                        "--introspection-client-secret",
+                        "resource-secret",
+                    ]
+                )
+            )
         for port in ports:
             env = {
                 **os.environ,
@@ -73,9 +88,12 @@ async def main() -> int:
                 "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{upstream_ports['accounts']}",
                 "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{upstream_ports['catalog']}/graphql",
             }
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"], env=env
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"],
+                    env=env,
+                )
+            )
         for port in [*ports, *upstream_ports.values()]:
             _wait_http(f"http://127.0.0.1:{port}/healthz" if port in ports else f"http://127.0.0.1:{port}/")
 
@@ -113,8 +131,10 @@ async def main() -> int:
         total = args.sessions * args.requests
         print(f"sessions={args.sessions} requests/session={args.requests} replicas={args.replicas}")
         print(f"requests={total} errors={errors} elapsed={elapsed:.2f}s")
-        print(f"refresh grants={grants} per session={grants / args.sessions:.2f} "
-              f"idp refresh errors={idp.stats()['refreshErrors']}")
+        print(
+            f"refresh grants={grants} per session={grants / args.sessions:.2f} "
+            f"idp refresh errors={idp.stats()['refreshErrors']}"
+        )
         return 0 if grants == args.sessions and errors == 0 else 1
     finally:
         for proc in procs:

@@ -128,12 +128,8 @@ class Query:
         return User.from_json(await info.context.rest("accounts").get_json("/me"))
 
     @strawberry.field
-    async def search_products(
-        self, info: Info[Context, None], query: str, first: int | None = 10
-    ) -> list[Product]:
-        data = await info.context.graphql("catalog").execute(
-            SEARCH_PRODUCTS, {"query": query, "first": _page(first)}
-        )
+    async def search_products(self, info: Info[Context, None], query: str, first: int | None = 10) -> list[Product]:
+        data = await info.context.graphql("catalog").execute(SEARCH_PRODUCTS, {"query": query, "first": _page(first)})
         products = data.get("searchProducts")
         if not isinstance(products, list):
             raise UpstreamError("catalog", "Upstream 'catalog' answered an unexpected shape")

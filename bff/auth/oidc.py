@@ -29,9 +29,7 @@ from bff.sessions.models import TokenSet
 
 with warnings.catch_warnings():
     # authlib prefers the httpx2 fork and warns about plain httpx, which it still supports.
-    warnings.filterwarnings(
-        "ignore", message=".*httpx2", category=authlib.deprecate.AuthlibDeprecationWarning
-    )
+    warnings.filterwarnings("ignore", message=".*httpx2", category=authlib.deprecate.AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
@@ -162,9 +160,7 @@ class OIDCClient:
             return jwt.decode(token, await self._keys(refetch=True), algorithms=algorithms)
 
     # login ---------------------------------------------------------------------------------------
-    async def authorization_url(
-        self, *, redirect_uri: str, state: str, nonce: str, code_challenge: str
-    ) -> str:
+    async def authorization_url(self, *, redirect_uri: str, state: str, nonce: str, code_challenge: str) -> str:
         meta = await self.metadata()
         params = {
             "response_type": "code",
@@ -259,18 +255,14 @@ class OIDCClient:
             if not meta.revocation_endpoint:
                 return False
             async with self._provider_errors("revocation"):
-                response = await self._http.revoke_token(
-                    meta.revocation_endpoint, token=token, token_type_hint=hint
-                )
+                response = await self._http.revoke_token(meta.revocation_endpoint, token=token, token_type_hint=hint)
                 response.raise_for_status()
         except (AuthProviderUnavailable, InvalidGrant) as exc:
             log.warning("token revocation failed: %s", exc)
             return False
         return True
 
-    async def end_session_url(
-        self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None
-    ) -> str | None:
+    async def end_session_url(self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None) -> str | None:
         try:
             meta = await self.metadata()
         except AuthProviderUnavailable:

@@ -132,8 +132,10 @@ class TokenManager:
             return latest
         self.metrics.token_refresh.labels("success").inc()
         log.info(
-            "access token refreshed",
-            extra={"session": self.store.crypto.fingerprint(current.id), "sub": current.sub},
+            "access token refreshed for %s (session %s), valid %ds",
+            current.sub,
+            self.store.crypto.fingerprint(current.id),
+            int(tokens.expires_at - tokens.issued_at),
         )
         return stored
 

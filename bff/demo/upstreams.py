@@ -123,9 +123,7 @@ def catalog_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette
             body = json.loads(await request.body())
             query, variables = body["query"], body.get("variables") or {}
         except (ValueError, KeyError, TypeError):
-            return JSONResponse(
-                {"errors": [{"message": "expected JSON {query, variables}"}]}, status_code=400
-            )
+            return JSONResponse({"errors": [{"message": "expected JSON {query, variables}"}]}, status_code=400)
         stats.calls["POST /graphql"] += 1
         await asyncio.sleep(latency)
         result = await graphql(schema, query, root_value=root, variable_values=variables)

@@ -112,9 +112,7 @@ class Context(BaseContext):
         try:
             return self.resources.upstreams[name]
         except KeyError:
-            raise LookupError(
-                f"upstream {name!r} is not configured (BFF_UPSTREAMS__{name.upper()}__URL)"
-            ) from None
+            raise LookupError(f"upstream {name!r} is not configured (BFF_UPSTREAMS__{name.upper()}__URL)") from None
 
     def loader(self, key: str, factory: Callable[[Context], L]) -> L:
         """A DataLoader for this request only, built on first use."""

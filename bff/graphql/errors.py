@@ -74,17 +74,11 @@ class ErrorCodes(MaskErrors):
 class BFFSchema(Schema):
     """Logs expected errors in one line and unexpected ones with their traceback and request id."""
 
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         request_id = _request_id(execution_context)
         for error in errors:
             original = error.original_error
-            if (
-                original is None
-                or isinstance(original, BFFError)
-                or _is_parse_failure(error, execution_context)
-            ):
+            if original is None or isinstance(original, BFFError) or _is_parse_failure(error, execution_context):
                 log.info(
                     "graphql error: %s",
                     original.code if isinstance(original, BFFError) else error.message[:200],

@@ -26,18 +26,14 @@ class MemorySessionStore(SessionStore):
         record: Record | None = await self._cache.get(f"s:{session_id}")
         return record
 
-    async def _create(
-        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
-    ) -> None:
+    async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         async with self._write:
             await self._cache.set(f"s:{session_id}", Record(1, blob, now), ttl=ttl)
             for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
                 if index:
                     self._index.setdefault(index, set()).add(session_id)
 
-    async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
-    ) -> bool:
+    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool:
         async with self._write:
             current: Record | None = await self._cache.get(f"s:{session_id}")
             if current is None or current.version != expected:

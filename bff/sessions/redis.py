@@ -55,12 +55,15 @@ def connect(url: str) -> Redis | RedisCluster:
         for hostport in hosts.split(","):
             host, _, port = hostport.rpartition(":")
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-        return RedisCluster(startup_nodes=nodes, retry=_retry(), **_TIMEOUTS)
+        return RedisCluster(startup_nodes=nodes, retry=_retry(), socket_timeout=2.0, socket_connect_timeout=2.0)
     # Retries cover pooled connections that went stale (a restarted or failed-over server).
-    return Redis.from_url(url, retry=_retry(), retry_on_error=[ConnectionError, TimeoutError], **_TIMEOUTS)
-
-
-_TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    return Redis.from_url(
+        url,
+        retry=_retry(),
+        retry_on_error=[ConnectionError, TimeoutError],
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+    )
 
 
 def _retry() -> Retry:
@@ -95,9 +98,7 @@ class RedisSessionStore(SessionStore):
             return None
         return Record(int(version), blob if isinstance(blob, bytes) else blob.encode(), float(seen or 0))
 
-    async def _create(
-        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
-    ) -> None:
+    async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         key = self._key(session_id)
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={"v": 1, "d": blob, "s": now})
@@ -108,13 +109,9 @@ class RedisSessionStore(SessionStore):
                     pipe.expire(index, self.absolute_seconds)
             await pipe.execute()
 
-    async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
-    ) -> bool:
+    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool:
         async with self._errors():
-            result = await self._cas(
-                keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000)]
-            )
+            result = await self._cas(keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000)])
         return bool(result)
 
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None:

@@ -65,9 +65,7 @@ class SessionStore(ABC):
 
     async def create(self, session: Session) -> None:
         now = time.time()
-        await self._create(
-            session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub
-        )
+        await self._create(session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub)
 
     async def replace(self, session: Session) -> Session | None:
         """Compare-and-set on ``session.version``; returns the stored copy (version + 1) or None
@@ -161,9 +159,7 @@ class SessionStore(ABC):
     ) -> None: ...
 
     @abstractmethod
-    async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float
-    ) -> bool: ...
+    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool: ...
 
     @abstractmethod
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None: ...

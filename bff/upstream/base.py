@@ -69,14 +69,10 @@ class UpstreamClient:
             status = "timeout"
             raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                self.name, f"Upstream {self.name!r} is unreachable ({type(exc).__name__})"
-            ) from exc
+            raise UpstreamError(self.name, f"Upstream {self.name!r} is unreachable ({type(exc).__name__})") from exc
         finally:
             if self.metrics is not None:
-                self.metrics.upstream_duration.labels(self.name, status).observe(
-                    time.perf_counter() - started
-                )
+                self.metrics.upstream_duration.labels(self.name, status).observe(time.perf_counter() - started)
         if response.status_code == 401:
             raise UpstreamUnauthorized(self.name, status=401)
         if response.status_code >= 400:

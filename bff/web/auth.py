@@ -66,9 +66,7 @@ def error_response(status: int, error: str, message: str) -> JSONResponse:
 
 
 @router.get("/login", summary="Start the OIDC sign-in (302 to the identity provider)")
-async def login(
-    request: Request, return_to: Annotated[str | None, Query(max_length=4096)] = None
-) -> Response:
+async def login(request: Request, return_to: Annotated[str | None, Query(max_length=4096)] = None) -> Response:
     resources = _resources(request)
     oidc = _oidc(resources)
     state = secrets.token_urlsafe(32)
@@ -139,9 +137,7 @@ async def callback(
         sub=str(claims["sub"]),
         sid=str(claims["sid"]) if claims.get("sid") else None,
         claims={
-            k: v
-            for k in ("name", "email", "preferred_username")
-            if (v := profile.get(k, claims.get(k))) is not None
+            k: v for k in ("name", "email", "preferred_username") if (v := profile.get(k, claims.get(k))) is not None
         },
         tokens=tokens,
         created_at=now,
@@ -167,9 +163,7 @@ def _login_failed(resources: Resources, message: str) -> Response:
 @router.post("/logout", summary="End the session, revoke its refresh token, clear the cookie")
 async def logout(request: Request) -> Response:
     resources = _resources(request)
-    session_id, from_cookie = resources.session_credentials(
-        request.headers.get("authorization"), request.cookies
-    )
+    session_id, from_cookie = resources.session_credentials(request.headers.get("authorization"), request.cookies)
     end_session_url: str | None = None
     session = await resources.store.get(session_id) if session_id else None
     if session is not None and session_id is not None:
@@ -183,9 +177,7 @@ async def logout(request: Request) -> Response:
                 post_logout_redirect_uri=resources.settings.oidc_post_logout_redirect_uri,
             )
         log.info("signed out", extra={"sub": session.sub})
-    response = JSONResponse(
-        {"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=_NO_STORE
-    )
+    response = JSONResponse({"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=_NO_STORE)
     if from_cookie:
         response.headers.append("set-cookie", resources.session_cookie.clear())
     return response
@@ -216,9 +208,7 @@ async def session_info(request: Request) -> Response:
 
 
 @router.post("/backchannel-logout", summary="OIDC Back-Channel Logout 1.0")
-async def backchannel_logout(
-    request: Request, logout_token: Annotated[str, Form(max_length=16384)]
-) -> Response:
+async def backchannel_logout(request: Request, logout_token: Annotated[str, Form(max_length=16384)]) -> Response:
     resources = _resources(request)
     oidc = _oidc(resources)
     try:

@@ -84,9 +84,7 @@ def _mock(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTrans
     ],
     ids=["500", "invalid-json", "wrong-shape", "404"],
 )
-async def test_accounts_bad_answers(
-    bff_with: Callable[..., Any], issuer: TestIssuer, handler: Any, code: str
-) -> None:
+async def test_accounts_bad_answers(bff_with: Callable[..., Any], issuer: TestIssuer, handler: Any, code: str) -> None:
     async with bff_with(transports={"accounts": _mock(handler)}) as bff:
         body = _assert_clean(await _run(bff, issuer))
     assert body["data"]["viewer"] is None

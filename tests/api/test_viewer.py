@@ -13,9 +13,7 @@ from tests.support.tokens import TestIssuer
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
 
 
-async def test_viewer_query_costs_one_call_per_upstream(
-    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
-) -> None:
+async def test_viewer_query_costs_one_call_per_upstream(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
     cookie = await bff.session_for(issuer.token("alice"))
     async with bff.client(cookie) as client:
         response = await client.post("/graphql", json={"query": VIEWER})
@@ -67,9 +65,7 @@ async def test_search_products_with_session(bff: Bff, issuer: TestIssuer) -> Non
 
 
 @pytest.mark.parametrize("upstream_latency", [0.2])
-async def test_independent_branches_run_concurrently(
-    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
-) -> None:
+async def test_independent_branches_run_concurrently(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
     cookie = await bff.session_for(issuer.token("alice"))
     query = '{ viewer { id name } searchProducts(query: "a") { id } }'
     async with bff.client(cookie) as client:

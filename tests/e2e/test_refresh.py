@@ -92,8 +92,7 @@ async def test_revoked_grant_ends_the_session(stack: Stack) -> None:
             assert body["data"]["viewer"] is None
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
             assert (
-                "bff_session=;" in response.headers["set-cookie"]
-                or 'bff_session=""' in response.headers["set-cookie"]
+                "bff_session=;" in response.headers["set-cookie"] or 'bff_session=""' in response.headers["set-cookie"]
             )
             assert "Max-Age=0" in response.headers["set-cookie"]
         assert await bff.resources.store.get(bff.resources.crypto.unsign(cookie)) is None
@@ -158,9 +157,7 @@ async def test_upstream_401_forces_one_refresh_and_retries(stack: Stack) -> None
         assert await bff.resources.store.replace(session) is not None
         before = stack.idp.stats()["refreshGrants"]
         async with bff.client(cookie) as client:
-            body = (
-                await client.post("/graphql", json={"query": "{ viewer { id orders(first: 1) { id } } }"})
-            ).json()
+            body = (await client.post("/graphql", json={"query": "{ viewer { id orders(first: 1) { id } } }"})).json()
         assert "errors" not in body, body
         assert stack.idp.stats()["refreshGrants"] - before == 1
         # the upstream refused the stale token once; one forced refresh, then the retry succeeded

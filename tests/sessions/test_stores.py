@@ -137,9 +137,7 @@ async def test_secret_rotation_keeps_sessions(kind: str, request: pytest.Fixture
 
 
 @pytest.mark.parametrize("kind", ["redis", "cluster"])
-async def test_lock_is_exclusive_and_changes_wake_other_replicas(
-    kind: str, request: pytest.FixtureRequest
-) -> None:
+async def test_lock_is_exclusive_and_changes_wake_other_replicas(kind: str, request: pytest.FixtureRequest) -> None:
     crypto = SessionCrypto(["k"])
     one, two = _store(kind, request, crypto), _store(kind, request, crypto)
     try:

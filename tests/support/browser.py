@@ -34,9 +34,7 @@ async def follow(client: httpx.AsyncClient, response: httpx.Response, limit: int
     raise AssertionError("too many redirects")
 
 
-async def sign_in_at_idp(
-    client: httpx.AsyncClient, start: httpx.Response, username: str = "alice"
-) -> httpx.Response:
+async def sign_in_at_idp(client: httpx.AsyncClient, start: httpx.Response, username: str = "alice") -> httpx.Response:
     """From the IdP's first page: log in, consent, and follow back to wherever the IdP sends us."""
     response = await follow(client, start)
     for _ in range(4):

@@ -232,9 +232,7 @@ class OIDCProvider:
         return result
 
     def revoke(self, sub: str) -> int:
-        return int(
-            httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"]
-        )
+        return int(httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"])
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

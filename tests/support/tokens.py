@@ -19,9 +19,7 @@ class TestIssuer:
 
     def token(self, sub: str = "alice", ttl: float = 3600) -> str:
         now = int(time.time())
-        return jwt.encode(
-            {"alg": "RS256", "kid": "test"}, {"sub": sub, "iat": now, "exp": now + int(ttl)}, self.key
-        )
+        return jwt.encode({"alg": "RS256", "kid": "test"}, {"sub": sub, "iat": now, "exp": now + int(ttl)}, self.key)
 
     def validator(self) -> JWKSValidator:
         return JWKSValidator(keys=self.keys)

@@ -36,9 +36,7 @@ async def test_foreign_origin_is_refused(bff: Bff, issuer: TestIssuer) -> None:
         for origin in ("https://evil.example", "null", "http://127.0.0.1:9"):
             response = await client.post("/graphql", json={"query": QUERY}, headers={"Origin": origin})
             assert response.status_code == 403, origin
-        own = await client.post(
-            "/graphql", json={"query": QUERY}, headers={"Origin": bff.settings.public_origin}
-        )
+        own = await client.post("/graphql", json={"query": QUERY}, headers={"Origin": bff.settings.public_origin})
         assert own.status_code == 200
         logout = await client.post("/auth/logout", headers={"Origin": "https://evil.example", "X-CSRF": "1"})
         assert logout.status_code == 403

@@ -1,0 +1,88 @@
+"""`bff demo`: the BFF, the development IdP (/idp) and both demo upstreams (/demo/...) in one
+process on one port, talking to each other over real HTTP."""
+
+from __future__ import annotations
+
+import html
+import secrets
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from joserfc.jwk import KeySet
+
+from bff.app import create_app
+from bff.demo.idp import DevClient, DevIdentityProvider
+from bff.demo.tokens import JWKSValidator
+from bff.demo.upstreams import accounts_app, catalog_app
+from bff.settings import Settings
+
+
+def demo_settings(base_url: str) -> Settings:
+    """Embedded defaults: nothing from the environment is needed (or used for these fields)."""
+    return Settings(
+        env="development",
+        public_url=base_url,
+        oidc_issuer=f"{base_url}/idp",
+        oidc_client_id="bff-demo",
+        oidc_client_secret=secrets.token_urlsafe(24),
+        oidc_post_logout_redirect_uri=f"{base_url}/",
+        session_store="memory",
+        session_secret=secrets.token_urlsafe(32),
+        cookie_secure=base_url.startswith("https://"),
+        upstreams={
+            "accounts": {"url": f"{base_url}/demo/accounts"},
+            "catalog": {"url": f"{base_url}/demo/catalog/graphql"},
+        },
+        graphiql=True,
+    )
+
+
+def build_demo_app(base_url: str, *, access_ttl: int = 300, upstream_latency: float = 0.0) -> FastAPI:
+    settings = demo_settings(base_url)
+    assert settings.oidc_client_id is not None
+    assert settings.oidc_client_secret is not None
+    assert settings.oidc_issuer is not None
+    idp = DevIdentityProvider(
+        settings.oidc_issuer,
+        [
+            DevClient(
+                client_id=settings.oidc_client_id,
+                client_secret=settings.oidc_client_secret.get_secret_value(),
+                redirect_uris=[settings.redirect_uri],
+                post_logout_redirect_uris=[f"{base_url}/"],
+            )
+        ],
+        access_ttl=access_ttl,
+    )
+    validator = JWKSValidator(issuer=settings.oidc_issuer, keys=KeySet([idp.key]), audience="demo-api")
+    app = create_app(settings)
+    app.mount("/idp", idp.app())
+    app.mount("/demo/accounts", accounts_app(validator, latency=upstream_latency))
+    app.mount("/demo/catalog", catalog_app(validator, latency=upstream_latency))
+    app.state.dev_idp = idp
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> str:
+        return HOME.format(base=html.escape(base_url), ttl=access_ttl)
+
+    return app
+
+
+HOME = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bff demo</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;line-height:1.5;color:#222}}
+code{{background:#f3f3f3;padding:0 .2rem}} a.button{{display:inline-block;background:#1f5f99;color:#fff;
+padding:.5rem 1rem;border-radius:4px;text-decoration:none;margin-right:.5rem}}</style></head><body>
+<h1>bff demo</h1>
+<p>Running in this one process, over real HTTP on {base}:</p>
+<ul>
+<li>the BFF: GraphQL at <code>/graphql</code>, sign-in at <code>/auth/login</code>;</li>
+<li>a <b>development</b> OpenID Connect provider at <code>/idp</code> (demo users, no passwords,
+refresh tokens rotate; access tokens live {ttl} s);</li>
+<li>the demo upstreams: REST accounts at <code>/demo/accounts</code>, GraphQL catalog at
+<code>/demo/catalog/graphql</code>.</li>
+</ul>
+<p>The browser never sees a token: only an HttpOnly session cookie. Refreshes happen on the server,
+one line each in the log.</p>
+<p><a class="button" href="/graphql">Open GraphiQL</a>
+<a class="button" href="/auth/login?return_to=/graphql">Sign in</a></p>
+</body></html>"""

@@ -1,0 +1,83 @@
+"""GraphiQL with sign-in, in a real browser: Playwright driving Debian's chromium (no download)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bff.demo.stack import build_demo_app
+from tests.support.servers import free_port, require_binary, serve
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser_page() -> AsyncIterator[Any]:
+    executable = os.environ.get("BFF_TEST_CHROMIUM") or shutil.which("chromium") or ""
+    if not executable:
+        require_binary("chromium", "apt-get install chromium")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            yield page
+        finally:
+            await browser.close()
+
+
+async def _result_text(page: Any) -> str:
+    text: str = await page.locator(".graphiql-response").inner_text()
+    return text
+
+
+async def test_graphiql_sign_in_query_sign_out(browser_page: Any) -> None:
+    page = browser_page
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with serve(build_demo_app(base, access_ttl=300), port):
+        await page.goto(f"{base}/graphql")
+        user = page.get_by_test_id("user")
+        await user.filter(has_text="Not signed in").wait_for()
+        await page.locator("#bff-signin").click()
+
+        await page.get_by_role("button", name="Alice Example").click()
+        await page.wait_for_url(f"{base}/graphql")
+        await user.filter(has_text="Signed in as Alice Example").wait_for()
+        # the viewer query is prefilled; run it
+        await page.locator(".graphiql-execute-button").click()
+        await page.wait_for_function(
+            "document.querySelector('.graphiql-response')?.innerText.includes('o-alice-1')", timeout=15000
+        )
+        result = await _result_text(page)
+        assert '"name": "Alice Example"' in result
+        assert "totalCents" in result
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "graphiql-signed-in.png"))
+        # the browser never holds a token: only the HttpOnly session cookie
+        assert await page.evaluate("document.cookie") == ""
+        cookies = {c["name"]: c for c in await page.context.cookies()}
+        assert cookies["bff_session"]["httpOnly"] is True
+
+        await page.locator("#bff-signout").click()
+        await user.filter(has_text="Not signed in").wait_for()
+        await page.locator(".graphiql-execute-button").click()
+        await page.wait_for_function(
+            "document.querySelector('.graphiql-response')?.innerText.includes('UNAUTHENTICATED')", timeout=15000
+        )
+        await page.screenshot(path=str(ARTIFACTS / "graphiql-signed-out.png"))
