@@ -19,8 +19,9 @@ from bff.api.types import Query
 from bff.graphql.errors import BFFSchema, ErrorCodes
 
 
-def build_schema(*, production: bool = False) -> BFFSchema:
-    """Built once per app. Limits refuse abusive documents before any resolver runs."""
+def build_schema(query: type = Query, *, production: bool = False) -> BFFSchema:
+    """Built once per app, with the error mapping and limits that refuse abusive documents before
+    any resolver runs. Pass your own ``query`` type to serve your API instead of the demo's."""
     # Factories, not instances: Strawberry builds fresh extensions per request (the parser and
     # validation caches are shared across instances of the same size).
     extensions: list[Callable[[], SchemaExtension]] = [
@@ -34,7 +35,7 @@ def build_schema(*, production: bool = False) -> BFFSchema:
     if production:
         extensions.append(DisableIntrospection)
     return BFFSchema(
-        query=Query,
+        query=query,
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=production),
     )
