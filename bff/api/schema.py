@@ -16,7 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from bff.api.types import Query
-from bff.graphql.errors import BFFSchema, ErrorCodes
+from bff.graphql.errors import BFFSchema
 
 
 def build_schema(query: type = Query, *, production: bool = False) -> BFFSchema:
@@ -25,7 +25,6 @@ def build_schema(query: type = Query, *, production: bool = False) -> BFFSchema:
     # Factories, not instances: Strawberry builds fresh extensions per request (the parser and
     # validation caches are shared across instances of the same size).
     extensions: list[Callable[[], SchemaExtension]] = [
-        ErrorCodes,
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         lambda: QueryDepthLimiter(max_depth=12),

@@ -262,7 +262,9 @@ class OIDCClient:
             return False
         return True
 
-    async def end_session_url(self, *, id_token_hint: str | None, post_logout_redirect_uri: str | None) -> str | None:
+    async def end_session_url(self, *, post_logout_redirect_uri: str | None) -> str | None:
+        """RP-Initiated Logout 1.0 URL for the browser. It names the client (``client_id``) rather
+        than sending ``id_token_hint``: the URL travels through the browser, and no token may."""
         try:
             meta = await self.metadata()
         except AuthProviderUnavailable:
@@ -270,8 +272,6 @@ class OIDCClient:
         if not meta.end_session_endpoint:
             return None
         params = {"client_id": self.client_id}
-        if id_token_hint:
-            params["id_token_hint"] = id_token_hint
         if post_logout_redirect_uri:
             params["post_logout_redirect_uri"] = post_logout_redirect_uri
         separator = "&" if "?" in meta.end_session_endpoint else "?"

@@ -12,7 +12,6 @@ from typing import Any
 
 from graphql.error import GraphQLError
 from strawberry import Schema
-from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
 from bff.errors import BFFError
@@ -22,35 +21,29 @@ log = logging.getLogger("bff.graphql")
 INTERNAL_MESSAGE = "Internal server error"
 
 
-def _request_id(execution_context: ExecutionContext | None) -> str | None:
-    context = getattr(execution_context, "context", None)
-    return getattr(context, "request_id", None)
-
-
-def _is_parse_failure(error: GraphQLError, execution_context: ExecutionContext | None) -> bool:
-    return (
-        execution_context is not None
-        and execution_context.graphql_document is None
-        and (error.message.startswith("Syntax Error") or error.original_error is not None)
+def _is_parse_failure(error: GraphQLError) -> bool:
+    # graphql-core may raise a bare IndexError (or worse) on truncated documents: still a syntax error.
+    return error.path is None and (
+        error.message.startswith("Syntax Error")
+        or isinstance(error.original_error, IndexError | ValueError | RecursionError)
     )
 
 
-def to_graphql_error(error: GraphQLError, execution_context: ExecutionContext | None = None) -> GraphQLError:
-    """The client-facing version of ``error``."""
+def to_graphql_error(error: GraphQLError, request_id: str | None = None) -> GraphQLError:
+    """The client-facing version of ``error`` (idempotent: mapping twice changes nothing)."""
     original = error.original_error
     extensions: dict[str, Any]
     if isinstance(original, BFFError):
         message, extensions = original.message, original.extensions()
-    elif _is_parse_failure(error, execution_context):
-        # graphql-core may raise a bare IndexError on truncated documents: still a syntax error.
-        message = error.message if error.original_error is None else "Syntax Error: unreadable document"
+    elif _is_parse_failure(error):
+        message = error.message if original is None else "Syntax Error: unreadable document"
         extensions = {"code": "GRAPHQL_PARSE_FAILED"}
     elif original is None:
         message = error.message
-        extensions = {"code": (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")}
+        extensions = dict(error.extensions or {})
+        extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
     else:
         message, extensions = INTERNAL_MESSAGE, {"code": "INTERNAL_SERVER_ERROR"}
-    request_id = _request_id(execution_context)
     if request_id:
         extensions["requestId"] = request_id
     return GraphQLError(
@@ -64,21 +57,31 @@ def to_graphql_error(error: GraphQLError, execution_context: ExecutionContext | 
     )
 
 
-class ErrorCodes(MaskErrors):
-    """Strawberry's MaskErrors, rewriting every error through `to_graphql_error`."""
-
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [to_graphql_error(error, self.execution_context) for error in errors]
+def _request_id(context: Any) -> str | None:
+    request_id = getattr(context, "request_id", None)
+    return str(request_id) if request_id else None
 
 
 class BFFSchema(Schema):
-    """Logs expected errors in one line and unexpected ones with their traceback and request id."""
+    """A Strawberry schema whose every result goes through `to_graphql_error` (field errors, and
+    the parse and validation errors that Strawberry answers before extensions see a result), and
+    whose logs say expected errors in one line, unexpected ones with traceback and request id."""
+
+    async def execute(
+        self, query: str | None, variable_values: Any = None, context_value: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        result = await super().execute(query, variable_values, context_value, *args, **kwargs)
+        errors = getattr(result, "errors", None)
+        if errors:
+            request_id = _request_id(context_value)
+            result.errors = [to_graphql_error(error, request_id) for error in errors]
+        return result
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        request_id = _request_id(execution_context)
+        request_id = _request_id(getattr(execution_context, "context", None))
         for error in errors:
             original = error.original_error
-            if original is None or isinstance(original, BFFError) or _is_parse_failure(error, execution_context):
+            if original is None or isinstance(original, BFFError) or _is_parse_failure(error):
                 log.info(
                     "graphql error: %s",
                     original.code if isinstance(original, BFFError) else error.message[:200],

@@ -173,8 +173,7 @@ async def logout(request: Request) -> Response:
             if session.tokens.refresh_token:
                 await oidc.revoke(session.tokens.refresh_token, hint="refresh_token")
             end_session_url = await oidc.end_session_url(
-                id_token_hint=session.tokens.id_token,
-                post_logout_redirect_uri=resources.settings.oidc_post_logout_redirect_uri,
+                post_logout_redirect_uri=resources.settings.oidc_post_logout_redirect_uri
             )
         log.info("signed out", extra={"sub": session.sub})
     response = JSONResponse({"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=_NO_STORE)

@@ -1,0 +1,48 @@
+"""Login, refresh and logout with sessions on a local 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.support.browser import browser_login
+from tests.support.servers import RedisCluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def idp_options() -> dict[str, Any]:
+    return {"access_ttl": 4}
+
+
+async def test_login_refresh_logout_on_redis_cluster(stack: Stack, cluster: RedisCluster) -> None:
+    shared = {"session_store": cluster.url, "session_secret": "cluster-shared-secret"}
+    async with stack.start_bff(0, **shared) as one, stack.start_bff(1, **shared) as two:
+        async with one.client() as browser:
+            await browser_login(browser, one.url)
+            cookie = browser.cookies["bff_session"]
+        await asyncio.sleep(2.3)
+        before = stack.idp.stats()["refreshGrants"]
+        async with one.client(cookie) as a, two.client(cookie) as b:
+            answers = await asyncio.gather(
+                *((a if i % 2 else b).post("/graphql", json={"query": "{ viewer { id } }"}) for i in range(20))
+            )
+            for answer in answers:
+                assert answer.json() == {"data": {"viewer": {"id": "alice"}}}
+            assert stack.idp.stats()["refreshGrants"] - before == 1
+            out = await b.post("/auth/logout", headers={"X-CSRF": "1"})
+            assert out.json()["loggedOut"] is True
+            after = await a.post("/graphql", json={"query": "{ viewer { id } }"})
+            assert after.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
