@@ -15,7 +15,7 @@ from bff.api import build_schema
 from bff.graphql.router import STATIC_DIR, BFFGraphQLRouter
 from bff.resources import open_resources
 from bff.settings import Settings
-from bff.web import auth, health
+from bff.web import auth, health, native
 from bff.web.middleware import CSRFMiddleware, RequestIdMiddleware
 
 
@@ -49,6 +49,7 @@ def create_app(
     if settings.graphiql_enabled:
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)
+    app.include_router(native.router)
     app.include_router(health.router)
     auth.install_error_handlers(app)
 

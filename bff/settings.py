@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     upstreams: dict[str, UpstreamSettings] = {}
     cors_origins: CommaList = []
     native_redirect_uris: CommaList = []
+    native_handoff_seconds: int = Field(default=60, gt=0, le=60)
 
     graphiql: bool | None = None
     log_level: str = "info"

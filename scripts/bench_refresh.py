@@ -117,7 +117,7 @@ async def main() -> int:
             response = await client.post(
                 "/graphql",
                 json={"query": "{ viewer { id } }"},
-                cookies={"bff_session": cookies[session]},
+                headers={"Cookie": f"bff_session={cookies[session]}"},
             )
             body = response.json()
             if response.status_code != 200 or body.get("errors") or not body["data"]["viewer"]:

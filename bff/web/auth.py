@@ -7,7 +7,6 @@ import hmac
 import logging
 import secrets
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
@@ -18,12 +17,12 @@ from bff.auth.oidc import OIDCClient, s256_challenge
 from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError, StoreUnavailable
 from bff.resources import Resources
 from bff.sessions.models import Session
+from bff.web.native import handoff, native_login
+from bff.web.responses import NO_STORE, error_response, iso_utc
 
 log = logging.getLogger("bff.auth")
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _resources(request: Request) -> Resources:
@@ -61,15 +60,31 @@ def safe_return_to(value: str | None) -> str:
     return value
 
 
-def error_response(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=_NO_STORE)
-
-
 @router.get("/login", summary="Start the OIDC sign-in (302 to the identity provider)")
-async def login(request: Request, return_to: Annotated[str | None, Query(max_length=4096)] = None) -> Response:
+async def login(
+    request: Request,
+    return_to: Annotated[str | None, Query(max_length=4096)] = None,
+    client: Annotated[str | None, Query(max_length=16)] = None,
+    redirect_uri: Annotated[str | None, Query(max_length=2048)] = None,
+    code_challenge: Annotated[str | None, Query(max_length=128)] = None,
+    code_challenge_method: Annotated[str | None, Query(max_length=16)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Browsers: ``return_to``. Native apps: ``client=native``, an allow-listed ``redirect_uri``,
+    their S256 ``code_challenge`` and an optional ``state`` echoed back with the handoff code."""
     resources = _resources(request)
     oidc = _oidc(resources)
-    state = secrets.token_urlsafe(32)
+    native: dict[str, str] | None = None
+    if client == "native":
+        try:
+            native = native_login(resources, redirect_uri, code_challenge, code_challenge_method)
+        except LoginError as exc:
+            return error_response(400, "invalid_request", exc.message)
+        if state:
+            native["app_state"] = state
+    elif client not in (None, "", "browser"):
+        return error_response(400, "invalid_request", "client must be 'browser' or 'native'")
+    state = secrets.token_urlsafe(32)  # ours, for the IdP; the app's own state travels in `native`
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(48)
     binding = secrets.token_urlsafe(32)
@@ -89,10 +104,11 @@ async def login(request: Request, return_to: Annotated[str | None, Query(max_len
             "return_to": safe_return_to(return_to),
             "binding": _digest(binding),
             "created_at": time.time(),
+            "native": native,
         },
         ttl=settings.login_timeout_seconds,
     )
-    response = RedirectResponse(url, status_code=302, headers=_NO_STORE)
+    response = RedirectResponse(url, status_code=302, headers=NO_STORE)
     response.headers.append("set-cookie", resources.login_cookie.set(binding))
     return response
 
@@ -143,10 +159,15 @@ async def callback(
         created_at=now,
         last_seen=now,
     )
+    native = pending.get("native")
+    if native:
+        session.kind = "native"
+        resources.metrics.logins.labels("success").inc()
+        return await handoff(resources, session, native, native.get("app_state"))
     await resources.store.create(session)
     resources.metrics.logins.labels("success").inc()
     log.info("signed in", extra={"sub": session.sub, "session": resources.crypto.fingerprint(session.id)})
-    response = RedirectResponse(str(pending.get("return_to") or "/"), status_code=302, headers=_NO_STORE)
+    response = RedirectResponse(str(pending.get("return_to") or "/"), status_code=302, headers=NO_STORE)
     response.headers.append("set-cookie", resources.session_cookie.set(resources.crypto.sign(session.id)))
     response.headers.append("set-cookie", login_cookie.clear())
     return response
@@ -176,7 +197,7 @@ async def logout(request: Request) -> Response:
                 post_logout_redirect_uri=resources.settings.oidc_post_logout_redirect_uri
             )
         log.info("signed out", extra={"sub": session.sub})
-    response = JSONResponse({"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=_NO_STORE)
+    response = JSONResponse({"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=NO_STORE)
     if from_cookie:
         response.headers.append("set-cookie", resources.session_cookie.clear())
     return response
@@ -188,7 +209,7 @@ def _expires_at(resources: Resources, session: Session) -> str:
         session.last_seen + settings.session_idle_timeout_seconds,
         session.created_at + settings.session_absolute_timeout_seconds,
     )
-    return datetime.fromtimestamp(expiry, UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(expiry)
 
 
 @router.get("/session", summary="Who is signed in (never a token)")
@@ -203,7 +224,7 @@ async def session_info(request: Request) -> Response:
             "user": session.user,
             "expiresAt": _expires_at(resources, session),
         }
-    return JSONResponse(body, headers=_NO_STORE)
+    return JSONResponse(body, headers=NO_STORE)
 
 
 @router.post("/backchannel-logout", summary="OIDC Back-Channel Logout 1.0")
@@ -218,7 +239,7 @@ async def backchannel_logout(request: Request, logout_token: Annotated[str, Form
     sid, sub = claims.get("sid"), claims.get("sub")
     ended = await store.delete_where(sid=str(sid)) if sid else await store.delete_where(sub=str(sub))
     log.info("back-channel logout ended %d session(s)", ended)
-    return Response(status_code=200, headers=_NO_STORE)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 def install_error_handlers(app: Any) -> None:

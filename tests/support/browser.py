@@ -30,6 +30,8 @@ async def follow(client: httpx.AsyncClient, response: httpx.Response, limit: int
         if response.status_code not in (301, 302, 303, 307, 308):
             return response
         location = urljoin(str(response.url), response.headers["location"])
+        if not location.startswith(("http://", "https://")):
+            return response  # an app's custom scheme: the operating system would take it from here
         response = await client.get(location)
     raise AssertionError("too many redirects")
 
