@@ -12,7 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from bff.api import build_schema
-from bff.graphql.router import STATIC_DIR, BFFGraphQLRouter
+from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
+from bff.graphql.limits import Limits
+from bff.graphql.persisted import PersistedDocuments, load_manifest
 from bff.resources import open_resources
 from bff.settings import Settings
 from bff.web import auth, health, native
@@ -27,7 +29,15 @@ def create_app(
 ) -> FastAPI:
     """A BFF for ``settings``. ``schema`` replaces the demo API; ``transports`` are a test seam."""
     production = settings.env == "production"
-    schema = schema if schema is not None else build_schema(production=production)
+    if schema is None:
+        limits = Limits(
+            max_depth=settings.max_depth,
+            max_tokens=settings.max_tokens,
+            max_aliases=settings.max_aliases,
+            max_cost=settings.max_cost,
+            introspection=settings.introspection_enabled,
+        )
+        schema = build_schema(limits=limits, production=production)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -42,10 +52,17 @@ def create_app(
         redoc_url=None,
         openapi_url=None if production else "/openapi.json",
     )
-    app.include_router(
-        BFFGraphQLRouter(schema, graphiql=settings.graphiql_enabled, include_in_schema=False),
-        prefix="/graphql",
+    handler = GraphQLHTTPHandler(
+        schema,
+        persisted=PersistedDocuments(
+            load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
+            apq=settings.persisted_queries,
+        ),
+        graphiql=settings.graphiql_enabled,
+        max_body_bytes=settings.max_body_bytes,
+        batch_max_operations=settings.batch_max_operations,
     )
+    app.add_api_route("/graphql", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     if settings.graphiql_enabled:
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)

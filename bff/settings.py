@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     native_handoff_seconds: int = Field(default=60, gt=0, le=60)
 
     graphiql: bool | None = None
+    introspection: bool | None = None
+    max_depth: int = Field(default=12, gt=0)
+    max_tokens: int = Field(default=2000, gt=0)
+    max_aliases: int = Field(default=30, ge=0)
+    max_cost: int = Field(default=5000, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    batch_max_operations: int = Field(default=0, ge=0)
+    persisted_queries: bool = True
+    trusted_documents: str | None = None
     log_level: str = "info"
 
     @field_validator("cors_origins", "native_redirect_uris", "session_previous_secrets", mode="before")
@@ -108,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.graphiql if self.graphiql is not None else self.env == "development"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else self.env == "development"
 
     @property
     def cookie_name(self) -> str:

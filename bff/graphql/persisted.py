@@ -1,0 +1,88 @@
+"""Persisted operations: Automatic Persisted Queries (``extensions.persistedQuery.sha256Hash``) and
+a trusted-documents mode in which only the operations of a manifest execute.
+
+Manifests: ``{"<sha256>": "<document>"}`` (graphql-codegen's client preset) or Apollo's
+``{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body"}]}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+
+class PersistedQueryError(Exception):
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def sha256(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+def load_manifest(path: str | Path) -> dict[str, str]:
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict) and data.get("format") == "apollo-persisted-query-manifest":
+        return {str(op["id"]): str(op["body"]) for op in data.get("operations", [])}
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return {k.removeprefix("sha256:"): v for k, v in data.items()}
+    raise ValueError(f"{path}: not a persisted-documents manifest")
+
+
+class PersistedDocuments:
+    """Resolves the document to execute from a request's ``query``, ``extensions`` and
+    ``documentId``. With a manifest only its documents run; without one, APQ registers documents in
+    a bounded LRU (hand-written: aiocache's memory backend has TTLs but no size bound)."""
+
+    def __init__(self, manifest: dict[str, str] | None = None, *, apq: bool = True, max_entries: int = 2000) -> None:
+        self.manifest = manifest
+        self.apq = apq and manifest is None
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, str] = OrderedDict()
+
+    def resolve(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str | None:
+        persisted = (extensions or {}).get("persistedQuery")
+        wanted: str | None = None
+        if document_id is not None:
+            wanted = str(document_id).removeprefix("sha256:")
+        elif isinstance(persisted, dict):
+            digest = persisted.get("sha256Hash")
+            if not isinstance(digest, str):
+                raise PersistedQueryError("PERSISTED_QUERY_INVALID", "persistedQuery needs a sha256Hash", 400)
+            wanted = digest
+        if wanted is not None and query is not None and sha256(query) != wanted:
+            raise PersistedQueryError("PERSISTED_QUERY_HASH_MISMATCH", "provided sha does not match query", 400)
+
+        if self.manifest is not None:  # trusted documents only
+            digest = wanted or (sha256(query) if query is not None else None)
+            if digest is None:
+                return None
+            document = self.manifest.get(digest)
+            if document is None:
+                raise PersistedQueryError(
+                    "PERSISTED_QUERY_NOT_ALLOWED", "Only trusted documents may be executed on this server", 400
+                )
+            return document
+
+        if wanted is None:
+            return query
+        if query is not None:
+            if self.apq:
+                self._remember(wanted, query)
+            return query
+        cached = self._cache.get(wanted) if self.apq else None
+        if cached is None:
+            raise PersistedQueryError("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound", 200)
+        self._cache.move_to_end(wanted)
+        return cached
+
+    def _remember(self, digest: str, query: str) -> None:
+        self._cache[digest] = query
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
