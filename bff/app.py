@@ -15,10 +15,16 @@ from bff.api import build_schema
 from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
 from bff.graphql.limits import Limits
 from bff.graphql.persisted import PersistedDocuments, load_manifest
+from bff.logs import configure_logging
 from bff.resources import open_resources
 from bff.settings import Settings
 from bff.web import auth, health, native
-from bff.web.middleware import CSRFMiddleware, RequestIdMiddleware
+from bff.web.middleware import (
+    AccessLogMiddleware,
+    CSRFMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 
 
 def create_app(
@@ -79,10 +85,15 @@ def create_app(
         allow_methods=["GET", "POST"],
         allow_headers=["content-type", "x-csrf", "authorization", "x-request-id"],
     )
+    if production:
+        app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 
 
 def app_from_env() -> FastAPI:
-    """Entry point for ``uvicorn --factory bff.app:app_from_env`` (and ``bff serve``)."""
-    return create_app(Settings())
+    """Entry point for ``uvicorn --factory bff.app:app_from_env`` (and every ``bff serve`` worker)."""
+    settings = Settings()
+    configure_logging(settings.log_level, json=True)
+    return create_app(settings)

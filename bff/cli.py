@@ -39,9 +39,11 @@ def export_schema(output: Path | None, check: bool) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bff.logs import configure_logging
     from bff.settings import Settings
 
     settings = Settings()  # fail fast on bad configuration, before forking workers
+    configure_logging(args.log_level or settings.log_level, json=True)
     uvicorn.run(
         "bff.app:app_from_env",
         factory=True,
@@ -49,6 +51,8 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level or settings.log_level,
+        log_config=None,  # ours: JSON lines
+        access_log=False,  # ours is bff.access: no query strings (authorization codes), with request ids
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
@@ -66,8 +70,9 @@ def demo(args: argparse.Namespace) -> int:
     if os.environ.get("BFF_ENV") == "production":
         print("bff demo runs a development identity provider and refuses BFF_ENV=production", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from bff.logs import configure_logging
+
+    configure_logging("info", json=False)
     base = f"http://{args.host}:{args.port}"
     app = build_demo_app(base, access_ttl=args.access_ttl)
     log = logging.getLogger("bff.demo")
@@ -77,7 +82,7 @@ def demo(args: argparse.Namespace) -> int:
         f"    sign in   {base}/auth/login?return_to=/graphql\n",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
     return 0
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
+from purgatory import AsyncCircuitBreakerFactory
 
 from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import TokenManager
@@ -19,6 +20,7 @@ from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore
 from bff.settings import Settings, UpstreamSettings
+from bff.upstream.base import circuit_breakers
 
 log = logging.getLogger("bff")
 
@@ -34,6 +36,7 @@ class Resources:
     upstreams: dict[str, httpx.AsyncClient] = field(default_factory=dict)
     oidc: OIDCClient | None = None
     tokens: TokenManager | None = None
+    breakers: AsyncCircuitBreakerFactory | None = None
 
     @property
     def session_cookie(self) -> CookiePolicy:
@@ -116,7 +119,13 @@ async def open_resources(
     metrics = Metrics()
     crypto = session_crypto(settings)
     store = session_store(settings, crypto)
-    resources = Resources(settings=settings, metrics=metrics, crypto=crypto, store=store)
+    resources = Resources(
+        settings=settings,
+        metrics=metrics,
+        crypto=crypto,
+        store=store,
+        breakers=circuit_breakers(settings.breaker_threshold, settings.breaker_cooldown_seconds),
+    )
     try:
         for name, upstream in settings.upstreams.items():
             resources.upstreams[name] = upstream_client(upstream, transports.get(name))

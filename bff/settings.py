@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     refresh_lock_lease_seconds: float = Field(default=10.0, gt=0)
 
     upstreams: dict[str, UpstreamSettings] = {}
+    request_timeout_seconds: float = Field(default=15.0, gt=0)
+    breaker_threshold: int = Field(default=5, gt=0)
+    breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
     cors_origins: CommaList = []
     native_redirect_uris: CommaList = []
     native_handoff_seconds: int = Field(default=60, gt=0, le=60)

@@ -4,6 +4,7 @@ and DataLoaders. Cheap to build: nothing is read until a resolver asks."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,6 +41,8 @@ class Context(BaseContext):
         self._clients: dict[str, Any] = {}
         self._loaders: dict[str, Any] = {}
         self.user_sub: str | None = None
+        # every upstream call of this request must end by then (each call's timeout is bounded by it)
+        self.deadline = time.monotonic() + resources.settings.request_timeout_seconds
 
     # session -----------------------------------------------------------------------------------
     async def session(self) -> Session | None:
@@ -54,6 +57,9 @@ class Context(BaseContext):
         session = await self.resources.store.get(session_id)
         if session is not None:
             self.user_sub = session.sub
+            if self.request is not None:  # for the access log: the subject and a hash, never the id
+                self.request.state.user_sub = session.sub
+                self.request.state.session_hash = self.resources.crypto.fingerprint(session_id)
         return session
 
     async def fresh_session(self) -> Session:
@@ -95,7 +101,7 @@ class Context(BaseContext):
     def rest(self, name: str) -> RestClient:
         client = self._clients.get(name)
         if client is None:
-            client = RestClient(name, self._http(name), self, self.resources.metrics)
+            client = RestClient(name, self._http(name), self, self.resources.metrics, **self._client_options())
             self._clients[name] = client
         return client
 
@@ -104,9 +110,14 @@ class Context(BaseContext):
         if client is None:
             http = self._http(name)
             endpoint = self.resources.settings.upstreams[name].url
-            client = GraphQLClient(name, http, self, self.resources.metrics, endpoint=endpoint)
+            client = GraphQLClient(
+                name, http, self, self.resources.metrics, endpoint=endpoint, **self._client_options()
+            )
             self._clients[name] = client
         return client
+
+    def _client_options(self) -> dict[str, Any]:
+        return {"breakers": self.resources.breakers, "deadline": self.deadline}
 
     def _http(self, name: str) -> Any:
         try:

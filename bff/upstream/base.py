@@ -1,15 +1,21 @@
-"""The shared part of upstream clients: bearer tokens, one 401 retry, error mapping, metrics.
+"""The shared part of upstream clients: bearer tokens, one 401 retry, the request deadline, a
+retry on connect errors for idempotent calls, a circuit breaker per upstream, error mapping, metrics.
 
-Transport and status errors are translated to the `bff.errors` tree in ONE place
-(`UpstreamClient._send`), after httpx's `map_httpcore_exceptions`.
+Transport and status errors are translated to the `bff.errors` tree in ONE place (`_send`),
+after httpx's own `map_httpcore_exceptions`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import httpx
+import stamina
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 
 from bff.errors import Unauthenticated, UpstreamError, UpstreamTimeout, UpstreamUnauthorized
 from bff.metrics import Metrics
@@ -27,6 +33,17 @@ class TokenSource(Protocol):
         ...
 
 
+def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuitBreakerFactory:
+    """One factory per app: a breaker per upstream opens after ``threshold`` consecutive failures
+    (unreachable, timeout, 5xx), fails fast for ``cooldown`` seconds, then lets one probe through.
+    Refusals that say nothing about the upstream's health (4xx, 401) do not count."""
+    return AsyncCircuitBreakerFactory(
+        default_threshold=threshold,
+        default_ttl=cooldown,
+        exclude=[(UpstreamError, lambda exc: exc.status is not None and exc.status < 500), Unauthenticated],
+    )
+
+
 class UpstreamClient:
     """One upstream, for one GraphQL request; cheap to build over an app-wide pooled client."""
 
@@ -36,40 +53,95 @@ class UpstreamClient:
         http: httpx.AsyncClient,
         tokens: TokenSource | None,
         metrics: Metrics | None = None,
+        *,
+        breakers: AsyncCircuitBreakerFactory | None = None,
+        deadline: float | None = None,
+        retry_connect_errors: bool = True,
     ) -> None:
         self.name = name
         self.http = http
         self.tokens = tokens
         self.metrics = metrics
+        self.breakers = breakers
+        self.deadline = deadline  # time.monotonic() by which the whole GraphQL request must end
+        self.retry_connect_errors = retry_connect_errors
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
         """Send with the user's bearer token; on 401 refresh once and retry once."""
+        idempotent = method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
         if self.tokens is None:
-            return await self._send(method, url, None, **kwargs)
+            return await self._attempts(method, url, None, idempotent, **kwargs)
         token = await self.tokens.access_token()
         try:
-            return await self._send(method, url, token, **kwargs)
+            return await self._attempts(method, url, token, idempotent, **kwargs)
         except UpstreamUnauthorized:
             token = await self.tokens.refreshed_access_token(token)
         try:
-            return await self._send(method, url, token, **kwargs)
+            return await self._attempts(method, url, token, idempotent, **kwargs)
         except UpstreamUnauthorized:
             raise Unauthenticated(f"Upstream {self.name!r} refused the session's token") from None
+
+    async def _attempts(
+        self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any
+    ) -> httpx.Response:
+        if not (idempotent and self.retry_connect_errors):
+            return await self._send(method, url, token, **kwargs)
+        # One retry with jitter, only when the connection was never made (nothing reached the upstream).
+        async for attempt in stamina.retry_context(
+            on=_ConnectFailed, attempts=2, wait_initial=0.05, wait_max=0.2, wait_jitter=0.05, timeout=None
+        ):
+            with attempt:
+                return await self._send(method, url, token, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def _breaker(self) -> AsyncIterator[None]:
+        if self.breakers is None:
+            yield
+            return
+        try:
+            breaker = await self.breakers.get_breaker(self.name)
+            async with breaker:
+                yield
+        except OpenedState:
+            raise UpstreamError(self.name, f"Upstream {self.name!r} is failing; not calling it for a while") from None
+
+    def _timeout(self) -> httpx.Timeout | None:
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout(self.name, "The request's deadline passed before the upstream call")
+        configured = self.http.timeout.read or remaining
+        return httpx.Timeout(min(configured, remaining))
 
     async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        timeout = self._timeout()
+        if timeout is not None:
+            kwargs["timeout"] = timeout
         started = time.perf_counter()
         status = "error"
         try:
-            response = await self.http.request(method, url, headers=headers, **kwargs)
-            status = str(response.status_code)
-        except httpx.TimeoutException as exc:
-            status = "timeout"
-            raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.name, f"Upstream {self.name!r} is unreachable ({type(exc).__name__})") from exc
+            async with self._breaker():
+                try:
+                    response = await self.http.request(method, url, headers=headers, **kwargs)
+                except httpx.TimeoutException as exc:
+                    status = "timeout"
+                    raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
+                except httpx.ConnectError as exc:
+                    raise _ConnectFailed(self.name, f"Upstream {self.name!r} is unreachable") from exc
+                except httpx.HTTPError as exc:
+                    raise UpstreamError(self.name, f"Upstream {self.name!r} failed ({type(exc).__name__})") from exc
+                status = str(response.status_code)
+                if response.status_code >= 500:
+                    raise UpstreamError(
+                        self.name,
+                        f"Upstream {self.name!r} answered HTTP {response.status_code}",
+                        status=response.status_code,
+                    )
         finally:
             if self.metrics is not None:
                 self.metrics.upstream_duration.labels(self.name, status).observe(time.perf_counter() - started)
@@ -77,9 +149,7 @@ class UpstreamClient:
             raise UpstreamUnauthorized(self.name, status=401)
         if response.status_code >= 400:
             raise UpstreamError(
-                self.name,
-                f"Upstream {self.name!r} answered HTTP {response.status_code}",
-                status=response.status_code,
+                self.name, f"Upstream {self.name!r} answered HTTP {response.status_code}", status=response.status_code
             )
         return response
 
@@ -88,3 +158,7 @@ class UpstreamClient:
             return response.json()
         except ValueError:
             raise UpstreamError(self.name, f"Upstream {self.name!r} sent invalid JSON") from None
+
+
+class _ConnectFailed(UpstreamError):
+    """The connection was never made: safe to retry an idempotent call."""

@@ -16,7 +16,10 @@ class GraphQLClient(UpstreamClient):
         self.endpoint = endpoint
 
     async def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = await self.request("POST", self.endpoint, json={"query": query, "variables": variables or {}})
+        # queries are idempotent: a connect failure may be retried
+        response = await self.request(
+            "POST", self.endpoint, json={"query": query, "variables": variables or {}}, idempotent=True
+        )
         body = self.json(response)
         if not isinstance(body, dict):
             raise UpstreamError(self.name, f"Upstream {self.name!r} sent a malformed answer")

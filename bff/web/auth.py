@@ -40,6 +40,12 @@ def _credentials(request: Request, resources: Resources) -> tuple[str | None, bo
     return resources.session_credentials(request.headers.get("authorization"), request.cookies)
 
 
+def _note_session(request: Request, resources: Resources, session: Session) -> None:
+    """For the access log: the subject and a hash of the session id, never the id."""
+    request.state.user_sub = session.sub
+    request.state.session_hash = resources.crypto.fingerprint(session.id)
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -165,6 +171,7 @@ async def callback(
         resources.metrics.logins.labels("success").inc()
         return await handoff(resources, session, native, native.get("app_state"))
     await resources.store.create(session)
+    _note_session(request, resources, session)
     resources.metrics.logins.labels("success").inc()
     log.info("signed in", extra={"sub": session.sub, "session": resources.crypto.fingerprint(session.id)})
     response = RedirectResponse(str(pending.get("return_to") or "/"), status_code=302, headers=NO_STORE)
@@ -188,6 +195,7 @@ async def logout(request: Request) -> Response:
     end_session_url: str | None = None
     session = await resources.store.get(session_id) if session_id else None
     if session is not None and session_id is not None:
+        _note_session(request, resources, session)
         await resources.store.delete(session_id)
         oidc = resources.oidc
         if oidc is not None:
