@@ -55,3 +55,6 @@ class Metrics:
             registry=r,
         )
         self.logins = Counter("bff_logins", "Completed and failed sign-ins", ["outcome"], registry=r)
+        # exported at 0 from the start, so dashboards and alerts see every outcome
+        for outcome in ("success", "coalesced", "invalid_grant", "provider_error", "stale_token_used"):
+            self.token_refresh.labels(outcome)

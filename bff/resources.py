@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
@@ -81,10 +82,11 @@ def session_crypto(settings: Settings) -> SessionCrypto:
     return SessionCrypto([current, *previous])
 
 
-def session_store(settings: Settings, crypto: SessionCrypto) -> SessionStore:
-    limits = {
+def session_store(settings: Settings, crypto: SessionCrypto, metrics: Metrics | None = None) -> SessionStore:
+    limits: dict[str, Any] = {
         "idle_seconds": settings.session_idle_timeout_seconds,
         "absolute_seconds": settings.session_absolute_timeout_seconds,
+        "metrics": metrics,
     }
     url = settings.session_store
     if url == "memory":
@@ -118,7 +120,7 @@ async def open_resources(
     transports = transports or {}
     metrics = Metrics()
     crypto = session_crypto(settings)
-    store = session_store(settings, crypto)
+    store = session_store(settings, crypto, metrics)
     resources = Resources(
         settings=settings,
         metrics=metrics,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
 from bff.resources import Resources
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+_OPERATION_NAME = re.compile(r"\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]{0,63})")
 JSON = "application/json"
 GRAPHIQL_HTML = (Path(__file__).parent / "graphiql.html").read_text()
 STATIC_DIR = Path(__file__).parent / "static"
@@ -114,6 +116,7 @@ class GraphQLHTTPHandler:
         self.graphiql = graphiql
         self.max_body_bytes = max_body_bytes
         self.batch_max_operations = batch_max_operations
+        self._operation_names: set[str] = set()
 
     async def __call__(self, request: Request) -> Response:
         media = negotiate(request.headers.get("accept"))
@@ -215,7 +218,7 @@ class GraphQLHTTPHandler:
         operation = "anonymous"
         try:
             query, variables, operation_name, extensions, document_id = _params(data)
-            operation = operation_name or operation
+            operation = self._operation_label(operation_name, query)
             try:
                 document = self.persisted.resolve(query, extensions, document_id)
             except PersistedQueryError as exc:
@@ -260,6 +263,21 @@ class GraphQLHTTPHandler:
         request.state.graphql_seconds = time.perf_counter() - started
         status = 400 if request_failed and media == GRAPHQL_RESPONSE else 200
         return body, status, {}
+
+    def _operation_label(self, operation_name: str | None, query: str | None) -> str:
+        """A metric label: the operation's name, from the request or the document; names beyond the
+        first 200 seen are "other", so hostile clients cannot grow the metric series without bound."""
+        name = operation_name
+        if name is None and query is not None:
+            match = _OPERATION_NAME.match(query)
+            name = match.group(1) if match else None
+        if name is None:
+            return "anonymous"
+        if name not in self._operation_names:
+            if len(self._operation_names) >= 200:
+                return "other"
+            self._operation_names.add(name)
+        return name
 
     def _error(self, exc: RequestError, media: str) -> Response:
         body = {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]}

@@ -12,10 +12,11 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bff.metrics import Metrics
 from bff.sessions.crypto import DecryptError, SessionCrypto
 from bff.sessions.models import Session
 
@@ -36,16 +37,29 @@ class SessionStore(ABC):
     #: whether locks and notifications reach other processes (False for the memory store)
     shared: bool = False
 
-    def __init__(self, crypto: SessionCrypto, *, idle_seconds: int, absolute_seconds: int) -> None:
+    def __init__(
+        self, crypto: SessionCrypto, *, idle_seconds: int, absolute_seconds: int, metrics: Metrics | None = None
+    ) -> None:
         self.crypto = crypto
+        self.metrics = metrics
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
     # sessions ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _timed(self, op: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.metrics is not None:
+                self.metrics.session_store_duration.labels(op).observe(time.perf_counter() - started)
+
     async def get(self, session_id: str) -> Session | None:
         """The live session, or None (absent, expired, or not decryptable under any known key)."""
-        record = await self._get(session_id)
+        with self._timed("get"):
+            record = await self._get(session_id)
         if record is None:
             return None
         try:
@@ -65,16 +79,18 @@ class SessionStore(ABC):
 
     async def create(self, session: Session) -> None:
         now = time.time()
-        await self._create(session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub)
+        with self._timed("create"):
+            await self._create(session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub)
 
     async def replace(self, session: Session) -> Session | None:
         """Compare-and-set on ``session.version``; returns the stored copy (version + 1) or None
         when someone else wrote first."""
         now = time.time()
         new_version = session.version + 1
-        ok = await self._compare_and_set(
-            session.id, session.version, new_version, self._seal(session), self._ttl(session, now)
-        )
+        with self._timed("replace"):
+            ok = await self._compare_and_set(
+                session.id, session.version, new_version, self._seal(session), self._ttl(session, now)
+            )
         if not ok:
             return None
         session.version = new_version

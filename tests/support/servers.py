@@ -257,3 +257,47 @@ def running(server: Any) -> Iterator[Any]:
         yield server.start()
     finally:
         (getattr(server, "cleanup", None) or server.stop)()
+
+
+class ThreadedApps:
+    """ASGI apps served on real ports from one background event loop, for synchronous callers
+    (hypothesis, schemathesis). ``call`` runs a coroutine on that loop."""
+
+    def __init__(self, *apps: Any) -> None:
+        import threading
+
+        self.ports = [free_port() for _ in apps]
+        self.servers = [
+            uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+            for app, port in zip(apps, self.ports, strict=True)
+        ]
+        for server in self.servers:
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(asyncio.gather(*(s.serve() for s in self.servers)))
+
+    def start(self) -> ThreadedApps:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not all(s.started for s in self.servers):
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("threaded servers did not start")
+            time.sleep(0.02)
+        return self
+
+    def call(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        self.thread.join(20)
+        self.loop.close()
