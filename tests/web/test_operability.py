@@ -24,7 +24,7 @@ async def _bff(upstreams: Upstreams, **overrides: Any) -> Any:
 
 
 async def test_production_mode(upstreams: Upstreams) -> None:
-    settings, app = await _bff(upstreams, env="production", cookie_secure=True)
+    _, app = await _bff(upstreams, env="production", cookie_secure=True)
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
         page = await client.get("/graphql", headers={"accept": "text/html"})
         introspection = await client.post("/graphql", json=INTROSPECTION)
@@ -89,7 +89,7 @@ async def test_trusted_documents_only(upstreams: Upstreams, tmp_path: Path) -> N
     listed = "query Typename { __typename }"
     manifest = tmp_path / "persisted-documents.json"
     manifest.write_text(json.dumps({sha256(listed): listed}))
-    settings, app = await _bff(upstreams, trusted_documents=str(manifest))
+    _, app = await _bff(upstreams, trusted_documents=str(manifest))
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
         by_id = await client.post("/graphql", json={"documentId": f"sha256:{sha256(listed)}"})
         by_apq = await client.post(
