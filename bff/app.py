@@ -18,6 +18,7 @@ from bff.graphql.persisted import PersistedDocuments, load_manifest
 from bff.logs import configure_logging
 from bff.resources import open_resources
 from bff.settings import Settings
+from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
     AccessLogMiddleware,
@@ -89,6 +90,8 @@ def create_app(
         app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    if settings.otel_enabled:
+        instrument(app)
     return app
 
 

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     persisted_queries: bool = True
     trusted_documents: str | None = None
     log_level: str = "info"
+    otel_enabled: bool = False
 
     @field_validator("cors_origins", "native_redirect_uris", "session_previous_secrets", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from bff.errors import AuthProviderUnavailable, InvalidGrant, Unauthenticated
 from bff.metrics import Metrics
 from bff.sessions.models import Session
 from bff.sessions.store import SessionStore
+from bff.telemetry import span
 
 log = logging.getLogger("bff.auth")
 
@@ -104,7 +105,8 @@ class TokenManager:
             return current
         started = time.perf_counter()
         try:
-            tokens = await self.oidc.refresh(refresh_token)
+            with span("bff.token_refresh", **{"enduser.id": current.sub}):
+                tokens = await self.oidc.refresh(refresh_token)
         except InvalidGrant:
             self.metrics.token_refresh.labels("invalid_grant").inc()
             again = await self.store.get(current.id)

@@ -29,6 +29,7 @@ class UpstreamStats:
 
     calls: Counter[str] = field(default_factory=Counter)
     unauthorized: int = 0
+    traceparents: list[str] = field(default_factory=list)
     spans: list[tuple[str, float, float]] = field(default_factory=list)
 
     def reset(self) -> None:
@@ -69,6 +70,8 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlett
         if sub is None:
             return _unauthorized()
         stats.calls["GET /me"] += 1
+        if "traceparent" in request.headers:
+            stats.traceparents.append(request.headers["traceparent"])
         await asyncio.sleep(latency)
         stats.spans.append(("me", started, time.monotonic()))
         return JSONResponse(data.user(sub))

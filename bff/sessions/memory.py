@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from aiocache import SimpleMemoryCache
 
 from bff.sessions.store import Record, SessionStore
+
+
+def _key(kind: str, secret: str) -> str:
+    # aiocache logs its keys at debug level: never a session id, state or handoff code in clear.
+    return f"{kind}:{hashlib.sha256(secret.encode()).hexdigest()}"
 
 
 class MemorySessionStore(SessionStore):
@@ -23,33 +29,33 @@ class MemorySessionStore(SessionStore):
         self._write = asyncio.Lock()
 
     async def _get(self, session_id: str) -> Record | None:
-        record: Record | None = await self._cache.get(f"s:{session_id}")
+        record: Record | None = await self._cache.get(_key("s", session_id))
         return record
 
     async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         async with self._write:
-            await self._cache.set(f"s:{session_id}", Record(1, blob, now), ttl=ttl)
+            await self._cache.set(_key("s", session_id), Record(1, blob, now), ttl=ttl)
             for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
                 if index:
                     self._index.setdefault(index, set()).add(session_id)
 
     async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool:
         async with self._write:
-            current: Record | None = await self._cache.get(f"s:{session_id}")
+            current: Record | None = await self._cache.get(_key("s", session_id))
             if current is None or current.version != expected:
                 return False
-            await self._cache.set(f"s:{session_id}", Record(new, blob, current.seen), ttl=ttl)
+            await self._cache.set(_key("s", session_id), Record(new, blob, current.seen), ttl=ttl)
             return True
 
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None:
         async with self._write:
-            current: Record | None = await self._cache.get(f"s:{session_id}")
+            current: Record | None = await self._cache.get(_key("s", session_id))
             if current is not None:
-                await self._cache.set(f"s:{session_id}", Record(current.version, current.blob, seen), ttl=ttl)
+                await self._cache.set(_key("s", session_id), Record(current.version, current.blob, seen), ttl=ttl)
 
     async def _delete(self, session_id: str) -> None:
         async with self._write:
-            await self._cache.delete(f"s:{session_id}")
+            await self._cache.delete(_key("s", session_id))
 
     async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
         index = f"sid:{sid}" if sid else f"sub:{sub}"
@@ -61,13 +67,13 @@ class MemorySessionStore(SessionStore):
         return ended
 
     async def _put_once(self, name: str, blob: bytes, ttl: float) -> None:
-        await self._cache.set(f"o:{name}", blob, ttl=ttl)
+        await self._cache.set(_key("o", name), blob, ttl=ttl)
 
     async def _take_once(self, name: str) -> bytes | None:
         async with self._write:
-            blob: bytes | None = await self._cache.get(f"o:{name}")
+            blob: bytes | None = await self._cache.get(_key("o", name))
             if blob is not None:
-                await self._cache.delete(f"o:{name}")
+                await self._cache.delete(_key("o", name))
             return blob
 
     async def count(self) -> int:
