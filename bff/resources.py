@@ -13,7 +13,7 @@ import httpx
 from purgatory import AsyncCircuitBreakerFactory
 
 from bff.auth.oidc import OIDCClient
-from bff.auth.tokens import TokenManager
+from bff.auth.tokens import ServiceTokens, TokenManager
 from bff.metrics import Metrics
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.crypto import SessionCrypto
@@ -38,6 +38,7 @@ class Resources:
     oidc: OIDCClient | None = None
     tokens: TokenManager | None = None
     breakers: AsyncCircuitBreakerFactory | None = None
+    service_tokens: ServiceTokens | None = None
 
     @property
     def session_cookie(self) -> CookiePolicy:
@@ -144,6 +145,7 @@ async def open_resources(
                 timeout=settings.oidc_timeout_seconds,
                 transport=transports.get("oidc"),
             )
+            resources.service_tokens = ServiceTokens(resources.oidc, buffer_seconds=settings.refresh_buffer_seconds)
             resources.tokens = TokenManager(
                 store,
                 resources.oidc,

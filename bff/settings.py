@@ -31,6 +31,9 @@ class UpstreamSettings(BaseModel):
     timeout_seconds: float = Field(default=5.0, gt=0)
     max_connections: int = Field(default=100, gt=0)
     max_keepalive_connections: int = Field(default=20, ge=0)
+    #: requests without a session: "deny" (UNAUTHENTICATED), "client_credentials" (the BFF's own
+    #: token, for public data), or "none" (no Authorization header)
+    anonymous: Literal["deny", "client_credentials", "none"] = "deny"
 
 
 class Settings(BaseSettings):

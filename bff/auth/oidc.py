@@ -248,6 +248,14 @@ class OIDCClient:
             tokens.refresh_token = None  # authlib copies the old one in: let the caller decide
         return tokens
 
+    async def client_credentials(self, scope: str | None = None) -> TokenSet:
+        """The BFF's own token (client_credentials grant), for upstream calls without a user."""
+        meta = await self.metadata()
+        async with self._provider_errors("client_credentials"):
+            extra = {"scope": scope} if scope else {}
+            raw = await self._http.fetch_token(meta.token_endpoint, grant_type="client_credentials", **extra)
+            return _token_set(dict(raw))
+
     async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
         """RFC 7009 revocation when the IdP offers it; failures are logged, never raised."""
         try:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from bff.auth.oidc import OIDCClient
 from bff.errors import AuthProviderUnavailable, InvalidGrant, Unauthenticated
 from bff.metrics import Metrics
-from bff.sessions.models import Session
+from bff.sessions.models import Session, TokenSet
 from bff.sessions.store import SessionStore
 from bff.telemetry import span
 
@@ -148,3 +148,29 @@ class TokenManager:
             log.warning("refresh failed (%s); using the current access token", reason)
             return current
         raise AuthProviderUnavailable()
+
+
+class ServiceTokens:
+    """The BFF's own access token (client_credentials) for public upstream data on anonymous
+    requests: fetched once, shared by every request, renewed under the same refresh policy."""
+
+    def __init__(self, oidc: OIDCClient, *, buffer_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self.oidc = oidc
+        self.buffer_seconds = buffer_seconds
+        self.clock = clock
+        self._tokens: TokenSet | None = None
+        self._lock = asyncio.Lock()
+
+    async def access_token(self) -> str:
+        tokens = self._tokens
+        if tokens is not None and not tokens.needs_refresh(self.clock(), self.buffer_seconds):
+            return tokens.access_token
+        async with self._lock:  # single flight: the first caller fetches, the others reuse it
+            tokens = self._tokens
+            if tokens is None or tokens.needs_refresh(self.clock(), self.buffer_seconds):
+                tokens = self._tokens = await self.oidc.client_credentials()
+            return tokens.access_token
+
+    def invalidate(self, rejected: str) -> None:
+        if self._tokens is not None and self._tokens.access_token == rejected:
+            self._tokens = None

@@ -14,7 +14,7 @@ for i in range(1, 41):
     pid = f"p{i}"
     PRODUCTS[pid] = {
         "id": pid,
-        "name": f"{_NAMES[i % len(_NAMES)]} {_THINGS[(i * 7) % len(_THINGS)]}",
+        "name": f"{_NAMES[i % len(_NAMES)]} {_THINGS[(i // len(_NAMES) + 3 * i) % len(_THINGS)]}",
         "priceCents": 500 + (i * 731) % 9500,
     }
 

@@ -80,7 +80,7 @@ class DevClient(ClientMixin):  # type: ignore[misc]
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in ("authorization_code", "refresh_token")
+        return grant_type in ("authorization_code", "refresh_token", "client_credentials")
 
 
 @dataclass
@@ -231,11 +231,11 @@ class DevIdentityProvider:
         self.server = self._build_server()
 
     # tokens ------------------------------------------------------------------------------------
-    def _access_token(self, client: DevClient, grant_type: str, user: DevUser, scope: str) -> str:
+    def _access_token(self, client: DevClient, grant_type: str, user: DevUser | None, scope: str) -> str:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
-            "sub": user.sub,
+            "sub": user.sub if user is not None else client.client_id,  # client_credentials: the client
             "aud": "demo-api",
             "client_id": client.client_id,
             "scope": scope,
@@ -334,6 +334,9 @@ class DevIdentityProvider:
                 idp.stats["refresh_grants"] += 1
                 log.info("dev IdP: refresh token rotated for %s", credential.user.sub)
 
+        class ClientGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
+
         class OpenID(OpenIDCode):  # type: ignore[misc]
             def exists_nonce(self, nonce: str, request: _Request) -> bool:
                 return any(c.nonce == nonce for c in idp.codes.values())
@@ -374,6 +377,7 @@ class DevIdentityProvider:
         )
         server.register_grant(CodeGrant, [CodeChallenge(required=True), OpenID(require_nonce=True)])
         server.register_grant(RefreshGrant)
+        server.register_grant(ClientGrant)
         server.register_endpoint(Revocation)
         return server
 
@@ -412,7 +416,7 @@ class DevIdentityProvider:
                 "userinfo_endpoint": f"{i}/userinfo",
                 "end_session_endpoint": f"{i}/logout",
                 "response_types_supported": ["code"],
-                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "code_challenge_methods_supported": ["S256"],
                 "scopes_supported": ["openid", "profile", "email", "offline_access"],
                 "subject_types_supported": ["public"],

@@ -31,7 +31,8 @@ def demo_settings(base_url: str) -> Settings:
         cookie_secure=base_url.startswith("https://"),
         upstreams={
             "accounts": {"url": f"{base_url}/demo/accounts"},
-            "catalog": {"url": f"{base_url}/demo/catalog/graphql"},
+            # public product data: anonymous requests use the BFF's own token
+            "catalog": {"url": f"{base_url}/demo/catalog/graphql", "anonymous": "client_credentials"},
         },
         graphiql=True,
     )

@@ -40,7 +40,7 @@ class JWKSValidator:
     async def subject(self, token: str) -> str | None:
         try:
             decoded = jwt.decode(token, await self._keyset())
-            checks: dict[str, Any] = {"exp": {"essential": True}, "sub": {"essential": True}}
+            checks: dict[str, Any] = {"exp": {"essential": True}}
             if self.issuer:
                 checks["iss"] = {"essential": True, "value": self.issuer}
             if self.audience:
@@ -48,7 +48,8 @@ class JWKSValidator:
             JWTClaimsRegistry(leeway=0, **checks).validate(decoded.claims)
         except (JoseError, ValueError):
             return None
-        return str(decoded.claims["sub"])
+        subject = decoded.claims.get("sub") or decoded.claims.get("client_id")
+        return str(subject) if subject else None
 
 
 @dataclass
@@ -75,5 +76,5 @@ class IntrospectionValidator:
         body = response.json()
         if not body.get("active") or float(body.get("exp", 0)) <= time.time():
             return None
-        sub = body.get("sub")
-        return str(sub) if sub else None
+        subject = body.get("sub") or body.get("client_id")  # client_credentials tokens name the client
+        return str(subject) if subject else None

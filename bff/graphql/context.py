@@ -15,7 +15,7 @@ from bff.errors import Unauthenticated
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session
-from bff.upstream import GraphQLClient, RestClient
+from bff.upstream import GraphQLClient, RestClient, TokenSource
 
 L = TypeVar("L", bound=DataLoader[Any, Any])
 
@@ -97,11 +97,17 @@ class Context(BaseContext):
                 self._fresh_task = asyncio.ensure_future(self._freshen(rejected))
         return (await self.fresh_session()).tokens.access_token
 
+    def upstream_tokens(self, name: str) -> TokenSource:
+        anonymous = self.resources.settings.upstreams[name].anonymous
+        return self if anonymous == "deny" else _AnonymousAware(self, anonymous)
+
     # upstreams and loaders ---------------------------------------------------------------------
     def rest(self, name: str) -> RestClient:
         client = self._clients.get(name)
         if client is None:
-            client = RestClient(name, self._http(name), self, self.resources.metrics, **self._client_options())
+            client = RestClient(
+                name, self._http(name), self.upstream_tokens(name), self.resources.metrics, **self._client_options()
+            )
             self._clients[name] = client
         return client
 
@@ -111,7 +117,12 @@ class Context(BaseContext):
             http = self._http(name)
             endpoint = self.resources.settings.upstreams[name].url
             client = GraphQLClient(
-                name, http, self, self.resources.metrics, endpoint=endpoint, **self._client_options()
+                name,
+                http,
+                self.upstream_tokens(name),
+                self.resources.metrics,
+                endpoint=endpoint,
+                **self._client_options(),
             )
             self._clients[name] = client
         return client
@@ -132,3 +143,32 @@ class Context(BaseContext):
             loader = factory(self)
             self._loaders[key] = loader
         return loader
+
+
+class _AnonymousAware:
+    """An upstream that serves anonymous requests too: the user's token when there is a session,
+    else the BFF's own token (``client_credentials``) or none at all (``none``)."""
+
+    def __init__(self, context: Context, anonymous: str) -> None:
+        self.context = context
+        self.anonymous = anonymous
+
+    async def _anonymous(self) -> bool:
+        return await self.context.session() is None
+
+    async def access_token(self) -> str | None:
+        if not await self._anonymous():
+            return await self.context.access_token()
+        service = self.context.resources.service_tokens
+        if self.anonymous == "none" or service is None:
+            return None
+        return await service.access_token()
+
+    async def refreshed_access_token(self, rejected: str) -> str | None:
+        if not await self._anonymous():
+            return await self.context.refreshed_access_token(rejected)
+        service = self.context.resources.service_tokens
+        if self.anonymous == "none" or service is None:
+            raise Unauthenticated()
+        service.invalidate(rejected)
+        return await service.access_token()

@@ -24,11 +24,11 @@ from bff.metrics import Metrics
 class TokenSource(Protocol):
     """What an upstream client asks for a bearer token (the GraphQL context implements it)."""
 
-    async def access_token(self) -> str:
-        """The current, fresh access token; raises `Unauthenticated` without a session."""
+    async def access_token(self) -> str | None:
+        """The current, fresh access token (None: call without one); raises `Unauthenticated`."""
         ...
 
-    async def refreshed_access_token(self, rejected: str) -> str:
+    async def refreshed_access_token(self, rejected: str) -> str | None:
         """A new token after an upstream refused ``rejected`` (forces one refresh)."""
         ...
 
@@ -75,6 +75,8 @@ class UpstreamClient:
         try:
             return await self._attempts(method, url, token, idempotent, **kwargs)
         except UpstreamUnauthorized:
+            if token is None:
+                raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
             token = await self.tokens.refreshed_access_token(token)
         try:
             return await self._attempts(method, url, token, idempotent, **kwargs)

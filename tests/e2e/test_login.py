@@ -166,3 +166,18 @@ async def test_backchannel_logout_refuses_forged_tokens(stack: Stack) -> None:
             assert 400 <= response.status_code < 500
         assert (await browser.get("/auth/session")).json()["authenticated"] is True
         await follow(browser, await browser.get("/auth/session"))
+
+
+async def test_anonymous_public_data_uses_the_bffs_own_token(stack: Stack) -> None:
+    upstreams = stack.upstreams.settings()
+    upstreams["catalog"]["anonymous"] = "client_credentials"
+    async with stack.start_bff(upstreams=upstreams) as bff, bff.client() as anonymous:
+        for _ in range(3):
+            body = (
+                await anonymous.post("/graphql", json={"query": '{ searchProducts(query: "a", first: 2) { id } }'})
+            ).json()
+            assert len(body["data"]["searchProducts"]) == 2
+        viewer = (await anonymous.post("/graphql", json={"query": "{ viewer { id } }"})).json()
+        assert viewer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"  # accounts stays user-only
+    assert stack.upstreams.catalog.state.stats.calls["POST /graphql"] == 3
+    assert stack.upstreams.catalog.state.stats.unauthorized == 0

@@ -20,7 +20,7 @@ const clients = [
     client_secret: env.CLIENT_SECRET || 'bff-secret',
     redirect_uris: (env.REDIRECT_URIS || '').split(',').filter(Boolean),
     post_logout_redirect_uris: (env.POST_LOGOUT_REDIRECT_URIS || '').split(',').filter(Boolean),
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
     token_endpoint_auth_method: authMethod,
     ...(env.BACKCHANNEL_LOGOUT_URI ? {
@@ -67,6 +67,7 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    clientCredentials: { enabled: true },
   },
   async findAccount(ctx, id) {
     const person = people[id] || { name: id, email: `${id}@example.com` };
