@@ -27,6 +27,7 @@ from graphql import (
     value_from_ast,
 )
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -163,11 +164,16 @@ class CostLimiter(SchemaExtension):
 def extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
     """Factories, not instances: Strawberry builds fresh extensions per request (the parser and
     validation caches are shared across instances of the same size)."""
+    # The depth and alias rules are built ONCE: built per request, each would be a new class, and
+    # ValidationCache (keyed by the rules) would miss on every request.
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
     factories: list[Callable[[], SchemaExtension]] = [
+        lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: CostLimiter(limits.max_cost, limits.default_list_size),
     ]

@@ -1,0 +1,433 @@
+#!/usr/bin/env python
+"""Latency and throughput of `bff` against a graphql-yoga peer, measured side by side in one run.
+
+Starts the development IdP (in this process), a redis-server, the demo upstreams (one process
+each, with an artificial latency), `bff serve` (1 worker, then 2, Redis session store) and the
+Node peer in bench/peer (same schema and DataLoader resolvers, same upstreams). `wrk` (one
+thread, Lua scripts) drives three workloads at 1, 16 and 64 connections, alternating BFF and
+peer runs so a noisy machine does not bias the ratio. Also measures memory: RSS with 10,000
+sessions in the memory store, and bytes per session in Redis. Writes BENCHMARKS.md (and a PNG
+plot when matplotlib is installed).
+
+    python scripts/bench.py                 # the full run (about 6 minutes)
+    python scripts/bench.py --quick         # 2 s runs, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bff.demo.idp import DevClient, DevIdentityProvider, DevUser  # noqa: E402
+from tests.support.servers import RedisServer, ThreadedApps, free_port  # noqa: E402
+
+PEER_DIR = ROOT / "bench" / "peer"
+VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
+TWO_BRANCHES = '{ viewer { id name } searchProducts(query: "a", first: 5) { id name priceCents } }'
+SEARCH = '{ searchProducts(query: "a", first: 5) { id name priceCents } }'
+VIEWER_ONLY = "{ viewer { id name } }"
+WORKLOADS = {"viewer": VIEWER, "two-branches": TWO_BRANCHES, "anonymous-search": SEARCH}
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration: float) -> Result:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps({'query': body}))}"]
+    lines += [
+        f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in {"Content-Type": "application/json", **headers}.items()
+    ]
+    lines += [
+        "local bad = 0",
+        "response = function(status, headers, body) if status ~= 200 or string.find(body, '\"errors\"') then bad = bad + 1 end end",
+        'done = function(summary, latency, requests) io.write(string.format("BAD %d\\n", bad)) end',
+    ]
+    script.write("\n".join(lines))
+    script.close()
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad = re.search(r"BAD (\d+)", out)
+    return Result(rps, p50, p99, (int(errors.group(1)) if errors else 0) + (int(bad.group(1)) if bad else 0))
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+class Stack:
+    def __init__(self, latency_ms: float) -> None:
+        self.latency_ms = latency_ms
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.idp_port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.idp_port}"
+        self.bff_port = free_port()
+        self.client = DevClient("bench-bff", "bench-secret", [f"http://127.0.0.1:{self.bff_port}/auth/callback"])
+        self.idp = DevIdentityProvider(self.issuer, [self.client], access_ttl=24 * 3600)
+        self.idp_apps = ThreadedApps(self.idp.app())
+        self.idp_apps.ports = [self.idp_port]
+        self.idp_apps.servers[0].config.port = self.idp_port
+        self.redis = RedisServer()
+        self.upstream_ports = {"accounts": free_port(), "catalog": free_port()}
+        self.peer_port = free_port()
+        self.bff: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.idp_apps.start()
+        self.redis.start()
+        for name, port in self.upstream_ports.items():
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bff",
+                        "demo-upstream",
+                        name,
+                        "--port",
+                        str(port),
+                        "--issuer",
+                        self.issuer,
+                        "--latency-ms",
+                        str(self.latency_ms),
+                    ]
+                )
+            )
+        user_token = self.idp._access_token(self.client, "authorization_code", DevUser("alice", "bench"), "openid")
+        self.user_token = user_token
+        service = self.idp._access_token(self.client, "client_credentials", None, "")
+        env = {
+            **os.environ,
+            "PORT": str(self.peer_port),
+            "ACCOUNTS_URL": f"http://127.0.0.1:{self.upstream_ports['accounts']}",
+            "CATALOG_URL": f"http://127.0.0.1:{self.upstream_ports['catalog']}/graphql",
+            "SERVICE_TOKEN": service,
+        }
+        self.procs.append(subprocess.Popen(["node", "server.mjs"], cwd=PEER_DIR, env=env, stdout=subprocess.DEVNULL))
+        for port in self.upstream_ports.values():
+            wait_http(f"http://127.0.0.1:{port}/")
+        wait_http(f"http://127.0.0.1:{self.peer_port}/graphql")
+
+    def start_bff(self, workers: int) -> None:
+        self.stop_bff()
+        env = {
+            **os.environ,
+            "BFF_PUBLIC_URL": f"http://127.0.0.1:{self.bff_port}",
+            "BFF_OIDC_ISSUER": self.issuer,
+            "BFF_OIDC_CLIENT_ID": self.client.client_id,
+            "BFF_OIDC_CLIENT_SECRET": self.client.client_secret,
+            "BFF_SESSION_STORE": self.redis.url,
+            "BFF_SESSION_SECRET": "bench-secret-0123456789",
+            "BFF_COOKIE_SECURE": "false",
+            "BFF_LOG_LEVEL": "warning",
+            "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{self.upstream_ports['accounts']}",
+            "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{self.upstream_ports['catalog']}/graphql",
+            "BFF_UPSTREAMS__CATALOG__ANONYMOUS": "client_credentials",
+        }
+        self.bff = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bff",
+                "serve",
+                "--port",
+                str(self.bff_port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_http(f"http://127.0.0.1:{self.bff_port}/healthz")
+        time.sleep(1.0 if workers > 1 else 0.2)
+
+    def sign_in(self) -> str:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.bff_port}", timeout=30) as browser:
+            login = browser.get("/auth/login")
+            page = browser.get(login.headers["location"])
+            action = re.search(r'action="([^"]+)"', page.text).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+            chosen = browser.post(action, data={"user": "alice"})
+            browser.get(chosen.headers["location"])
+            return str(browser.cookies["bff_session"])
+
+    def stop_bff(self) -> None:
+        if self.bff is not None:
+            self.bff.terminate()
+            self.bff.wait(20)
+            self.bff = None
+
+    def stop(self) -> None:
+        self.stop_bff()
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        self.redis.cleanup()
+        self.idp_apps.stop()
+
+
+def critical_path_ms(stack: Stack, rounds: int = 50) -> float:
+    """The viewer query's upstream critical path at 1 connection: me -> orders -> catalog."""
+    token = {"Authorization": f"Bearer {stack.user_token}"}
+    accounts = f"http://127.0.0.1:{stack.upstream_ports['accounts']}"
+    catalog = f"http://127.0.0.1:{stack.upstream_ports['catalog']}/graphql"
+    samples = []
+    with httpx.Client(headers=token) as http:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            http.get(f"{accounts}/me")
+            orders = http.get(f"{accounts}/users/alice/orders", params={"limit": 10}).json()
+            ids = sorted({i["productId"] for o in orders for i in o["items"]})
+            http.post(
+                catalog, json={"query": "query($ids:[ID!]!){productsByIds(ids:$ids){id}}", "variables": {"ids": ids}}
+            )
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def memory_figures(redis_url: str) -> dict[str, float]:
+    code = """
+import asyncio, os, time, gc
+from bff.sessions.crypto import SessionCrypto
+from bff.sessions.memory import MemorySessionStore
+from bff.sessions.models import Session, TokenSet
+import bff.app
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'):
+            return int(line.split()[1]) * 1024
+async def main():
+    store = MemorySessionStore(SessionCrypto(['k']), idle_seconds=3600, absolute_seconds=7200)
+    now = time.time()
+    gc.collect(); before = rss()
+    for i in range(10000):
+        await store.create(Session(id=Session.new_id(), sub=f'user{i}', created_at=now, last_seen=now,
+            claims={'name': f'User {i}', 'email': f'user{i}@example.com'},
+            tokens=TokenSet(access_token='a' * 900, refresh_token='r' * 64, id_token='i' * 900, expires_at=now + 300, issued_at=now)))
+    gc.collect()
+    print(before, rss())
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+
+    async def redis_bytes() -> float:
+        from redis.asyncio import Redis
+
+        from bff.sessions.crypto import SessionCrypto
+        from bff.sessions.models import Session, TokenSet
+        from bff.sessions.redis import RedisSessionStore
+
+        store = RedisSessionStore(redis_url, SessionCrypto(["k"]), idle_seconds=3600, absolute_seconds=7200)
+        raw = Redis.from_url(redis_url)
+        await raw.flushall()
+        start = (await raw.info("memory"))["used_memory"]
+        now = time.time()
+        for i in range(2000):
+            await store.create(
+                Session(
+                    id=Session.new_id(),
+                    sub=f"user{i}",
+                    created_at=now,
+                    last_seen=now,
+                    claims={"name": f"User {i}", "email": f"user{i}@example.com"},
+                    tokens=TokenSet(
+                        access_token="a" * 900,
+                        refresh_token="r" * 64,
+                        id_token="i" * 900,
+                        expires_at=now + 300,
+                        issued_at=now,
+                    ),
+                )
+            )
+        used = (await raw.info("memory"))["used_memory"] - start
+        await raw.aclose()
+        await store.close()
+        return used / 2000
+
+    return {
+        "rss_before_mb": before / 2**20,
+        "rss_after_mb": after / 2**20,
+        "bytes_per_session_memory": (after - before) / 10000,
+        "bytes_per_session_redis": asyncio.run(redis_bytes()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of BFF and peer per figure")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2, 1
+    for tool in ("wrk", "node", "redis-server"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is required (apt-get install wrk nodejs redis-server)", file=sys.stderr)
+            return 2
+    if not (PEER_DIR / "node_modules").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
+    connections = [int(c) for c in args.connections.split(",")]
+    workers_list = [int(w) for w in args.workers.split(",")]
+
+    stack = Stack(args.latency_ms)
+    stack.start()
+    results: dict[tuple[str, str, int], Result] = {}
+    try:
+        critical = critical_path_ms(stack)
+        bff_url = f"http://127.0.0.1:{stack.bff_port}/graphql"
+        peer_url = f"http://127.0.0.1:{stack.peer_port}/graphql"
+        for workers in workers_list:
+            stack.start_bff(workers)
+            cookie = stack.sign_in()
+            bff_headers = {"Cookie": f"bff_session={cookie}", "X-CSRF": "1"}
+            peer_headers = {"Authorization": f"Bearer {stack.user_token}"}
+            for name, query in {**WORKLOADS, "viewer-only": VIEWER_ONLY}.items():
+                anonymous = name == "anonymous-search"
+                for c in connections if name != "viewer-only" else [1]:
+                    runs: dict[str, list[Result]] = {"bff": [], "peer": []}
+                    for _ in range(args.rounds):  # alternate A and B
+                        runs["bff"].append(wrk(bff_url, query, {} if anonymous else bff_headers, c, args.duration))
+                        if workers == workers_list[0]:
+                            runs["peer"].append(
+                                wrk(peer_url, query, {} if anonymous else peer_headers, c, args.duration)
+                            )
+                    for side, samples in runs.items():
+                        if samples:
+                            results[(f"{side}-{workers}w" if side == "bff" else "peer", name, c)] = Result(
+                                statistics.median(s.rps for s in samples),
+                                statistics.median(s.p50_ms for s in samples),
+                                statistics.median(s.p99_ms for s in samples),
+                                sum(s.errors for s in samples),
+                            )
+                    print(name, c, {k: v for k, v in results.items() if k[1] == name and k[2] == c}, flush=True)
+        memory = memory_figures(stack.redis.url)
+    finally:
+        stack.stop()
+    write_report(args, results, critical, memory, workers_list, connections)
+    return 0
+
+
+def write_report(
+    args: argparse.Namespace,
+    results: dict[tuple[str, str, int], Result],
+    critical: float,
+    memory: dict[str, float],
+    workers_list: list[int],
+    connections: list[int],
+) -> None:
+    first = f"bff-{workers_list[0]}w"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python scripts/bench.py` on {time.strftime('%Y-%m-%d')}: upstream latency "
+        f"{args.latency_ms:g} ms, wrk 1 thread, {args.duration:g} s per run, median of {args.rounds} alternated "
+        f"runs; {os.cpu_count()} cores shared by everything (BFF, peer, upstreams, Redis, wrk).",
+        "",
+        "| workload | conns | server | req/s | p50 ms | p99 ms | errors | req/s bff/peer | p50 bff/peer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in WORKLOADS:
+        for c in connections:
+            peer = results.get(("peer", name, c))
+            for side in [*(f"bff-{w}w" for w in workers_list), "peer"]:
+                r = results.get((side, name, c))
+                if r is None:
+                    continue
+                ratio = f"{r.rps / peer.rps:.2f}" if peer and side != "peer" else ""
+                p50_ratio = f"{r.p50_ms / peer.p50_ms:.2f}" if peer and side != "peer" else ""
+                lines.append(
+                    f"| {name} | {c} | {side} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {ratio} | {p50_ratio} |"
+                )
+    viewer1 = results[(first, "viewer", 1)]
+    two = results[(first, "two-branches", 1)]
+    slowest = max(results[(first, "viewer-only", 1)].p50_ms, results[(first, "anonymous-search", 1)].p50_ms)
+    lines += [
+        "",
+        f"* Upstream critical path of the viewer query (me -> orders -> catalog, measured directly): {critical:.2f} ms p50.",
+        f"* BFF overhead at 1 connection (viewer p50 - critical path): {viewer1.p50_ms - critical:.2f} ms "
+        f"(peer: {results[('peer', 'viewer', 1)].p50_ms - critical:.2f} ms).",
+        f"* Fan-out ratio (two-branch p50 / slowest branch p50): {two.p50_ms / slowest:.2f}.",
+        f"* Memory: {memory['bytes_per_session_memory']:.0f} bytes per session in the memory store "
+        f"(RSS {memory['rss_before_mb']:.1f} MB -> {memory['rss_after_mb']:.1f} MB with 10,000 sessions); "
+        f"{memory['bytes_per_session_redis']:.0f} bytes per session in Redis.",
+        "* Refresh amplification: `python scripts/bench_refresh.py` (refresh grants per session, 1.00 expected).",
+    ]
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for side in [*(f"bff-{w}w" for w in workers_list), "peer"]:
+        xs = [c for c in connections if (side, "viewer", c) in results]
+        ax.plot(xs, [results[(side, "viewer", c)].p50_ms for c in xs], marker="o", label=f"{side} p50")
+    ax.set_xlabel("connections")
+    ax.set_ylabel("viewer query latency (ms)")
+    ax.set_xscale("log", base=2)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.output.with_suffix(".png"))
+    gc.collect()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
