@@ -30,7 +30,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -62,7 +61,7 @@ def _ms(value: str) -> float:
 
 
 def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration: float) -> Result:
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115 - wrk reads it by name
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps({'query': body}))}"]
     lines += [
         f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in {"Content-Type": "application/json", **headers}.items()
