@@ -21,7 +21,9 @@ from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore
 from bff.settings import Settings, UpstreamSettings
+from bff.telemetry import traced_transport
 from bff.upstream.base import circuit_breakers
+from bff.upstream.transport import UpstreamTransport
 
 log = logging.getLogger("bff")
 
@@ -97,16 +99,22 @@ def session_store(settings: Settings, crypto: SessionCrypto, metrics: Metrics | 
     raise ValueError(f"unsupported BFF_SESSION_STORE {url!r}: use memory, redis://… or redis+cluster://…")
 
 
-def upstream_client(upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """One pooled, keep-alive client per upstream for the whole process."""
+def upstream_client(
+    upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None, *, traced: bool = False
+) -> httpx.AsyncClient:
+    """One pooled, keep-alive client per upstream for the whole process.
+
+    The transport is aiohttp's behind httpx's API (see `bff.upstream.transport`)."""
+    limits = httpx.Limits(
+        max_connections=upstream.max_connections,
+        max_keepalive_connections=upstream.max_keepalive_connections,
+    )
+    transport = transport or UpstreamTransport(limits=limits, trust_env=False)
     return httpx.AsyncClient(
         base_url=upstream.url,
         timeout=httpx.Timeout(upstream.timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=upstream.max_connections,
-            max_keepalive_connections=upstream.max_keepalive_connections,
-        ),
-        transport=transport,
+        limits=limits,
+        transport=traced_transport(transport) if traced else transport,
         follow_redirects=False,
     )
 
@@ -131,7 +139,7 @@ async def open_resources(
     )
     try:
         for name, upstream in settings.upstreams.items():
-            resources.upstreams[name] = upstream_client(upstream, transports.get(name))
+            resources.upstreams[name] = upstream_client(upstream, transports.get(name), traced=settings.otel_enabled)
         if settings.oidc_configured:
             assert settings.oidc_issuer is not None
             assert settings.oidc_client_id is not None

@@ -39,3 +39,13 @@ def instrument(app: Any) -> bool:
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
     return True
+
+
+def traced_transport(transport: Any) -> Any:
+    """``transport`` wrapped so that each call is a client span carrying ``traceparent`` (the
+    global httpx instrumentation only patches httpx's own transports)."""
+    try:
+        from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+    except ImportError:
+        return transport
+    return AsyncOpenTelemetryTransport(transport)

@@ -56,8 +56,11 @@ class Result:
 
 
 def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+    match = re.match(r"([\d.]+)([a-z]+)", value)
+    if match is None:
+        return float("nan")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}.get(unit, float("nan"))
 
 
 def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration: float) -> Result:
@@ -83,9 +86,12 @@ def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration
         ).stdout
     finally:
         os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps_match, p50_match, p99_match = (
+        re.search(p, out) for p in (r"Requests/sec:\s+([\d.]+)", r"50%\s+(\S+)", r"99%\s+(\S+)")
+    )
+    rps = float(rps_match.group(1)) if rps_match else 0.0
+    p50 = _ms(p50_match.group(1)) if p50_match else float("nan")
+    p99 = _ms(p99_match.group(1)) if p99_match else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     bad = re.search(r"BAD (\d+)", out)
     return Result(rps, p50, p99, (int(errors.group(1)) if errors else 0) + (int(bad.group(1)) if bad else 0))

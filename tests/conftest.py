@@ -12,7 +12,7 @@ from bff.app import create_app
 from bff.demo.upstreams import accounts_app, catalog_app
 from bff.sessions.models import Session, TokenSet
 from bff.settings import Settings
-from tests.support.servers import RedisServer, serve
+from tests.support.servers import RedisCluster, RedisServer, serve
 from tests.support.tokens import TestIssuer
 
 
@@ -93,6 +93,16 @@ async def bff(upstreams: Upstreams) -> AsyncIterator[Bff]:
     app = create_app(settings)
     async with serve(app) as url:
         yield Bff(app, url, settings)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three masters from the same redis-server binary, for the whole run."""
+    cluster = RedisCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture(scope="session")

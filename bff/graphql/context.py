@@ -40,7 +40,7 @@ class Context(BaseContext):
         self._fresh_task: asyncio.Task[Session] | None = None
         self._clients: dict[str, Any] = {}
         self._loaders: dict[str, Any] = {}
-        self.user_sub: str | None = None
+        self._cookie_cleared = False
         # every upstream call of this request must end by then (each call's timeout is bounded by it)
         self.deadline = time.monotonic() + resources.settings.request_timeout_seconds
 
@@ -55,11 +55,10 @@ class Context(BaseContext):
 
     async def _read_session(self, session_id: str) -> Session | None:
         session = await self.resources.store.get(session_id)
-        if session is not None:
-            self.user_sub = session.sub
-            if self.request is not None:  # for the access log: the subject and a hash, never the id
-                self.request.state.user_sub = session.sub
-                self.request.state.session_hash = self.resources.crypto.fingerprint(session_id)
+        if session is not None and self.request is not None:
+            # for the access log: the subject and a hash of the id, never the id
+            self.request.state.user_sub = session.sub
+            self.request.state.session_hash = self.resources.crypto.fingerprint(session_id)
         return session
 
     async def fresh_session(self) -> Session:
@@ -81,8 +80,10 @@ class Context(BaseContext):
 
     def end_session(self) -> None:
         """Clear the cookie of a session that no longer exists (only if the browser sent one)."""
-        if self._cookie is not None and self.session_id is not None and self.response is not None:
-            self.response.headers.append("set-cookie", self._cookie.clear())
+        if self._cookie is None or self.session_id is None or self.response is None or self._cookie_cleared:
+            return
+        self._cookie_cleared = True
+        self.response.headers.append("set-cookie", self._cookie.clear())
 
     # TokenSource -------------------------------------------------------------------------------
     async def access_token(self) -> str:

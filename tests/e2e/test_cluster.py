@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,22 +12,13 @@ from tests.support.browser import browser_login
 from tests.support.servers import RedisCluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
-
-
 @pytest.fixture
 def idp_options() -> dict[str, Any]:
     return {"access_ttl": 4}
 
 
-async def test_login_refresh_logout_on_redis_cluster(stack: Stack, cluster: RedisCluster) -> None:
-    shared = {"session_store": cluster.url, "session_secret": "cluster-shared-secret"}
+async def test_login_refresh_logout_on_redis_cluster(stack: Stack, redis_cluster: RedisCluster) -> None:
+    shared = {"session_store": redis_cluster.url, "session_secret": "cluster-shared-secret"}
     async with stack.start_bff(0, **shared) as one, stack.start_bff(1, **shared) as two:
         async with one.client() as browser:
             await browser_login(browser, one.url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,17 +13,7 @@ from bff.sessions.memory import MemorySessionStore
 from bff.sessions.models import Session, TokenSet
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore
-from tests.support.servers import RedisCluster, RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
-
+from tests.support.servers import RedisServer
 
 LIMITS = {"idle_seconds": 3600, "absolute_seconds": 7200}
 
