@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,12 @@ async def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--requests", type=int, default=40, help="concurrent requests per session")
     parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--access-ttl", type=int, default=10)
+    parser.add_argument(
+        "--access-ttl",
+        type=int,
+        default=40,
+        help="longer than twice the burst, so no session is legitimately due twice",
+    )
     args = parser.parse_args()
 
     ports = [free_port() for _ in range(args.replicas)]
@@ -109,6 +115,7 @@ async def main() -> int:
 
         clients = [httpx.AsyncClient(base_url=u, timeout=30, limits=httpx.Limits(max_connections=200)) for u in urls]
         errors = 0
+        codes: Counter[str] = Counter()
         started = time.monotonic()
 
         async def one(session: int, n: int) -> None:
@@ -119,9 +126,11 @@ async def main() -> int:
                 json={"query": "{ viewer { id } }"},
                 headers={"Cookie": f"bff_session={cookies[session]}"},
             )
-            body = response.json()
-            if response.status_code != 200 or body.get("errors") or not body["data"]["viewer"]:
+            body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            if response.status_code != 200 or body.get("errors") or not body.get("data", {}).get("viewer"):
                 errors += 1
+                for error in body.get("errors") or [{"extensions": {"code": f"HTTP {response.status_code}"}}]:
+                    codes[error.get("extensions", {}).get("code", "?")] += 1
 
         await asyncio.gather(*(one(s, n) for s in range(args.sessions) for n in range(args.requests)))
         elapsed = time.monotonic() - started
@@ -130,7 +139,7 @@ async def main() -> int:
         grants = idp.stats()["refreshGrants"] - before
         total = args.sessions * args.requests
         print(f"sessions={args.sessions} requests/session={args.requests} replicas={args.replicas}")
-        print(f"requests={total} errors={errors} elapsed={elapsed:.2f}s")
+        print(f"requests={total} errors={errors} elapsed={elapsed:.2f}s {dict(codes) if codes else ''}")
         print(
             f"refresh grants={grants} per session={grants / args.sessions:.2f} "
             f"idp refresh errors={idp.stats()['refreshErrors']}"

@@ -71,8 +71,7 @@ class IntrospectionValidator:
             data={"token": token, "token_type_hint": "access_token"},
             auth=(self.client_id, self.client_secret),
         )
-        if response.status_code != 200:
-            return None
+        response.raise_for_status()  # the IdP could not answer: the caller says 503, not 401
         body = response.json()
         if not body.get("active") or float(body.get("exp", 0)) <= time.time():
             return None

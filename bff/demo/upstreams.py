@@ -40,6 +40,11 @@ class UpstreamStats:
         self.spans.clear()
 
 
+class _CannotValidate(Exception):
+    """The token could not be checked (the IdP is slow or down): 503, not 401, so that callers
+    do not take a perfectly good token for a revoked one."""
+
+
 async def _authorize(request: Request, validator: TokenValidator, stats: UpstreamStats) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -47,11 +52,15 @@ async def _authorize(request: Request, validator: TokenValidator, stats: Upstrea
         return None
     try:
         subject = await validator.subject(token.strip())
-    except Exception:
-        subject = None
+    except Exception as exc:  # whatever broke, the answer is "cannot validate now"
+        raise _CannotValidate() from exc
     if subject is None:
         stats.unauthorized += 1
     return subject
+
+
+def _cannot_validate(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
 
 
 def _unauthorized() -> Response:
@@ -97,6 +106,7 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlett
 
     app = Starlette(
         routes=[Route("/me", me), Route("/users/{user_id}/orders", user_orders)],
+        exception_handlers={_CannotValidate: _cannot_validate},
     )
     app.state.stats = stats
     return app
@@ -154,6 +164,8 @@ def catalog_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette
             payload["errors"] = [error.formatted for error in result.errors]
         return JSONResponse(payload)
 
-    app = Starlette(routes=[Route("/graphql", endpoint, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/graphql", endpoint, methods=["POST"])], exception_handlers={_CannotValidate: _cannot_validate}
+    )
     app.state.stats = stats
     return app

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -55,15 +55,29 @@ def connect(url: str) -> Redis | RedisCluster:
         for hostport in hosts.split(","):
             host, _, port = hostport.rpartition(":")
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-        return RedisCluster(startup_nodes=nodes, retry=_retry(), socket_timeout=2.0, socket_connect_timeout=2.0)
+        return RedisCluster(
+            startup_nodes=nodes,
+            retry=_retry(),
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            max_connections=_POOL_SIZE,
+        )
+    # A bounded pool in which a burst waits for a connection: redis-py's default pool raises
+    # "Too many connections" past 100 concurrent commands, which would look like an outage.
     # Retries cover pooled connections that went stale (a restarted or failed-over server).
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=_POOL_SIZE,
+        timeout=5,
         retry=_retry(),
         retry_on_error=[ConnectionError, TimeoutError],
-        socket_timeout=2.0,
+        socket_timeout=5.0,
         socket_connect_timeout=2.0,
     )
+    return Redis(connection_pool=pool)
+
+
+_POOL_SIZE = 64
 
 
 def _retry() -> Retry:

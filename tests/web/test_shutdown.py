@@ -1,0 +1,41 @@
+"""Graceful shutdown: a request in flight when the server is told to stop still gets its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from bff.app import create_app
+from tests.conftest import Upstreams, make_settings
+from tests.support.servers import free_port
+from tests.support.tokens import TestIssuer
+
+
+@pytest.mark.parametrize("upstream_latency", [1.0])
+async def test_in_flight_requests_finish_on_shutdown(upstreams: Upstreams, issuer: TestIssuer) -> None:
+    app = create_app(make_settings(upstreams=upstreams.settings()))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=10))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    now = time.time()
+    from bff.sessions.models import Session, TokenSet
+
+    session = Session(id=Session.new_id(), sub="alice", created_at=now, last_seen=now,
+                      tokens=TokenSet(access_token=issuer.token("alice"), expires_at=now + 3600, issued_at=now))
+    await app.state.resources.store.create(session)
+    cookie = app.state.resources.crypto.sign(session.id)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Cookie": f"bff_session={cookie}"}) as client:
+        in_flight = asyncio.create_task(client.post("/graphql", json={"query": "{ viewer { id } }"}))
+        await asyncio.sleep(0.3)
+        server.should_exit = True  # what SIGTERM does
+        response = await in_flight
+    await asyncio.wait_for(serving, 15)
+    assert response.status_code == 200
+    assert response.json() == {"data": {"viewer": {"id": "alice"}}}
