@@ -74,7 +74,7 @@ def connect(url: str) -> Redis | RedisCluster:
         socket_timeout=5.0,
         socket_connect_timeout=2.0,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
 _POOL_SIZE = 64

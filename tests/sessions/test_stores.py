@@ -188,3 +188,15 @@ async def test_redis_restart_loses_sessions_without_errors(redis_server: RedisSe
         assert await store.get(session.id) is None
     finally:
         await store.close()
+
+
+async def test_bursts_wait_for_a_pooled_connection(redis_server: RedisServer) -> None:
+    """More concurrent commands than pooled connections: they queue, none fails."""
+    store = RedisSessionStore(redis_server.url, SessionCrypto(["k"]), **LIMITS)
+    try:
+        session = _session()
+        await store.create(session)
+        results = await asyncio.gather(*(store.get(session.id) for _ in range(500)))
+        assert all(r is not None and r.sub == "alice" for r in results)
+    finally:
+        await store.close()
