@@ -38,12 +38,24 @@ def export_schema(output: Path | None, check: bool) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from bff.logs import configure_logging
     from bff.settings import Settings
 
-    settings = Settings()  # fail fast on bad configuration, before forking workers
+    try:
+        settings = Settings()  # fail fast on bad configuration, before forking workers
+    except ValidationError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level or settings.log_level, json=True)
+    if args.workers > 1 and settings.session_store == "memory":
+        print(
+            "bff serve --workers > 1 needs a shared session store (BFF_SESSION_STORE=redis://...): "
+            "each worker would otherwise have its own sessions",
+            file=sys.stderr,
+        )
+        return 2
     uvicorn.run(
         "bff.app:app_from_env",
         factory=True,

@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 
 from bff.app import create_app
+from bff.sessions.models import Session, TokenSet
 from tests.conftest import Upstreams, make_settings
 from tests.support.servers import free_port
 from tests.support.tokens import TestIssuer
@@ -22,16 +23,21 @@ async def test_in_flight_requests_finish_on_shutdown(upstreams: Upstreams, issue
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=10))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
         await asyncio.sleep(0.01)
     now = time.time()
-    from bff.sessions.models import Session, TokenSet
-
-    session = Session(id=Session.new_id(), sub="alice", created_at=now, last_seen=now,
-                      tokens=TokenSet(access_token=issuer.token("alice"), expires_at=now + 3600, issued_at=now))
+    session = Session(
+        id=Session.new_id(),
+        sub="alice",
+        created_at=now,
+        last_seen=now,
+        tokens=TokenSet(access_token=issuer.token("alice"), expires_at=now + 3600, issued_at=now),
+    )
     await app.state.resources.store.create(session)
     cookie = app.state.resources.crypto.sign(session.id)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Cookie": f"bff_session={cookie}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers={"Cookie": f"bff_session={cookie}"}
+    ) as client:
         in_flight = asyncio.create_task(client.post("/graphql", json={"query": "{ viewer { id } }"}))
         await asyncio.sleep(0.3)
         server.should_exit = True  # what SIGTERM does
