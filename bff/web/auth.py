@@ -125,6 +125,7 @@ async def callback(
     code: Annotated[str | None, Query(max_length=4096)] = None,
     state: Annotated[str | None, Query(max_length=512)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,
+    iss: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
     resources = _resources(request)
     oidc = _oidc(resources)
@@ -135,6 +136,9 @@ async def callback(
     binding = request.cookies.get(login_cookie.name, "")
     if not binding or not hmac.compare_digest(_digest(binding), str(pending.get("binding"))):
         return _login_failed(resources, "This sign-in was started in another browser; start again")
+    if iss is not None and iss.rstrip("/") != oidc.issuer:
+        # RFC 9207: an authorization response from another issuer (mix-up attack)
+        return _login_failed(resources, "The authorization response came from another issuer")
     if error:
         safe = "".join(ch for ch in error if ch.isalnum() or ch in "_-")[:64]
         return _login_failed(resources, f"The identity provider refused the sign-in ({safe})")

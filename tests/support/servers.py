@@ -23,10 +23,19 @@ import uvicorn
 IDP_DIR = Path(__file__).resolve().parents[1] / "e2e" / "idp"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port not handed out before in this run: a port reserved for a server that
+    starts later (the IdP must know the BFF's redirect URI first) must not be given twice."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @contextlib.asynccontextmanager
