@@ -76,9 +76,5 @@ class MemorySessionStore(SessionStore):
                 await self._cache.delete(_key("o", name))
             return blob
 
-    async def count(self) -> int:
-        """Live sessions (for benchmarks)."""
-        return sum(1 for key in self._cache._cache if str(key).startswith("s:"))
-
     async def close(self) -> None:
         await self._cache.clear()

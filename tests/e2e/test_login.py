@@ -102,6 +102,14 @@ async def test_hostile_callbacks(stack: Stack) -> None:
         response = await browser.get("/auth/callback", params={"state": state, "error": "access_denied"})
         assert response.status_code == 400
         assert "access_denied" in response.json()["message"]
+        # an authorization response claiming another issuer (RFC 9207 mix-up defence)
+        start = await browser.get("/auth/login")
+        state = httpx.URL(start.headers["location"]).params["state"]
+        response = await browser.get(
+            "/auth/callback", params={"state": state, "code": "x", "iss": "https://evil.example"}
+        )
+        assert response.status_code == 400
+        assert "another issuer" in response.json()["message"]
         # a real login whose code is replayed
         start = await browser.get("/auth/login")
         landing = await sign_in_at_idp_until_callback(browser, start)
