@@ -8,6 +8,7 @@ unparseable answers -> `AuthProviderUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import warnings
@@ -313,13 +314,23 @@ class OIDCClient:
         return claims
 
 
+def _jwt_lifetime(access_token: str, now: float) -> float:
+    """Without ``expires_in`` (it is only RECOMMENDED): a JWT access token's own ``exp`` (read, not
+    verified: it only schedules our refresh), else an hour."""
+    try:
+        payload = json.loads(jws.extract_compact(access_token.encode()).payload)
+        return max(0.0, float(payload["exp"]) - now)
+    except (JoseError, ValueError, KeyError, TypeError):
+        return 3600.0
+
+
 def _token_set(raw: dict[str, Any]) -> TokenSet:
     now = time.time()
     access = raw.get("access_token")
     if not isinstance(access, str) or not access:
         raise ValueError("token response without access_token")
     expires_in = raw.get("expires_in")
-    lifetime = float(expires_in) if expires_in is not None else 3600.0
+    lifetime = float(expires_in) if expires_in is not None else _jwt_lifetime(access, now)
     return TokenSet(
         access_token=access,
         expires_at=now + lifetime,

@@ -112,3 +112,13 @@ async def test_logout_token_rules(oidc: tuple[OIDCClient, respx.MockRouter]) -> 
     ):
         with pytest.raises(LoginError):
             await client.verify_logout_token(_sign(bad))
+
+
+def test_token_lifetime_without_expires_in() -> None:
+    from bff.auth.oidc import _token_set
+
+    now = time.time()
+    jwt_access = _sign({"sub": "alice", "exp": int(now) + 120})
+    assert 110 < _token_set({"access_token": jwt_access}).expires_at - now <= 121
+    assert 3590 < _token_set({"access_token": "opaque"}).expires_at - now <= 3601
+    assert 59 < _token_set({"access_token": "opaque", "expires_in": 60}).expires_at - now <= 61
