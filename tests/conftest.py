@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +9,9 @@ import pytest
 
 from bff.app import create_app
 from bff.demo.upstreams import accounts_app, catalog_app
-from bff.sessions.models import Session, TokenSet
 from bff.settings import Settings
 from tests.support.servers import RedisCluster, RedisServer, serve
+from tests.support.sessions import store_session
 from tests.support.tokens import TestIssuer
 
 
@@ -70,17 +69,7 @@ class Bff:
 
     async def session_for(self, token: str, sub: str = "alice", ttl: float = 3600) -> str:
         """A stored session holding ``token``; returns the signed cookie value."""
-        now = time.time()
-        session = Session(
-            id=Session.new_id(),
-            sub=sub,
-            tokens=TokenSet(access_token=token, expires_at=now + ttl, issued_at=now, refresh_token="r"),
-            created_at=now,
-            last_seen=now,
-            claims={"name": sub.title(), "email": f"{sub}@example.com"},
-        )
-        await self.resources.store.create(session)
-        return str(self.resources.crypto.sign(session.id))
+        return await store_session(self.resources, token, sub=sub, ttl=ttl)
 
     def client(self, cookie: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         cookies = {self.settings.cookie_name: cookie} if cookie else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,9 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bff.app import create_app
-from bff.sessions.models import Session, TokenSet
 from tests.conftest import Upstreams, make_settings
 from tests.support.servers import serve
+from tests.support.sessions import store_session
 from tests.support.tokens import TestIssuer
 
 ISSUER = "https://idp.test"
@@ -59,16 +58,8 @@ async def test_spans_and_traceparent(exporter: InMemorySpanExporter, upstreams: 
             json={"access_token": issuer.token("alice"), "refresh_token": "r2", "expires_in": 3600}
         )
         async with serve(app) as url:
-            now = time.time()
-            session = Session(
-                id=Session.new_id(),
-                sub="alice",
-                created_at=now,
-                last_seen=now,
-                tokens=TokenSet(access_token="old", refresh_token="r1", expires_at=now + 5, issued_at=now - 3595),
-            )
-            await app.state.resources.store.create(session)
-            cookie = app.state.resources.crypto.sign(session.id)
+            # due for refresh: 5 s left of an hour
+            cookie = await store_session(app.state.resources, "old", ttl=5, lifetime=3600, refresh_token="r1")
             async with httpx.AsyncClient(base_url=url, headers={"Cookie": f"bff_session={cookie}"}) as client:
                 body = (await client.post("/graphql", json={"query": "{ viewer { id } }"})).json()
     assert body == {"data": {"viewer": {"id": "alice"}}}

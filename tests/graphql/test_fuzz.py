@@ -3,7 +3,6 @@ queries, anonymous and signed in, against the running server and the demo upstre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from hypothesis_graphql import queries
 
 from bff.app import create_app
 from bff.demo.upstreams import accounts_app, catalog_app
-from bff.sessions.models import Session, TokenSet
 from tests.conftest import make_settings
 from tests.support.servers import ThreadedApps
+from tests.support.sessions import store_session
 from tests.support.tokens import TestIssuer
 
 SCHEMA = (Path(__file__).resolve().parents[2] / "schema" / "schema.graphql").read_text()
@@ -39,17 +38,9 @@ def running() -> Iterator[tuple[ThreadedApps, str]]:
         bff_apps = ThreadedApps(bff)
         bff_apps.start()
         try:
-            now = time.time()
-            session = Session(
-                id=Session.new_id(),
-                sub="alice",
-                created_at=now,
-                last_seen=now,
-                tokens=TokenSet(access_token=issuer.token("alice"), expires_at=now + 3600, issued_at=now),
-            )
             resources = bff.state.resources
-            bff_apps.call(resources.store.create(session))
-            yield bff_apps, resources.crypto.sign(session.id)
+            cookie = bff_apps.call(store_session(resources, issuer.token("alice")))
+            yield bff_apps, cookie
         finally:
             bff_apps.stop()
     finally:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
 import uvicorn
 
 from bff.app import create_app
-from bff.sessions.models import Session, TokenSet
 from tests.conftest import Upstreams, make_settings
 from tests.support.servers import free_port
+from tests.support.sessions import store_session
 from tests.support.tokens import TestIssuer
 
 
@@ -25,16 +24,7 @@ async def test_in_flight_requests_finish_on_shutdown(upstreams: Upstreams, issue
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
         await asyncio.sleep(0.01)
-    now = time.time()
-    session = Session(
-        id=Session.new_id(),
-        sub="alice",
-        created_at=now,
-        last_seen=now,
-        tokens=TokenSet(access_token=issuer.token("alice"), expires_at=now + 3600, issued_at=now),
-    )
-    await app.state.resources.store.create(session)
-    cookie = app.state.resources.crypto.sign(session.id)
+    cookie = await store_session(app.state.resources, issuer.token("alice"))
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", headers={"Cookie": f"bff_session={cookie}"}
     ) as client:
