@@ -7,10 +7,12 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from bff.auth.oidc import OIDCClient, s256_challenge
@@ -69,7 +71,7 @@ def safe_return_to(value: str | None) -> str:
 @router.get("/login", summary="Start the OIDC sign-in (302 to the identity provider)")
 async def login(
     request: Request,
-    return_to: Annotated[str | None, Query(max_length=4096)] = None,
+    return_to: str | None = None,  # anything unusable (too long included) falls back to "/"
     client: Annotated[str | None, Query(max_length=16)] = None,
     redirect_uri: Annotated[str | None, Query(max_length=2048)] = None,
     code_challenge: Annotated[str | None, Query(max_length=128)] = None,
@@ -263,5 +265,12 @@ def install_error_handlers(app: Any) -> None:
     async def store_down(request: Request, exc: Exception) -> Response:
         return error_response(503, "store_unavailable", str(exc))
 
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        # FastAPI answers 422 with its own shape; ours is a 400 with a clear message.
+        errors: Sequence[Any] = exc.errors() if isinstance(exc, RequestValidationError) else []
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())[1:]) for e in errors) or "request"
+        return error_response(400, "invalid_request", f"invalid or missing parameter: {where}")
+
     app.add_exception_handler(AuthProviderUnavailable, provider_down)
     app.add_exception_handler(StoreUnavailable, store_down)
+    app.add_exception_handler(RequestValidationError, invalid_request)
