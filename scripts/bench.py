@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -32,12 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from benchkit import ROOT, bff_serve, demo_upstream, stop_all, upstream_settings, wait_http
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bff.demo.idp import DevClient, DevIdentityProvider, DevUser  # noqa: E402
-from tests.support.servers import RedisServer, ThreadedApps, free_port  # noqa: E402
+from bff.demo.idp import DevClient, DevIdentityProvider, DevUser
+from tests.support.servers import RedisServer, ThreadedApps, free_port
 
 PEER_DIR = ROOT / "bench" / "peer"
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
@@ -97,16 +94,6 @@ def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration
     return Result(rps, p50, p99, (int(errors.group(1)) if errors else 0) + (int(bad.group(1)) if bad else 0))
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(url, timeout=1)
-            return
-        time.sleep(0.1)
-    raise TimeoutError(url)
-
-
 class Stack:
     def __init__(self, latency_ms: float) -> None:
         self.latency_ms = latency_ms
@@ -116,9 +103,7 @@ class Stack:
         self.bff_port = free_port()
         self.client = DevClient("bench-bff", "bench-secret", [f"http://127.0.0.1:{self.bff_port}/auth/callback"])
         self.idp = DevIdentityProvider(self.issuer, [self.client], access_ttl=24 * 3600)
-        self.idp_apps = ThreadedApps(self.idp.app())
-        self.idp_apps.ports = [self.idp_port]
-        self.idp_apps.servers[0].config.port = self.idp_port
+        self.idp_apps = ThreadedApps(self.idp.app(), ports=[self.idp_port])
         self.redis = RedisServer()
         self.upstream_ports = {"accounts": free_port(), "catalog": free_port()}
         self.peer_port = free_port()
@@ -128,23 +113,7 @@ class Stack:
         self.idp_apps.start()
         self.redis.start()
         for name, port in self.upstream_ports.items():
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bff",
-                        "demo-upstream",
-                        name,
-                        "--port",
-                        str(port),
-                        "--issuer",
-                        self.issuer,
-                        "--latency-ms",
-                        str(self.latency_ms),
-                    ]
-                )
-            )
+            self.procs.append(demo_upstream(name, port, self.issuer, "--latency-ms", str(self.latency_ms)))
         user_token = self.idp._access_token(self.client, "authorization_code", DevUser("alice", "bench"), "openid")
         self.user_token = user_token
         service = self.idp._access_token(self.client, "client_credentials", None, "")
@@ -162,36 +131,16 @@ class Stack:
 
     def start_bff(self, workers: int) -> None:
         self.stop_bff()
-        env = {
-            **os.environ,
-            "BFF_PUBLIC_URL": f"http://127.0.0.1:{self.bff_port}",
+        settings = {
             "BFF_OIDC_ISSUER": self.issuer,
             "BFF_OIDC_CLIENT_ID": self.client.client_id,
             "BFF_OIDC_CLIENT_SECRET": self.client.client_secret,
             "BFF_SESSION_STORE": self.redis.url,
             "BFF_SESSION_SECRET": "bench-secret-0123456789",
-            "BFF_COOKIE_SECURE": "false",
-            "BFF_LOG_LEVEL": "warning",
-            "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{self.upstream_ports['accounts']}",
-            "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{self.upstream_ports['catalog']}/graphql",
             "BFF_UPSTREAMS__CATALOG__ANONYMOUS": "client_credentials",
+            **upstream_settings(self.upstream_ports),
         }
-        self.bff = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bff",
-                "serve",
-                "--port",
-                str(self.bff_port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        self.bff = bff_serve(self.bff_port, settings, workers=workers)
         wait_http(f"http://127.0.0.1:{self.bff_port}/healthz")
         time.sleep(1.0 if workers > 1 else 0.2)
 
@@ -212,11 +161,7 @@ class Stack:
 
     def stop(self) -> None:
         self.stop_bff()
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        stop_all(self.procs)
         self.redis.cleanup()
         self.idp_apps.stop()
 

@@ -13,31 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
+from benchkit import bff_serve, demo_upstream, stop_all, upstream_settings, wait_http
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.browser import browser_login  # noqa: E402
-from tests.support.servers import OIDCProvider, RedisServer, free_port  # noqa: E402
-
-
-def _wait_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(url)
+from tests.support.browser import browser_login
+from tests.support.servers import OIDCProvider, RedisServer, free_port
 
 
 async def main() -> int:
@@ -62,46 +46,21 @@ async def main() -> int:
     try:
         upstream_ports = {"accounts": free_port(), "catalog": free_port()}
         for name, port in upstream_ports.items():
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bff",
-                        "demo-upstream",
-                        name,
-                        "--port",
-                        str(port),
-                        "--issuer",
-                        idp.issuer,
-                        "--introspection-client-id",
-                        "resource-server",
-                        "--introspection-client-secret",
-                        "resource-secret",
-                    ]
-                )
-            )
+            introspection = ("--introspection-client-id", "resource-server", "--introspection-client-secret")
+            procs.append(demo_upstream(name, port, idp.issuer, *introspection, "resource-secret"))
+        shared = {
+            "BFF_OIDC_ISSUER": idp.issuer,
+            "BFF_OIDC_CLIENT_ID": "bff",
+            "BFF_OIDC_CLIENT_SECRET": "bff-secret",
+            "BFF_SESSION_STORE": redis.url,
+            "BFF_SESSION_SECRET": "bench-shared-secret",
+            **upstream_settings(upstream_ports),
+        }
+        procs.extend(bff_serve(port, shared) for port in ports)
         for port in ports:
-            env = {
-                **os.environ,
-                "BFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                "BFF_OIDC_ISSUER": idp.issuer,
-                "BFF_OIDC_CLIENT_ID": "bff",
-                "BFF_OIDC_CLIENT_SECRET": "bff-secret",
-                "BFF_SESSION_STORE": redis.url,
-                "BFF_SESSION_SECRET": "bench-shared-secret",
-                "BFF_COOKIE_SECURE": "false",
-                "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{upstream_ports['accounts']}",
-                "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{upstream_ports['catalog']}/graphql",
-            }
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "bff", "serve", "--port", str(port), "--log-level", "warning"],
-                    env=env,
-                )
-            )
-        for port in [*ports, *upstream_ports.values()]:
-            _wait_http(f"http://127.0.0.1:{port}/healthz" if port in ports else f"http://127.0.0.1:{port}/")
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+        for port in upstream_ports.values():
+            wait_http(f"http://127.0.0.1:{port}/")
 
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         cookies: list[str] = []
@@ -146,11 +105,7 @@ async def main() -> int:
         )
         return 0 if grants == args.sessions and errors == 0 else 1
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        stop_all(procs)
         redis.cleanup()
         idp.stop()
 

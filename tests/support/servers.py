@@ -272,10 +272,10 @@ class ThreadedApps:
     """ASGI apps served on real ports from one background event loop, for synchronous callers
     (hypothesis, schemathesis). ``call`` runs a coroutine on that loop."""
 
-    def __init__(self, *apps: Any) -> None:
+    def __init__(self, *apps: Any, ports: list[int] | None = None) -> None:
         import threading
 
-        self.ports = [free_port() for _ in apps]
+        self.ports = ports or [free_port() for _ in apps]
         self.servers = [
             uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
             for app, port in zip(apps, self.ports, strict=True)

@@ -1,0 +1,62 @@
+"""What both benchmarks do alike: start demo upstreams and `bff serve` processes, wait for them,
+stop them. Importing it also makes the project root importable (for tests.support)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    """Until ``url`` answers at all (any status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def demo_upstream(name: str, port: int, issuer: str, *options: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bff", "demo-upstream", name, "--port", str(port), "--issuer", issuer, *options]
+    )
+
+
+def bff_serve(port: int, settings: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
+    """`bff serve` on ``port`` with ``settings`` (BFF_* variables) on top of the environment."""
+    env = {
+        **os.environ,
+        "BFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BFF_COOKIE_SECURE": "false",
+        "BFF_LOG_LEVEL": "warning",
+        **settings,
+    }
+    command = [sys.executable, "-m", "bff", "serve", "--port", str(port), "--workers", str(workers)]
+    return subprocess.Popen([*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
+
+
+def upstream_settings(ports: dict[str, int]) -> dict[str, str]:
+    return {
+        "BFF_UPSTREAMS__ACCOUNTS__URL": f"http://127.0.0.1:{ports['accounts']}",
+        "BFF_UPSTREAMS__CATALOG__URL": f"http://127.0.0.1:{ports['catalog']}/graphql",
+    }
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    procs.clear()
