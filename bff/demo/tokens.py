@@ -3,6 +3,7 @@ opaque token checked by RFC 7662 introspection."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,15 +55,22 @@ class JWKSValidator:
 
 @dataclass
 class IntrospectionValidator:
-    """Opaque tokens: RFC 7662 introspection with the resource server's own client credentials."""
+    """Opaque tokens: RFC 7662 introspection with the resource server's own client credentials.
+    An active answer is remembered until the token's ``exp`` (as resource servers commonly do), so
+    a token already seen keeps working while the IdP is briefly unreachable."""
 
     issuer: str
     client_id: str
     client_secret: str
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=5))
     _endpoint: str | None = None
+    _active: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     async def subject(self, token: str) -> str | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        known = self._active.get(key)
+        if known is not None and known[1] > time.time():
+            return known[0]
         if self._endpoint is None:
             meta = (await self.http.get(f"{self.issuer}/.well-known/openid-configuration")).json()
             self._endpoint = str(meta["introspection_endpoint"])
@@ -76,4 +84,9 @@ class IntrospectionValidator:
         if not body.get("active") or float(body.get("exp", 0)) <= time.time():
             return None
         subject = body.get("sub") or body.get("client_id")  # client_credentials tokens name the client
-        return str(subject) if subject else None
+        if not subject:
+            return None
+        if len(self._active) >= 10_000:
+            self._active.clear()  # a demo's bound: forget everything rather than grow
+        self._active[key] = (str(subject), float(body["exp"]))
+        return str(subject)

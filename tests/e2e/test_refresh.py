@@ -106,7 +106,6 @@ async def test_idp_down_valid_token_keeps_working_expired_token_waits(stack: Sta
         try:
             async with bff.client(cookie) as client:
                 # inside the refresh window but still valid: the request works on the current token
-                started = time.monotonic()
                 body = (await client.post("/graphql", json={"query": "{ __typename }"})).json()
                 assert body == {"data": {"__typename": "Query"}}
                 session_id = bff.resources.crypto.unsign(cookie)
@@ -133,16 +132,23 @@ async def test_idp_down_valid_token_keeps_working_expired_token_waits(stack: Sta
 async def test_valid_token_used_while_idp_paused(stack: Stack) -> None:
     async with stack.start_bff() as bff:
         cookie = await _signed_in(bff)
+        async with bff.client(cookie) as client:
+            # the upstreams remember this token's introspection, so they need no IdP for it later
+            _assert_all_data([await client.post("/graphql", json=VIEWER)])
         await _until_refresh_due(bff, cookie)
         stack.idp.pause()
         try:
-            # upstreams validate via the (paused) IdP too, so only the BFF side is observable here:
-            # the refresh fails, the still-valid token is kept, and no error reaches the client.
+            # the refresh fails (IdP paused), the still-valid token is used, no error reaches the client
             async with bff.client(cookie) as client:
                 info = await client.get("/auth/session")
                 body = (await client.post("/graphql", json={"query": "{ __typename }"})).json()
+                viewer = await client.post("/graphql", json=VIEWER)
+                metrics = (await client.get("/metrics")).text
             assert info.json()["authenticated"] is True
             assert body == {"data": {"__typename": "Query"}}
+            _assert_all_data([viewer])
+            assert 'bff_token_refresh_total{outcome="stale_token_used"} 1.0' in metrics
+            assert 'bff_token_refresh_total{outcome="provider_error"} 1.0' in metrics
         finally:
             stack.idp.resume()
 
