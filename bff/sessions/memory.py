@@ -76,5 +76,13 @@ class MemorySessionStore(SessionStore):
                 await self._cache.delete(_key("o", name))
             return blob
 
+    async def _remember_once(self, name: str, ttl: float) -> bool:
+        # add() is set-if-absent; it raises when the key exists
+        try:
+            await self._cache.add(_key("r", name), True, ttl=ttl)
+        except ValueError:
+            return False
+        return True
+
     async def close(self) -> None:
         await self._cache.clear()

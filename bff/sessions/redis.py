@@ -159,6 +159,11 @@ class RedisSessionStore(SessionStore):
             return None
         return blob if isinstance(blob, bytes) else str(blob).encode()
 
+    async def _remember_once(self, name: str, ttl: float) -> bool:
+        digest = self.crypto.fingerprint(name)
+        async with self._errors():
+            return bool(await self.redis.set(f"bff:seen:{{{digest}}}", 1, nx=True, px=max(1, int(ttl * 1000))))
+
     # coordination ------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:

@@ -123,6 +123,11 @@ class SessionStore(ABC):
             return None
         return data
 
+    async def remember_once(self, kind: str, key: str, ttl: float) -> bool:
+        """Set-if-absent for ``ttl`` seconds: True the first time a key is seen, False on a replay
+        (every replica of a shared store sees the same answer). Used for logout-token ``jti``."""
+        return await self._remember_once(f"{kind}:{key}", ttl)
+
     # coordination ------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:
@@ -188,3 +193,6 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _take_once(self, name: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def _remember_once(self, name: str, ttl: float) -> bool: ...
