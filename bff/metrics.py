@@ -17,7 +17,8 @@ class Metrics:
         r = self.registry
         self.token_refresh = Counter(
             "bff_token_refresh",
-            "Token refresh attempts by outcome (success, coalesced, invalid_grant, provider_error, stale_token_used)",
+            "Token refresh attempts by outcome (success, coalesced, invalid_grant, provider_error, "
+            "stale_token_used, wait_timeout, write_deferred)",
             ["outcome"],
             registry=r,
         )
@@ -56,5 +57,13 @@ class Metrics:
         )
         self.logins = Counter("bff_logins", "Completed and failed sign-ins", ["outcome"], registry=r)
         # exported at 0 from the start, so dashboards and alerts see every outcome
-        for outcome in ("success", "coalesced", "invalid_grant", "provider_error", "stale_token_used"):
+        for outcome in (
+            "success",
+            "coalesced",
+            "invalid_grant",
+            "provider_error",
+            "stale_token_used",
+            "wait_timeout",
+            "write_deferred",
+        ):
             self.token_refresh.labels(outcome)

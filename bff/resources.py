@@ -152,6 +152,7 @@ async def open_resources(
                 scopes=settings.oidc_scopes,
                 timeout=settings.oidc_timeout_seconds,
                 transport=transports.get("oidc"),
+                clock=store.now,
             )
             resources.service_tokens = ServiceTokens(resources.oidc, buffer_seconds=settings.refresh_buffer_seconds)
             resources.tokens = TokenManager(
@@ -159,13 +160,16 @@ async def open_resources(
                 resources.oidc,
                 metrics,
                 buffer_seconds=settings.refresh_buffer_seconds,
-                lease_seconds=settings.refresh_lock_lease_seconds,
-                provider_timeout=settings.oidc_timeout_seconds,
+                wait_seconds=settings.oidc_timeout_seconds,
+                refresh_deadline=settings.refresh_deadline_seconds,
+                usable_margin=settings.refresh_usable_margin_seconds,
             )
         else:
             log.warning("BFF_OIDC_ISSUER / BFF_OIDC_CLIENT_ID not set: sign-in is disabled")
         yield resources
     finally:
+        if resources.tokens is not None:
+            await resources.tokens.close()
         for client in resources.upstreams.values():
             await client.aclose()
         if resources.oidc is not None:

@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     cookie_samesite: Literal["strict", "lax"] = "strict"
 
     refresh_buffer_seconds: int = Field(default=300, ge=0)
-    refresh_lock_lease_seconds: float = Field(default=10.0, gt=0)
+    #: a refresh call, once sent, may take this long; no replica sends the same refresh token meanwhile
+    refresh_deadline_seconds: float = Field(default=30.0, gt=0)
+    #: a token with less than this left (or a quarter of its life) is not used: the request waits
+    refresh_usable_margin_seconds: float = Field(default=5.0, ge=0)
+    #: after a forced refresh, a second 401 from the same upstream stops forced refreshes this long
+    upstream_unauthorized_cooldown_seconds: float = Field(default=30.0, ge=0)
 
     upstreams: dict[str, UpstreamSettings] = {}
     request_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -8,11 +8,12 @@ unparseable answers -> `AuthProviderUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +38,8 @@ with warnings.catch_warnings():
 log = logging.getLogger("bff.auth")
 
 _BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: a logout token issued longer ago than this (plus clock leeway) is refused as stale
+LOGOUT_TOKEN_MAX_AGE = 300
 _CLOCK_LEEWAY = 60
 _JWKS_MIN_REFETCH_SECONDS = 30.0
 _METADATA_TTL = 3600
@@ -52,6 +55,18 @@ class ProviderMetadata:
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
     id_token_algs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutToken:
+    """A verified logout token: whose sessions to end, and how to refuse its replays."""
+
+    sid: str | None
+    sub: str | None
+    #: a hash of the issuer and the token's ``jti``: remember it, set-if-absent, in the shared store
+    replay_key: str
+    #: how long the token could still be accepted; remembering the key longer is useless
+    remember_seconds: float
 
 
 def s256_challenge(verifier: str) -> str:
@@ -71,8 +86,10 @@ class OIDCClient:
         scopes: str = "openid profile email offline_access",
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
+        self.clock = clock
         self.client_id = client_id
         self.scopes = scopes
         self.timeout = timeout
@@ -189,7 +206,7 @@ class OIDCClient:
                 redirect_uri=redirect_uri,
                 code_verifier=code_verifier,
             )
-            return _token_set(dict(raw))
+            return _token_set(dict(raw), self.clock())
 
     async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
         """Signature, iss, aud, azp, exp, iat and nonce; raises `LoginError` when any fails."""
@@ -239,12 +256,16 @@ class OIDCClient:
         return claims
 
     # refresh, revocation, logout -----------------------------------------------------------------
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        """A refresh_token grant. Raises `InvalidGrant` or `AuthProviderUnavailable`."""
+    async def refresh(self, refresh_token: str, *, timeout: float | None = None) -> TokenSet:
+        """A refresh_token grant. Raises `InvalidGrant` or `AuthProviderUnavailable`.
+
+        ``timeout``: this call's own deadline, longer than the IdP timeout of other calls: once
+        sent, a rotation must be allowed to finish so that its answer is not lost."""
         meta = await self.metadata()
+        extra = {} if timeout is None else {"timeout": timeout}
         async with self._provider_errors("refresh_token"):
-            raw = await self._http.refresh_token(meta.token_endpoint, refresh_token=refresh_token)
-            tokens = _token_set(dict(raw))
+            raw = await self._http.refresh_token(meta.token_endpoint, refresh_token=refresh_token, **extra)
+            tokens = _token_set(dict(raw), self.clock())
         if tokens.refresh_token == refresh_token:
             tokens.refresh_token = None  # authlib copies the old one in: let the caller decide
         return tokens
@@ -255,7 +276,7 @@ class OIDCClient:
         async with self._provider_errors("client_credentials"):
             extra = {"scope": scope} if scope else {}
             raw = await self._http.fetch_token(meta.token_endpoint, grant_type="client_credentials", **extra)
-            return _token_set(dict(raw))
+            return _token_set(dict(raw), self.clock())
 
     async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
         """RFC 7009 revocation when the IdP offers it; failures are logged, never raised."""
@@ -286,8 +307,13 @@ class OIDCClient:
         separator = "&" if "?" in meta.end_session_endpoint else "?"
         return f"{meta.end_session_endpoint}{separator}{urlencode(params)}"
 
-    async def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
-        """OIDC Back-Channel Logout 1.0, section 2.6. Raises `LoginError` when invalid."""
+    async def verify_logout_token(self, logout_token: str) -> LogoutToken:
+        """OIDC Back-Channel Logout 1.0, sections 2.4 and 2.6: signature, iss, aud, ``exp``
+        (required), a fresh ``iat`` (at most `LOGOUT_TOKEN_MAX_AGE` old, plus clock leeway), ``jti``,
+        the back-channel event, no nonce, and sid or sub. Raises `LoginError` when invalid.
+
+        Replays are the caller's to refuse: remember `LogoutToken.replay_key` in the shared store for
+        `LogoutToken.remember_seconds` (after that the token is refused as stale or expired anyway)."""
         meta = await self.metadata()
         try:
             header = jws.extract_compact(logout_token.encode()).protected
@@ -299,19 +325,34 @@ class OIDCClient:
                 iss={"essential": True, "value": meta.issuer},
                 aud={"essential": True, "value": self.client_id},
                 iat={"essential": True},
+                exp={"essential": True},
                 jti={"essential": True},
             ).validate(token.claims)
         except (JoseError, ValueError) as exc:
             raise LoginError(f"the logout token is not valid ({type(exc).__name__})") from exc
         claims = dict(token.claims)
+        now = time.time()
+        if float(claims["iat"]) < now - LOGOUT_TOKEN_MAX_AGE - _CLOCK_LEEWAY:
+            raise LoginError("the logout token is stale (issued too long ago)")
         events = claims.get("events")
         if not isinstance(events, dict) or _BACKCHANNEL_EVENT not in events:
             raise LoginError("the logout token has no back-channel logout event")
         if "nonce" in claims:
             raise LoginError("a logout token must not carry a nonce")
-        if not claims.get("sid") and not claims.get("sub"):
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if (sid is not None and not isinstance(sid, str)) or (sub is not None and not isinstance(sub, str)):
+            raise LoginError("the logout token's sid and sub must be strings")
+        if not sid and not sub:
             raise LoginError("the logout token names neither sid nor sub")
-        return claims
+        # Accepted until exp or until it turns stale, whichever comes first (plus leeway on both).
+        last_accepted = min(float(claims["exp"]), float(claims["iat"]) + LOGOUT_TOKEN_MAX_AGE) + _CLOCK_LEEWAY
+        digest = hashlib.sha256(f"{meta.issuer}\x00{claims['jti']}".encode()).hexdigest()
+        return LogoutToken(
+            sid=sid or None,
+            sub=sub or None,
+            replay_key=digest,
+            remember_seconds=max(1.0, last_accepted - now),
+        )
 
 
 def _jwt_lifetime(access_token: str, now: float) -> float:
@@ -324,8 +365,9 @@ def _jwt_lifetime(access_token: str, now: float) -> float:
         return 3600.0
 
 
-def _token_set(raw: dict[str, Any]) -> TokenSet:
-    now = time.time()
+def _token_set(raw: dict[str, Any], now: float) -> TokenSet:
+    """Expiry is obtained-at + ``expires_in`` by the given clock (the session store's, shared by all
+    replicas), else the JWT's own ``exp``."""
     access = raw.get("access_token")
     if not isinstance(access, str) or not access:
         raise ValueError("token response without access_token")

@@ -1,8 +1,13 @@
 """Cookie MAC and at-rest encryption, with key rotation.
 
-Each secret (current first, then ``BFF_SESSION_PREVIOUS_SECRETS``) yields a MAC key and an AES-GCM
+Each secret (current first, then ``BFF_SESSION_PREVIOUS_SECRETS``) yields MAC keys and an AES-GCM
 key through HKDF. We write with the current keys only and read with any of them, so the secret can
-rotate without logging anyone out.
+rotate without logging anyone out (two phases: first add the new secret everywhere as accepted,
+then make it current).
+
+Signed values name their key (a short key id), so "signed under a key this replica does not know
+yet" (a rolling rotation in progress) is told apart from tampering: `UnknownKey`, not None.
+Cookies and native-app handles are signed for distinct purposes, so neither is accepted as the other.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ _MAC_LEN = 16
 _KID_LEN = 4
 _NONCE_LEN = 12
 MAX_COOKIE_LEN = 200
+_MAC_B64_LEN = 22  # 16 bytes, unpadded base64url
+_KID_B64_LEN = 6  # 4 bytes
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 def _b64(data: bytes) -> str:
@@ -35,12 +43,29 @@ def _derive(secret: bytes, info: bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class _KeyPair:
     kid: bytes
-    mac: bytes
+    macs: dict[str, bytes]
+    legacy_mac: bytes  # 0.1's ``<id>.<mac>`` values (no key id, one purpose), still accepted
     aead: AESGCM
 
 
 class DecryptError(Exception):
     """A blob that no known key opens (tampered, or written under a retired secret)."""
+
+
+class UnknownKeyError(DecryptError):
+    """Encrypted under a key id this process does not know (yet): a secret rotation in progress,
+    not tampering. The caller keeps the session and reports the store as unavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownKey:
+    """A well-formed signed value whose key id is not ours (yet); its MAC could not be checked."""
+
+    session_id: str
+
+
+#: what a signed value is for; each purpose has its own MAC key
+PURPOSES = ("cookie", "native")
 
 
 class SessionCrypto:
@@ -54,19 +79,42 @@ class SessionCrypto:
             raw = secret.encode()
             enc = _derive(raw, b"bff session encryption v1")
             kid = hashlib.sha256(enc).digest()[:_KID_LEN]
-            self._keys.append(_KeyPair(kid, _derive(raw, b"bff cookie mac v1"), AESGCM(enc)))
+            macs = {purpose: _derive(raw, f"bff {purpose} mac v2".encode()) for purpose in PURPOSES}
+            self._keys.append(_KeyPair(kid, macs, _derive(raw, b"bff cookie mac v1"), AESGCM(enc)))
+        self._by_kid = {_b64(key.kid): key for key in reversed(self._keys)}
 
-    # cookies -----------------------------------------------------------------------------------
-    def sign(self, session_id: str) -> str:
-        return f"{session_id}.{self._mac(self._keys[0].mac, session_id)}"
+    # cookies and handles ---------------------------------------------------------------------------
+    def sign(self, session_id: str, purpose: str = "cookie") -> str:
+        """``<id>.<kid>.<mac>``; the MAC covers the purpose, the key id and the session id."""
+        key = self._keys[0]
+        kid = _b64(key.kid)
+        return f"{session_id}.{kid}.{self._mac(key.macs[purpose], f'{kid}.{session_id}')}"
 
-    def unsign(self, cookie: str | None) -> str | None:
-        """The session id if the cookie's MAC checks out under any key, else None (no store lookup)."""
-        if not cookie or len(cookie) > MAX_COOKIE_LEN or cookie.count(".") != 1:
+    def unsign(self, value: str | None, purpose: str = "cookie") -> str | None:
+        """The session id if the value's MAC checks out, else None (no store lookup)."""
+        result = self.verify(value, purpose)
+        return result if isinstance(result, str) else None
+
+    def verify(self, value: str | None, purpose: str = "cookie") -> str | UnknownKey | None:
+        """Like `unsign`, but a well-formed value under a key id we do not know is `UnknownKey`."""
+        if not value or len(value) > MAX_COOKIE_LEN or value.count(".") not in (1, 2):
             return None
-        session_id, mac = cookie.split(".")
+        if value.count(".") == 1:
+            return self._verify_legacy(value)
+        session_id, kid, mac = value.split(".")
+        if not session_id or len(session_id) > 64 or len(mac) != _MAC_B64_LEN or not _B64_CHARS.issuperset(value):
+            return None
+        key = self._by_kid.get(kid)
+        if key is None:
+            return UnknownKey(session_id) if len(kid) == _KID_B64_LEN else None
+        if hmac.compare_digest(self._mac(key.macs[purpose], f"{kid}.{session_id}"), mac):
+            return session_id
+        return None
+
+    def _verify_legacy(self, value: str) -> str | None:
+        session_id, mac = value.split(".")
         for key in self._keys:
-            if hmac.compare_digest(self._mac(key.mac, session_id), mac):
+            if hmac.compare_digest(self._mac(key.legacy_mac, session_id), mac):
                 return session_id
         return None
 
@@ -89,7 +137,7 @@ class SessionCrypto:
                     return key.aead.decrypt(nonce, body, associated)
                 except InvalidTag as exc:
                     raise DecryptError("session record failed authentication") from exc
-        raise DecryptError("session record written under an unknown key")
+        raise UnknownKeyError("session record written under a key this replica does not know")
 
     @staticmethod
     def fingerprint(session_id: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import time
 
 from aiocache import SimpleMemoryCache
 
-from bff.sessions.store import Record, SessionStore
+from bff.sessions.store import Claim, Record, SessionStore
 
 
 def _key(kind: str, secret: str) -> str:
@@ -30,28 +32,60 @@ class MemorySessionStore(SessionStore):
 
     async def _get(self, session_id: str) -> Record | None:
         record: Record | None = await self._cache.get(_key("s", session_id))
+        if record is not None and record.claim is not None and record.claim_until <= time.time():
+            record = dataclasses.replace(record, claim=None, claim_until=0.0)
         return record
 
     async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         async with self._write:
-            await self._cache.set(_key("s", session_id), Record(1, blob, now), ttl=ttl)
+            await self._put(session_id, Record(1, blob, now), ttl)
             for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
                 if index:
                     self._index.setdefault(index, set()).add(session_id)
 
-    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool:
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+    ) -> bool:
         async with self._write:
-            current: Record | None = await self._cache.get(_key("s", session_id))
+            current = await self._get(session_id)
             if current is None or current.version != expected:
                 return False
-            await self._cache.set(_key("s", session_id), Record(new, blob, current.seen), ttl=ttl)
+            claim, until = current.claim, current.claim_until
+            if end_claim is not None and claim == end_claim:
+                claim, until = None, 0.0
+            await self._put(
+                session_id, dataclasses.replace(current, version=new, blob=blob, claim=claim, claim_until=until), ttl
+            )
             return True
+
+    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
+        async with self._write:
+            current = await self._get(session_id)
+            if current is None or current.version != version:
+                return Claim.MOVED
+            if current.claim is not None and current.claim != holder:
+                return Claim.BUSY
+            claimed = dataclasses.replace(current, claim=holder, claim_until=time.time() + seconds)
+            await self._put(session_id, claimed)
+            return Claim.TAKEN
+
+    async def _release(self, session_id: str, holder: str) -> None:
+        async with self._write:
+            current = await self._get(session_id)
+            if current is not None and current.claim == holder:
+                await self._put(session_id, dataclasses.replace(current, claim=None, claim_until=0.0))
+
+    async def _put(self, session_id: str, record: Record, ttl: float | None = None) -> None:
+        """Write a record; without ``ttl`` it keeps the expiry it had."""
+        if ttl is not None:
+            record = dataclasses.replace(record, expires_at=time.time() + ttl)
+        await self._cache.set(_key("s", session_id), record, ttl=max(0.001, record.expires_at - time.time()))
 
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None:
         async with self._write:
             current: Record | None = await self._cache.get(_key("s", session_id))
             if current is not None:
-                await self._cache.set(_key("s", session_id), Record(current.version, current.blob, seen), ttl=ttl)
+                await self._put(session_id, dataclasses.replace(current, seen=seen), ttl)
 
     async def _delete(self, session_id: str) -> None:
         async with self._write:

@@ -47,6 +47,8 @@ class Session:
     sid: str | None = None
     kind: Literal["browser", "native"] = "browser"
     version: int = 1
+    #: who holds the refresh claim (kept in clear beside the record, not inside it)
+    refresh_claim: str | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -60,6 +62,7 @@ class Session:
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
         data.pop("version")
+        data.pop("refresh_claim")
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,24 +18,53 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, LockError, RedisError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from bff.errors import StoreUnavailable
-from bff.sessions.store import Record, SessionStore
+from bff.sessions.store import Claim, Record, SessionStore
 
 log = logging.getLogger("bff.sessions")
 
 _CHANNEL = "bff:session-changed"
 
-# KEYS[1] session hash; ARGV expected version, new version, blob, ttl ms
+# KEYS[1] session hash; ARGV expected version, new version, blob, ttl ms, claim to end ('' for none)
 _CAS = """
 if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'c') == ARGV[5] then
+    redis.call('HDEL', KEYS[1], 'c', 'cu')
+  end
   return 1
 end
 return 0
 """
+
+# The refresh claim, judged by the server's clock (TIME), so replicas' clocks do not matter.
+# KEYS[1] session hash; ARGV version seen, holder, duration ms
+_CLAIM = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if (not v) or v ~= ARGV[1] then return 'moved' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('HGET', KEYS[1], 'c')
+if holder and holder ~= ARGV[2] and tonumber(redis.call('HGET', KEYS[1], 'cu') or '0') > now then
+  return 'busy'
+end
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'cu', now + tonumber(ARGV[3]))
+return 'taken'
+"""
+
+# KEYS[1] session hash; ARGV holder
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'c', 'cu')
+end
+return 0
+"""
+
+_CLOCK_CHECK_SECONDS = 60.0
+_SKEW_WARNING_SECONDS = 2.0
 
 # KEYS[1] session hash; ARGV seen, ttl ms. Only touches a record that still exists.
 _TOUCH = """
@@ -91,8 +120,56 @@ class RedisSessionStore(SessionStore):
         super().__init__(*args, **kwargs)
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS)
+        self._claim_script = self.redis.register_script(_CLAIM)
+        self._release_script = self.redis.register_script(_RELEASE)
         self._touch_script = self.redis.register_script(_TOUCH)
         self._listener: asyncio.Task[None] | None = None
+        #: Redis's clock minus ours; decisions about expiry use Redis's clock (`now`)
+        self.clock_offset = 0.0
+        self._clock_checked = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    async def sync_clock(self) -> float:
+        """Measure this replica's clock against Redis ``TIME``; warn when they differ by more than
+        a couple of seconds (expiry decisions use Redis's clock either way)."""
+        started = time.time()
+        async with self._errors():
+            seconds, micros = await self.redis.time()
+        ended = time.time()
+        self.clock_offset = seconds + micros / 1e6 - (started + ended) / 2
+        self._clock_checked = time.monotonic()
+        if abs(self.clock_offset) > _SKEW_WARNING_SECONDS:
+            log.warning(
+                "this replica's clock differs from the session store's by %.1f s; token expiry is judged "
+                "by the store's clock, but check NTP on this host",
+                self.clock_offset,
+            )
+        return self.clock_offset
+
+    async def check_configuration(self) -> list[str]:
+        """Warnings about Redis settings that can lose sessions (eviction, no persistence)."""
+        warnings: list[str] = []
+        try:
+            policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+            aof = (await self.redis.config_get("appendonly")).get("appendonly")
+            save = (await self.redis.config_get("save")).get("save")
+        except (RedisError, OSError, AttributeError):
+            return warnings  # CONFIG is often disabled on managed Redis: nothing to conclude
+        if isinstance(policy, str) and policy != "noeviction":
+            warnings.append(
+                f"Redis maxmemory-policy is {policy!r}: it can evict session keys (every session has a TTL), "
+                "logging users out under memory pressure; use 'noeviction' for the session store"
+            )
+        if aof == "no" and not save:
+            warnings.append(
+                "Redis has no persistence (appendonly no, no RDB snapshots): a restart loses every session "
+                "while its refresh token stays live at the identity provider; set appendonly yes"
+            )
+        for warning in warnings:
+            log.warning(warning)
+        return warnings
 
     @staticmethod
     def _key(session_id: str, suffix: str = "s") -> str:
@@ -106,11 +183,23 @@ class RedisSessionStore(SessionStore):
             raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
 
     async def _get(self, session_id: str) -> Record | None:
+        if time.monotonic() - self._clock_checked > _CLOCK_CHECK_SECONDS:
+            self._clock_checked = time.monotonic()
+            with contextlib.suppress(StoreUnavailable):
+                await self.sync_clock()
         async with self._errors():
-            version, blob, seen = await self.redis.hmget(self._key(session_id), ["v", "d", "s"])
+            version, blob, seen, claim, until = await self.redis.hmget(
+                self._key(session_id), ["v", "d", "s", "c", "cu"]
+            )
         if version is None or blob is None:
             return None
-        return Record(int(version), blob if isinstance(blob, bytes) else blob.encode(), float(seen or 0))
+        live = claim is not None and float(until or 0) / 1000 > self.now()
+        return Record(
+            int(version),
+            blob if isinstance(blob, bytes) else blob.encode(),
+            float(seen or 0),
+            (claim.decode() if isinstance(claim, bytes) else str(claim)) if live else None,
+        )
 
     async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         key = self._key(session_id)
@@ -123,10 +212,23 @@ class RedisSessionStore(SessionStore):
                     pipe.expire(index, self.absolute_seconds)
             await pipe.execute()
 
-    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool:
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+    ) -> bool:
         async with self._errors():
-            result = await self._cas(keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000)])
+            result = await self._cas(
+                keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000), end_claim or ""]
+            )
         return bool(result)
+
+    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
+        async with self._errors():
+            result = await self._claim_script(keys=[self._key(session_id)], args=[version, holder, int(seconds * 1000)])
+        return Claim(result.decode() if isinstance(result, bytes) else str(result))
+
+    async def _release(self, session_id: str, holder: str) -> None:
+        async with self._errors():
+            await self._release_script(keys=[self._key(session_id)], args=[holder])
 
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None:
         async with self._errors():
@@ -165,44 +267,6 @@ class RedisSessionStore(SessionStore):
             return bool(await self.redis.set(f"bff:seen:{{{digest}}}", 1, nx=True, px=max(1, int(ttl * 1000))))
 
     # coordination ------------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:
-        """redis-py's lock (SET NX PX with a random token, released by compare-and-delete), renewed
-        at a third of the lease while held, so a slow IdP never lets the lease lapse mid-refresh;
-        a holder that dies delays the others by at most ``lease``."""
-        lock = self.redis.lock(
-            self._key(session_id, "lock"),
-            timeout=lease,
-            sleep=0.05,
-            blocking_timeout=wait,
-            thread_local=False,
-            raise_on_release_error=False,
-        )
-        async with self._errors():
-            acquired = await lock.acquire(token=uuid.uuid4().hex)
-        if not acquired:
-            yield False
-            return
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(lease / 3)
-                try:
-                    await lock.extend(lease, replace_ttl=True)
-                except (LockError, RedisError, OSError):
-                    log.warning("refresh lock lost while held")
-                    return
-
-        renewer = asyncio.create_task(renew())
-        try:
-            yield True
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(LockError, RedisError, OSError):
-                await lock.release()
-
     async def publish_change(self, session_id: str) -> None:
         self._notify(session_id)
         with contextlib.suppress(RedisError, OSError):
@@ -241,6 +305,7 @@ class RedisSessionStore(SessionStore):
             await self.redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
+        await self.sync_clock()
 
     async def close(self) -> None:
         if self._listener is not None:

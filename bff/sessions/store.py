@@ -3,6 +3,11 @@
 Records are encrypted as a whole (claims and token set) and bound to their id; the version number
 stays in clear beside them so that writes can be compare-and-set. Idle timeout is the record's TTL,
 pushed forward on use; the absolute lifetime caps that TTL.
+
+The refresh claim lives inside the record too (in clear: who, and until when by the store's clock):
+it is taken by an atomic check of the record's version, and nothing but the end of the session can
+free it early, so losing some other key (an eviction, a failover) never lets two replicas send the
+same refresh token. A claim ends when its holder commits or releases it, or when it expires.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from bff.errors import StoreUnavailable
 from bff.metrics import Metrics
-from bff.sessions.crypto import DecryptError, SessionCrypto
+from bff.sessions.crypto import DecryptError, SessionCrypto, UnknownKeyError
 from bff.sessions.models import Session
 
 
@@ -26,6 +33,21 @@ class Record:
     version: int
     blob: bytes
     seen: float
+    #: the refresh claim's holder, while its claim is live (expired claims read as None)
+    claim: str | None = None
+    claim_until: float = 0.0
+    expires_at: float = 0.0  # the memory store's own TTL bookkeeping
+
+
+class UnverifiedId(str):
+    """A session id from a cookie signed under a key id this replica does not know yet: it may only
+    be used to tell "a rotation in progress" (the record is under an unknown key too) from a forgery."""
+
+
+class Claim(Enum):
+    TAKEN = "taken"  # ours until we commit, release, or it expires
+    BUSY = "busy"  # someone else's live claim
+    MOVED = "moved"  # the record changed (or is gone) since the version we saw: read it again
 
 
 class SessionStore(ABC):
@@ -56,16 +78,29 @@ class SessionStore(ABC):
             if self.metrics is not None:
                 self.metrics.session_store_duration.labels(op).observe(time.perf_counter() - started)
 
+    def now(self) -> float:
+        """The store's clock (seconds since the epoch): every replica of a shared store decides with
+        the same clock, whatever its own says (see `RedisSessionStore.clock_offset`)."""
+        return time.time()
+
     async def get(self, session_id: str) -> Session | None:
-        """The live session, or None (absent, expired, or not decryptable under any known key)."""
+        """The live session, or None (absent, expired, tampered, or written under a retired key).
+
+        Raises `StoreUnavailable` when the record is encrypted under a key this replica does not
+        know yet (a rolling secret rotation): the session is kept, nothing is concluded."""
         with self._timed("get"):
             record = await self._get(session_id)
         if record is None:
             return None
         try:
             session = Session.from_json(self.crypto.decrypt(record.blob, session_id.encode()), record.version)
+        except UnknownKeyError:
+            raise StoreUnavailable("the session is encrypted under a key this replica does not know yet") from None
         except (DecryptError, ValueError, TypeError, KeyError):
             return None
+        if isinstance(session_id, UnverifiedId):
+            return None  # its cookie named a key we do not have, but the record is under one we do: forged
+        session.refresh_claim = record.claim
         now = time.time()
         if now >= session.created_at + self.absolute_seconds:
             await self.delete(session_id)
@@ -82,20 +117,35 @@ class SessionStore(ABC):
         with self._timed("create"):
             await self._create(session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub)
 
-    async def replace(self, session: Session) -> Session | None:
+    async def replace(self, session: Session, *, end_claim: str | None = None) -> Session | None:
         """Compare-and-set on ``session.version``; returns the stored copy (version + 1) or None
-        when someone else wrote first."""
+        when someone else wrote first. ``end_claim``: the writer's refresh claim, cleared with the
+        write (any live claim of another holder is kept)."""
         now = time.time()
         new_version = session.version + 1
         with self._timed("replace"):
             ok = await self._compare_and_set(
-                session.id, session.version, new_version, self._seal(session), self._ttl(session, now)
+                session.id, session.version, new_version, self._seal(session), self._ttl(session, now), end_claim
             )
         if not ok:
             return None
         session.version = new_version
+        if end_claim is not None and session.refresh_claim == end_claim:
+            session.refresh_claim = None
         await self.publish_change(session.id)
         return session
+
+    async def claim_refresh(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
+        """Take the session's refresh claim for ``seconds`` (store clock) if the record is still at
+        ``version`` and no other live claim exists. Atomic across replicas."""
+        with self._timed("claim"):
+            return await self._claim(session_id, version, holder, seconds)
+
+    async def release_refresh(self, session_id: str, holder: str) -> None:
+        """Give the claim back without writing (the refresh failed and nothing was rotated)."""
+        with self._timed("claim"):
+            await self._release(session_id, holder)
+        await self.publish_change(session_id)
 
     async def delete(self, session_id: str) -> None:
         await self._delete(session_id)
@@ -129,12 +179,6 @@ class SessionStore(ABC):
         return await self._remember_once(f"{kind}:{key}", ttl)
 
     # coordination ------------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def lock(self, session_id: str, *, lease: float, wait: float) -> AsyncIterator[bool]:
-        """Exclusive across replicas; yields False when it could not be had within ``wait``.
-        The in-process single flight lives in `auth.tokens`; here there is nothing more to do."""
-        yield True
-
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
         """Return when a change of this session is published, or after ``timeout``."""
         event = asyncio.Event()
@@ -180,7 +224,15 @@ class SessionStore(ABC):
     ) -> None: ...
 
     @abstractmethod
-    async def _compare_and_set(self, session_id: str, expected: int, new: int, blob: bytes, ttl: float) -> bool: ...
+    async def _compare_and_set(
+        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+    ) -> bool: ...
+
+    @abstractmethod
+    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim: ...
+
+    @abstractmethod
+    async def _release(self, session_id: str, holder: str) -> None: ...
 
     @abstractmethod
     async def _touch(self, session_id: str, seen: float, ttl: float) -> None: ...

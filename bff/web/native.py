@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -42,8 +41,8 @@ def native_login(
     return {"redirect_uri": redirect_uri, "challenge": code_challenge}
 
 
-async def handoff(resources: Resources, session: Session, native: dict[str, Any], app_state: str | None) -> Response:
-    """Park the new session behind a one-time code and send the app its code."""
+async def handoff(resources: Resources, session: Session, native: dict[str, str]) -> Response:
+    """Park the new session behind a one-time code and send the app its code (and its own state)."""
     code = secrets.token_urlsafe(32)
     await resources.store.put_once(
         "handoff",
@@ -51,12 +50,11 @@ async def handoff(resources: Resources, session: Session, native: dict[str, Any]
         {"session": session.to_json().decode(), "challenge": native["challenge"]},
         ttl=min(HANDOFF_SECONDS, resources.settings.native_handoff_seconds),
     )
+    app_state = native.get("app_state")
     params = {"code": code, **({"state": app_state} if app_state else {})}
     target = str(native["redirect_uri"])
     separator = "&" if "?" in target else "?"
-    response = RedirectResponse(f"{target}{separator}{urlencode(params)}", status_code=302, headers=NO_STORE)
-    response.headers.append("set-cookie", resources.login_cookie.clear())
-    return response
+    return RedirectResponse(f"{target}{separator}{urlencode(params)}", status_code=302, headers=NO_STORE)
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
@@ -91,6 +89,6 @@ async def native_token(request: Request) -> Response:
         now + resources.settings.session_idle_timeout_seconds, now + resources.settings.session_absolute_timeout_seconds
     )
     return JSONResponse(
-        {"session": resources.crypto.sign(session.id), "expiresAt": iso_utc(expires_at)},
+        {"session": resources.crypto.sign(session.id, "native"), "expiresAt": iso_utc(expires_at)},
         headers=NO_STORE,
     )

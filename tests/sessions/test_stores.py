@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bff.errors import StoreUnavailable
 from bff.sessions.crypto import SessionCrypto
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.models import Session, TokenSet
 from bff.sessions.redis import RedisSessionStore
-from bff.sessions.store import SessionStore
+from bff.sessions.store import Claim, SessionStore
 from tests.support.servers import RedisServer
 
 LIMITS = {"idle_seconds": 3600, "absolute_seconds": 7200}
@@ -116,36 +117,80 @@ async def test_secret_rotation_keeps_sessions(kind: str, request: pytest.Fixture
         loaded = await rotated.get(session.id)
         assert loaded is not None
         assert loaded.sub == "alice"
-        assert await stranger.get(session.id) is None
-        # rewritten under the new key, the old-key-only reader no longer opens it
+        # a key this reader does not know (yet): a rotation in progress, not tampering; nothing ends
+        with pytest.raises(StoreUnavailable):
+            await stranger.get(session.id)
+        # rewritten under the new key, the old-key-only reader cannot open it, and says so
         assert await rotated.replace(loaded) is not None
-        assert await old.get(session.id) is None
+        with pytest.raises(StoreUnavailable):
+            await old.get(session.id)
         assert await rotated.get(session.id) is not None
     finally:
         for s in (old, rotated, stranger):
             await s.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis", "cluster"])
+async def test_refresh_claim_is_exclusive_versioned_and_ends_with_the_write(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    crypto = SessionCrypto(["k"])
+    one = _store(kind, request, crypto)
+    two = one if kind == "memory" else _store(kind, request, crypto)
+    try:
+        session = _session()
+        await one.create(session)
+        loaded = await one.get(session.id)
+        assert loaded is not None
+        assert await two.claim_refresh(session.id, loaded.version + 1, "b:1", 30) is Claim.MOVED
+        assert await one.claim_refresh(session.id, loaded.version, "a:1", 30) is Claim.TAKEN
+        assert await two.claim_refresh(session.id, loaded.version, "b:1", 30) is Claim.BUSY
+        seen = await two.get(session.id)
+        assert seen is not None
+        assert seen.refresh_claim == "a:1"
+        # a write by someone else keeps the claim; the holder's own write ends it
+        assert await two.replace(seen) is not None
+        again = await one.get(session.id)
+        assert again is not None
+        assert again.refresh_claim == "a:1"
+        assert await one.replace(again, end_claim="a:1") is not None
+        after = await two.get(session.id)
+        assert after is not None
+        assert after.refresh_claim is None
+        assert await two.claim_refresh(session.id, after.version, "b:2", 30) is Claim.TAKEN
+        await two.release_refresh(session.id, "b:2")
+        assert await one.claim_refresh(session.id, after.version, "a:2", 0.3) is Claim.TAKEN
+        await asyncio.sleep(0.5)  # an expired claim (its holder died) frees itself
+        assert await two.claim_refresh(session.id, after.version, "b:3", 30) is Claim.TAKEN
+        assert await one.claim_refresh("no-such-session", 1, "a:3", 30) is Claim.MOVED
+    finally:
+        await one.close()
+        if two is not one:
+            await two.close()
+
+
 @pytest.mark.parametrize("kind", ["redis", "cluster"])
-async def test_lock_is_exclusive_and_changes_wake_other_replicas(kind: str, request: pytest.FixtureRequest) -> None:
+async def test_the_claim_survives_the_loss_of_other_keys_and_changes_wake_replicas(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     crypto = SessionCrypto(["k"])
     one, two = _store(kind, request, crypto), _store(kind, request, crypto)
     try:
         session = _session()
         await one.create(session)
-        async with one.lock(session.id, lease=5, wait=0) as first:
-            assert first is True
-            async with two.lock(session.id, lease=5, wait=0) as second:
-                assert second is False
-        async with two.lock(session.id, lease=5, wait=0) as again:
-            assert again is True
+        assert await one.claim_refresh(session.id, 1, "a:1", 30) is Claim.TAKEN
+        redis = one.redis  # type: ignore[attr-defined]
+        for key in await _all_keys(redis):
+            if b"lock" in key or b"once" in key:
+                await redis.delete(key)  # what an eviction or a failover could lose
+        assert await two.claim_refresh(session.id, 1, "b:1", 30) is Claim.BUSY
 
         waiter = asyncio.create_task(two.wait_for_change(session.id, 5))
         await asyncio.sleep(0.3)  # let the subscriber connect
         started = time.monotonic()
         loaded = await one.get(session.id)
         assert loaded is not None
-        await one.replace(loaded)
+        await one.replace(loaded, end_claim="a:1")
         await waiter
         assert time.monotonic() - started < 1.0
     finally:
@@ -153,29 +198,19 @@ async def test_lock_is_exclusive_and_changes_wake_other_replicas(kind: str, requ
         await two.close()
 
 
-@pytest.mark.parametrize("kind", ["redis"])
-async def test_lease_is_renewed_while_held_and_expires_when_holder_dies(
-    kind: str, request: pytest.FixtureRequest
-) -> None:
-    crypto = SessionCrypto(["k"])
-    one, two = _store(kind, request, crypto), _store(kind, request, crypto)
+async def _all_keys(redis: object) -> list[bytes]:
+    keys = await redis.keys("*")  # type: ignore[attr-defined]
+    return [k for part in keys.values() for k in part] if isinstance(keys, dict) else list(keys)
+
+
+async def test_the_store_clock_is_redis_time(redis_server: RedisServer) -> None:
+    store = RedisSessionStore(redis_server.url, SessionCrypto(["k"]), **LIMITS)
     try:
-        async with one.lock("s-1", lease=0.6, wait=0) as held:
-            assert held
-            await asyncio.sleep(1.5)  # longer than the lease: renewal keeps it
-            async with two.lock("s-1", lease=0.6, wait=0) as other:
-                assert other is False
-        # a holder that dies without releasing: the lease runs out
-        redis = one.redis  # type: ignore[attr-defined]
-        await redis.set("bff:{s-2}:lock", "dead-holder", px=500)
-        async with two.lock("s-2", lease=1, wait=0) as blocked:
-            assert blocked is False
-        await asyncio.sleep(0.6)
-        async with two.lock("s-2", lease=1, wait=0) as free:
-            assert free is True
+        offset = await store.sync_clock()
+        assert abs(offset) < 1.0  # same host
+        assert abs(store.now() - time.time()) < 1.0
     finally:
-        await one.close()
-        await two.close()
+        await store.close()
 
 
 async def test_redis_restart_loses_sessions_without_errors(redis_server: RedisServer) -> None:
