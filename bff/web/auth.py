@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
+import html
 import logging
 import secrets
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from bff.auth.oidc import OIDCClient, s256_challenge
 from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError, StoreUnavailable
@@ -21,6 +21,7 @@ from bff.resources import Resources
 from bff.sessions.models import Session
 from bff.web.native import handoff, native_login
 from bff.web.responses import NO_STORE, error_response, iso_utc
+from bff.web.transactions import LoginTransactions, Transaction
 
 log = logging.getLogger("bff.auth")
 
@@ -52,10 +53,14 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+#: longer ``return_to`` values fall back to "/": the transaction cookie must stay small
+MAX_RETURN_TO = 1024
+
+
 def safe_return_to(value: str | None) -> str:
     """Only a same-origin relative path; anything else (schemes, ``//host``, backslashes,
     control characters, encoded tricks) falls back to ``/``."""
-    if not value or len(value) > 2048:
+    if not value or len(value) > MAX_RETURN_TO:
         return "/"
     decoded = unquote(value)
     if not value.startswith("/") or value.startswith("//") or decoded.startswith("//"):
@@ -66,6 +71,12 @@ def safe_return_to(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return value
+
+
+def _transactions(resources: Resources) -> LoginTransactions:
+    return LoginTransactions(
+        resources.crypto, resources.login_cookie, timeout=float(resources.settings.login_timeout_seconds)
+    )
 
 
 @router.get("/login", summary="Start the OIDC sign-in (302 to the identity provider)")
@@ -79,7 +90,9 @@ async def login(
     state: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     """Browsers: ``return_to``. Native apps: ``client=native``, an allow-listed ``redirect_uri``,
-    their S256 ``code_challenge`` and an optional ``state`` echoed back with the handoff code."""
+    their S256 ``code_challenge`` and an optional ``state`` echoed back with the handoff code.
+
+    Nothing is stored: the transaction travels in its own encrypted cookie (`LoginTransactions`)."""
     resources = _resources(request)
     oidc = _oidc(resources)
     native: dict[str, str] | None = None
@@ -92,32 +105,27 @@ async def login(
             native["app_state"] = state
     elif client not in (None, "", "browser"):
         return error_response(400, "invalid_request", "client must be 'browser' or 'native'")
-    state = secrets.token_urlsafe(32)  # ours, for the IdP; the app's own state travels in `native`
-    nonce = secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(48)
-    binding = secrets.token_urlsafe(32)
-    settings = resources.settings
-    url = await oidc.authorization_url(
-        redirect_uri=settings.redirect_uri,
-        state=state,
-        nonce=nonce,
-        code_challenge=s256_challenge(verifier),
+    transaction = Transaction(
+        state=secrets.token_urlsafe(32),  # ours, for the IdP; the app's own state travels in `native`
+        verifier=secrets.token_urlsafe(48),
+        nonce=secrets.token_urlsafe(32),
+        return_to=safe_return_to(return_to),
+        created_at=time.time(),
+        native=native,
     )
-    await resources.store.put_once(
-        "login",
-        state,
-        {
-            "verifier": verifier,
-            "nonce": nonce,
-            "return_to": safe_return_to(return_to),
-            "binding": _digest(binding),
-            "created_at": time.time(),
-            "native": native,
-        },
-        ttl=settings.login_timeout_seconds,
+    try:
+        cookies = _transactions(resources).begin(transaction, request.cookies)
+    except LoginError as exc:
+        return error_response(400, "invalid_request", exc.message)
+    url = await oidc.authorization_url(
+        redirect_uri=resources.settings.redirect_uri,
+        state=transaction.state,
+        nonce=transaction.nonce,
+        code_challenge=s256_challenge(transaction.verifier),
     )
     response = RedirectResponse(url, status_code=302, headers=NO_STORE)
-    response.headers.append("set-cookie", resources.login_cookie.set(binding))
+    for cookie in cookies:
+        response.headers.append("set-cookie", cookie)
     return response
 
 
@@ -129,36 +137,46 @@ async def callback(
     error: Annotated[str | None, Query(max_length=256)] = None,
     iss: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
+    """The binding (this browser holds the transaction's cookie) is checked first; a state this
+    browser did not start is refused without touching anything. Only then is the state consumed
+    (once, across replicas), and from there on every outcome clears that transaction's cookie."""
     resources = _resources(request)
     oidc = _oidc(resources)
-    login_cookie = resources.login_cookie
-    pending = await resources.store.take_once("login", state) if state else None
-    if pending is None:
-        return _login_failed(resources, "Unknown, expired or already used sign-in state; start again")
-    binding = request.cookies.get(login_cookie.name, "")
-    if not binding or not hmac.compare_digest(_digest(binding), str(pending.get("binding"))):
-        return _login_failed(resources, "This sign-in was started in another browser; start again")
+    transactions = _transactions(resources)
+    transaction = transactions.find(state, request.cookies) if state else None
+    if transaction is None or state is None:
+        return _login_failed(
+            request,
+            resources,
+            "This sign-in was not started in this browser, or it has expired or already completed",
+        )
+    if transactions.expired(transaction):
+        return _login_failed(request, resources, "This sign-in took too long and has expired", transaction)
+    fresh = await resources.store.remember_once("login-state", _digest(state), ttl=transactions.remaining(transaction))
+    if not fresh:
+        return _login_failed(request, resources, "This sign-in has already been completed", transaction)
     if iss is not None and iss.rstrip("/") != oidc.issuer:
         # RFC 9207: an authorization response from another issuer (mix-up attack)
-        return _login_failed(resources, "The authorization response came from another issuer")
+        return _login_failed(request, resources, "The authorization response came from another issuer", transaction)
     if error:
         safe = "".join(ch for ch in error if ch.isalnum() or ch in "_-")[:64]
-        return _login_failed(resources, f"The identity provider refused the sign-in ({safe})")
+        return _login_failed(request, resources, f"The identity provider refused the sign-in ({safe})", transaction)
     if not code:
-        return _login_failed(resources, "The identity provider sent no authorization code")
+        return _login_failed(request, resources, "The identity provider sent no authorization code", transaction)
     settings = resources.settings
     try:
         tokens = await oidc.exchange_code(
-            code=code, code_verifier=str(pending["verifier"]), redirect_uri=settings.redirect_uri
+            code=code, code_verifier=transaction.verifier, redirect_uri=settings.redirect_uri
         )
         if not tokens.id_token:
             raise LoginError("The identity provider sent no ID token")
-        claims = await oidc.validate_id_token(tokens.id_token, nonce=str(pending["nonce"]))
+        claims = await oidc.validate_id_token(tokens.id_token, nonce=transaction.nonce)
         profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]))
     except InvalidGrant:
-        return _login_failed(resources, "The authorization code was refused (expired or already used)")
+        message = "The authorization code was refused (expired or already used)"
+        return _login_failed(request, resources, message, transaction)
     except LoginError as exc:
-        return _login_failed(resources, exc.message)
+        return _login_failed(request, resources, exc.message, transaction)
     now = time.time()
     session = Session(
         id=Session.new_id(),  # always a fresh id: no session fixation
@@ -171,26 +189,62 @@ async def callback(
         created_at=now,
         last_seen=now,
     )
-    native = pending.get("native")
-    if native:
-        session.kind = "native"
-        resources.metrics.logins.labels("success").inc()
-        return await handoff(resources, session, native, native.get("app_state"))
-    await resources.store.create(session)
-    _note_session(request, resources, session)
     resources.metrics.logins.labels("success").inc()
-    log.info("signed in", extra={"sub": session.sub, "session": resources.crypto.fingerprint(session.id)})
-    response = RedirectResponse(str(pending.get("return_to") or "/"), status_code=302, headers=NO_STORE)
-    response.headers.append("set-cookie", resources.session_cookie.set(resources.crypto.sign(session.id)))
-    response.headers.append("set-cookie", login_cookie.clear())
+    if transaction.native:
+        session.kind = "native"
+        response = await handoff(resources, session, transaction.native)
+    else:
+        await resources.store.create(session)
+        _note_session(request, resources, session)
+        log.info("signed in", extra={"sub": session.sub, "session": resources.crypto.fingerprint(session.id)})
+        response = RedirectResponse(transaction.return_to or "/", status_code=302, headers=NO_STORE)
+        response.headers.append("set-cookie", resources.session_cookie.set(resources.crypto.sign(session.id)))
+    response.headers.append("set-cookie", transactions.clear(transaction.state))
     return response
 
 
-def _login_failed(resources: Resources, message: str) -> Response:
+_REFUSED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Sign-in failed</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 4rem auto; padding: 0 1rem">
+<h1>Sign-in failed</h1>
+<p>{message}.</p>
+<p>{action}</p>
+</body></html>
+"""
+_PAGE_HEADERS = {
+    **NO_STORE,
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept or "application/xhtml+xml" in accept
+
+
+def _login_failed(
+    request: Request, resources: Resources, message: str, transaction: Transaction | None = None
+) -> Response:
+    """400; clears the cookie of ``transaction`` when it belongs to this browser, and nothing else.
+    Browsers get a small page that says what happened and links to sign in again; API clients JSON."""
     resources.metrics.logins.labels("failure").inc()
     log.info("sign-in refused: %s", message)
-    response = error_response(400, "login_failed", message)
-    response.headers.append("set-cookie", resources.login_cookie.clear())
+    response: Response
+    if _wants_html(request):
+        if transaction is not None and transaction.native:
+            action = "Go back to the app and sign in again."
+        else:
+            return_to = transaction.return_to if transaction is not None else "/"
+            again = "/auth/login?" + urlencode({"return_to": return_to})
+            action = f'<a href="{html.escape(again)}">Sign in again</a>'
+        page = _REFUSED_PAGE.format(message=html.escape(message.rstrip(".")), action=action)
+        response = HTMLResponse(page, status_code=400, headers=_PAGE_HEADERS)
+    else:
+        response = error_response(400, "login_failed", message)
+    if transaction is not None:
+        response.headers.append("set-cookie", _transactions(resources).clear(transaction.state))
     return response
 
 
@@ -246,12 +300,16 @@ async def backchannel_logout(request: Request, logout_token: Annotated[str, Form
     resources = _resources(request)
     oidc = _oidc(resources)
     try:
-        claims = await oidc.verify_logout_token(logout_token)
+        token = await oidc.verify_logout_token(logout_token)
     except LoginError as exc:
+        log.info("back-channel logout refused: %s", exc.message)
         return error_response(400, "invalid_request", exc.message)
     store = resources.store
-    sid, sub = claims.get("sid"), claims.get("sub")
-    ended = await store.delete_where(sid=str(sid)) if sid else await store.delete_where(sub=str(sub))
+    # Each token acts once, on every replica: a replay (even after new sign-ins) ends nothing.
+    if not await store.remember_once("logout-jti", token.replay_key, ttl=token.remember_seconds):
+        log.info("back-channel logout refused: replayed logout token")
+        return error_response(400, "invalid_request", "this logout token was already used")
+    ended = await store.delete_where(sid=token.sid) if token.sid else await store.delete_where(sub=token.sub)
     log.info("back-channel logout ended %d session(s)", ended)
     return Response(status_code=200, headers=NO_STORE)
 

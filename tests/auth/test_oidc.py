@@ -11,7 +11,7 @@ import respx
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from bff.auth.oidc import OIDCClient
+from bff.auth.oidc import LOGOUT_TOKEN_MAX_AGE, OIDCClient
 from bff.errors import LoginError
 
 ISSUER = "https://idp.test"
@@ -99,19 +99,62 @@ async def test_jwks_refetched_on_unknown_kid(oidc: tuple[OIDCClient, respx.MockR
     assert claims["sub"] == "alice"
 
 
+def _logout(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {"jti": "j-1", "sid": "s-1", "events": EVENT, "iat": now, "exp": now + 120, "nonce": None}
+    return _claims(**{**claims, **overrides})
+
+
 async def test_logout_token_rules(oidc: tuple[OIDCClient, respx.MockRouter]) -> None:
     client, _ = oidc
-    base = _claims(nonce=None, jti="j-1", sid="s-1", events=EVENT)
-    assert (await client.verify_logout_token(_sign(base, typ="logout+jwt")))["sid"] == "s-1"
+    base = _logout()
+    token = await client.verify_logout_token(_sign(base, typ="logout+jwt"))
+    assert (token.sid, token.sub) == ("s-1", "alice")
     for bad in (
         {**base, "events": {}},
         {**base, "nonce": "n"},
         {k: v for k, v in base.items() if k not in ("sid", "sub")},
         {k: v for k, v in base.items() if k != "jti"},
         {**base, "aud": "other"},
+        {**base, "sid": 42},
     ):
         with pytest.raises(LoginError):
             await client.verify_logout_token(_sign(bad))
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        _logout(exp=None),  # section 2.4: exp is REQUIRED
+        _logout(exp="later"),
+        _logout(iat=int(time.time()) - 30 * 86400, exp=int(time.time()) + 86400),  # 30 days old, still "valid"
+        _logout(iat=int(time.time()) - 600, exp=int(time.time()) + 600),  # a few minutes too old
+        _logout(iat=int(time.time()) + 3600, exp=int(time.time()) + 7200),  # from the future
+        _logout(exp=int(time.time()) - 3600),  # expired
+    ],
+    ids=["no-exp", "exp-not-a-date", "iat-30-days", "iat-10-minutes", "iat-future", "expired"],
+)
+async def test_logout_tokens_must_be_fresh(oidc: tuple[OIDCClient, respx.MockRouter], claims: dict[str, Any]) -> None:
+    client, _ = oidc
+    with pytest.raises(LoginError):
+        await client.verify_logout_token(_sign(claims, typ="logout+jwt"))
+
+
+async def test_logout_token_replay_key_and_how_long_to_remember_it(
+    oidc: tuple[OIDCClient, respx.MockRouter],
+) -> None:
+    client, _ = oidc
+    now = int(time.time())
+    first = await client.verify_logout_token(_sign(_logout(jti="j-1")))
+    again = await client.verify_logout_token(_sign(_logout(jti="j-1", exp=now + 60)))
+    other = await client.verify_logout_token(_sign(_logout(jti="j-2")))
+    assert first.replay_key == again.replay_key != other.replay_key
+    assert "j-1" not in first.replay_key  # a hash, not the identifier itself
+    # until exp (plus leeway) ...
+    assert 170 <= first.remember_seconds <= 181
+    # ... but never longer than the token could be accepted: its iat turns stale first
+    late = await client.verify_logout_token(_sign(_logout(exp=now + 86400)))
+    assert LOGOUT_TOKEN_MAX_AGE <= late.remember_seconds <= LOGOUT_TOKEN_MAX_AGE + 61
 
 
 def test_token_lifetime_without_expires_in() -> None:
@@ -119,6 +162,6 @@ def test_token_lifetime_without_expires_in() -> None:
 
     now = time.time()
     jwt_access = _sign({"sub": "alice", "exp": int(now) + 120})
-    assert 110 < _token_set({"access_token": jwt_access}).expires_at - now <= 121
-    assert 3590 < _token_set({"access_token": "opaque"}).expires_at - now <= 3601
-    assert 59 < _token_set({"access_token": "opaque", "expires_in": 60}).expires_at - now <= 61
+    assert 110 < _token_set({"access_token": jwt_access}, now).expires_at - now <= 121
+    assert 3590 < _token_set({"access_token": "opaque"}, now).expires_at - now <= 3601
+    assert 59 < _token_set({"access_token": "opaque", "expires_in": 60}, now).expires_at - now <= 61
