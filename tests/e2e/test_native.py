@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Bff
 from tests.e2e.conftest import Stack
+from tests.e2e.test_login import sign_in_at_idp_until_callback
 from tests.support.browser import sign_in_at_idp
 
 APP_URI = "com.example.app:/oauth/cb"
@@ -141,3 +142,40 @@ async def test_native_hostile_inputs(stack: Stack) -> None:
                 )
             ).json()
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_native_sign_ins_in_flight_together_and_a_refused_one(stack: Stack) -> None:
+    """Two app sign-ins started in one system browser complete in reverse order; a refused one tells
+    the user to go back to the app (there is no app challenge to start again with)."""
+    async with stack.start_bff(native_redirect_uris=[APP_URI]) as bff, httpx.AsyncClient(base_url=bff.url) as browser:
+        pairs = [_pkce(), _pkce()]
+        starts = []
+        for i, (_, challenge) in enumerate(pairs):
+            params = {"client": "native", "redirect_uri": APP_URI, "code_challenge": challenge, "state": f"app-{i}"}
+            starts.append(await browser.get("/auth/login", params=params))
+        assert len([c for c in browser.cookies.jar if c.name.startswith("bff_login_")]) == 2
+        landings = [await sign_in_at_idp_until_callback(browser, start) for start in starts]
+        for i in (1, 0):
+            done = await browser.get(landings[i])
+            assert done.status_code == 302 and done.headers["location"].startswith(APP_URI + "?")
+            query = parse_qs(urlsplit(done.headers["location"]).query)
+            assert query["state"] == [f"app-{i}"]
+            verifier = pairs[i][0]
+            exchanged = await browser.post(
+                "/auth/native/token", json={"code": query["code"][0], "code_verifier": verifier}
+            )
+            assert exchanged.status_code == 200
+        assert "bff_session" not in browser.cookies
+        assert not [c for c in browser.cookies.jar if c.name.startswith("bff_login_")]
+
+        _, challenge = _pkce()
+        start = await browser.get(
+            "/auth/login", params={"client": "native", "redirect_uri": APP_URI, "code_challenge": challenge}
+        )
+        state = httpx.URL(start.headers["location"]).params["state"]
+        page = await browser.get(
+            "/auth/callback", params={"state": state, "error": "access_denied"}, headers={"Accept": "text/html"}
+        )
+        assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+        assert "access_denied" in page.text and "Go back to the app" in page.text
+        assert "/auth/login" not in page.text
