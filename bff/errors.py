@@ -8,7 +8,8 @@
     ├── StoreUnavailable          SESSION_STORE_UNAVAILABLE: Redis unreachable (session kept)
     ├── UpstreamError             UPSTREAM_ERROR, with .upstream
     │   ├── UpstreamTimeout       UPSTREAM_TIMEOUT
-    │   └── UpstreamUnauthorized  (internal) 401 from an upstream: refresh once and retry
+    │   └── UpstreamUnauthorized  UPSTREAM_UNAUTHORIZED: the upstream refused a freshly refreshed
+    │                             token too (session kept; no more forced refreshes for a cooldown)
     └── QueryRejected             a query over a limit (BAD_USER_INPUT)
 
 Lower-level errors (httpx, authlib, redis) are translated into these at the layer boundary, in one
@@ -94,4 +95,8 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamUnauthorized(UpstreamError):
-    """The upstream answered 401 to our bearer token."""
+    """The upstream answered 401 to our bearer token. Internally: refresh once and retry; shown to
+    the client only when the fresh token was refused too (a misconfigured upstream, not a logout)."""
+
+    code = "UPSTREAM_UNAUTHORIZED"
+    public_message = "An upstream service refused the session's credentials"

@@ -16,13 +16,13 @@ from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import ServiceTokens, TokenManager
 from bff.metrics import Metrics
 from bff.sessions.cookies import CookiePolicy
-from bff.sessions.crypto import SessionCrypto
+from bff.sessions.crypto import SessionCrypto, UnknownKey
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
-from bff.sessions.store import SessionStore
+from bff.sessions.store import SessionStore, UnverifiedId
 from bff.settings import Settings, UpstreamSettings
 from bff.telemetry import traced_transport
-from bff.upstream.base import circuit_breakers
+from bff.upstream.base import RejectionCooldown, circuit_breakers
 from bff.upstream.transport import UpstreamTransport
 
 log = logging.getLogger("bff")
@@ -41,6 +41,7 @@ class Resources:
     tokens: TokenManager | None = None
     breakers: AsyncCircuitBreakerFactory | None = None
     service_tokens: ServiceTokens | None = None
+    rejections: RejectionCooldown | None = None
 
     @property
     def session_cookie(self) -> CookiePolicy:
@@ -65,11 +66,25 @@ class Resources:
 
     def session_credentials(self, authorization: str | None, cookies: Mapping[str, str]) -> tuple[str | None, bool]:
         """(session id, came in a cookie). ``Authorization: Session <handle>`` wins over cookies
-        and makes the request ignore them. A forged or tampered value is simply no session."""
+        and makes the request ignore them.
+
+        The id is None when nothing was presented, ``""`` when a value was presented that names no
+        session (garbage, forged, retired key: the caller clears the cookie), and an `UnverifiedId`
+        when it was signed under a key id this replica does not know yet (a rotation in progress:
+        the store tells whether the session exists under that key too)."""
         scheme, _, handle = (authorization or "").partition(" ")
         if scheme.lower() == "session":
-            return self.crypto.unsign(handle.strip()), False
-        return self.crypto.unsign(cookies.get(self.settings.cookie_name)), True
+            value: str | None = handle.strip()
+            purpose, from_cookie = "native", False
+        else:
+            value = cookies.get(self.settings.cookie_name)
+            purpose, from_cookie = "cookie", True
+        if value is None:
+            return None, from_cookie
+        verified = self.crypto.verify(value, purpose)
+        if isinstance(verified, UnknownKey):
+            return UnverifiedId(verified.session_id), from_cookie
+        return verified or "", from_cookie
 
 
 def session_crypto(settings: Settings) -> SessionCrypto:
@@ -136,6 +151,7 @@ async def open_resources(
         crypto=crypto,
         store=store,
         breakers=circuit_breakers(settings.breaker_threshold, settings.breaker_cooldown_seconds),
+        rejections=RejectionCooldown(settings.upstream_unauthorized_cooldown_seconds),
     )
     try:
         for name, upstream in settings.upstreams.items():

@@ -51,6 +51,7 @@ class Context(BaseContext):
             return None
         if self._session_task is None:
             self._session_task = asyncio.ensure_future(self._read_session(self.session_id))
+            self._session_task.add_done_callback(_retrieve)
         return await asyncio.shield(self._session_task)
 
     async def _read_session(self, session_id: str) -> Session | None:
@@ -65,6 +66,7 @@ class Context(BaseContext):
         """The session with a fresh access token: refreshed at most once per request, lazily."""
         if self._fresh_task is None:
             self._fresh_task = asyncio.ensure_future(self._freshen(None))
+            self._fresh_task.add_done_callback(_retrieve)
         return await asyncio.shield(self._fresh_task)
 
     async def _freshen(self, rejected: str | None) -> Session:
@@ -96,6 +98,7 @@ class Context(BaseContext):
             task = self._fresh_task
             if task is not None and task.done() and task.result() is current:
                 self._fresh_task = asyncio.ensure_future(self._freshen(rejected))
+                self._fresh_task.add_done_callback(_retrieve)
         return (await self.fresh_session()).tokens.access_token
 
     def upstream_tokens(self, name: str) -> TokenSource:
@@ -129,7 +132,13 @@ class Context(BaseContext):
         return client
 
     def _client_options(self) -> dict[str, Any]:
-        return {"breakers": self.resources.breakers, "deadline": self.deadline}
+        principal = self.resources.crypto.fingerprint(self.session_id) if self.session_id else None
+        return {
+            "breakers": self.resources.breakers,
+            "deadline": self.deadline,
+            "rejections": self.resources.rejections,
+            "principal": principal,
+        }
 
     def _http(self, name: str) -> Any:
         try:
@@ -144,6 +153,13 @@ class Context(BaseContext):
             loader = factory(self)
             self._loaders[key] = loader
         return loader
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Shared tasks are awaited through `asyncio.shield`: a failure whose awaiters all went away
+    must still count as retrieved (no "Task exception was never retrieved" at error level)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _AnonymousAware:

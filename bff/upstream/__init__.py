@@ -1,7 +1,7 @@
 """Clients for upstream services (REST and GraphQL). They know tokens only through `TokenSource`."""
 
-from bff.upstream.base import TokenSource, UpstreamClient
+from bff.upstream.base import RejectionCooldown, TokenSource, UpstreamClient
 from bff.upstream.graphql import GraphQLClient
 from bff.upstream.rest import RestClient
 
-__all__ = ["GraphQLClient", "RestClient", "TokenSource", "UpstreamClient"]
+__all__ = ["GraphQLClient", "RejectionCooldown", "RestClient", "TokenSource", "UpstreamClient"]

@@ -21,6 +21,37 @@ from bff.errors import Unauthenticated, UpstreamError, UpstreamTimeout, Upstream
 from bff.metrics import Metrics
 
 
+class RejectionCooldown:
+    """Upstreams that refused a freshly refreshed token, per session: while one cools down, its 401s
+    are answered ``UPSTREAM_UNAUTHORIZED`` at once instead of forcing more refreshes, so one
+    misconfigured upstream cannot drive a refresh storm at the IdP. In-process; bounded."""
+
+    _MAX_ENTRIES = 10_000
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[tuple[str, str], float] = {}
+
+    def cooling(self, upstream: str, principal: str) -> bool:
+        until = self._until.get((upstream, principal))
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._until[(upstream, principal)]
+            return False
+        return True
+
+    def start(self, upstream: str, principal: str) -> None:
+        if self.seconds <= 0:
+            return
+        now = time.monotonic()
+        if len(self._until) >= self._MAX_ENTRIES:
+            self._until = {key: until for key, until in self._until.items() if until > now}
+            if len(self._until) >= self._MAX_ENTRIES:
+                self._until.pop(next(iter(self._until)))
+        self._until[(upstream, principal)] = now + self.seconds
+
+
 class TokenSource(Protocol):
     """What an upstream client asks for a bearer token (the GraphQL context implements it)."""
 
@@ -57,6 +88,8 @@ class UpstreamClient:
         breakers: AsyncCircuitBreakerFactory | None = None,
         deadline: float | None = None,
         retry_connect_errors: bool = True,
+        rejections: RejectionCooldown | None = None,
+        principal: str | None = None,
     ) -> None:
         self.name = name
         self.http = http
@@ -65,9 +98,12 @@ class UpstreamClient:
         self.breakers = breakers
         self.deadline = deadline  # time.monotonic() by which the whole GraphQL request must end
         self.retry_connect_errors = retry_connect_errors
+        self.rejections = rejections
+        self.principal = principal  # whose token (a session's hash): the key of the 401 cooldown
 
     async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
-        """Send with the user's bearer token; on 401 refresh once and retry once."""
+        """Send with the user's bearer token; on 401 refresh once and retry once. If the fresh token
+        is refused too, `UpstreamUnauthorized` (the session is kept) and a cooldown starts."""
         idempotent = method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
         if self.tokens is None:
             return await self._attempts(method, url, None, idempotent, **kwargs)
@@ -77,11 +113,23 @@ class UpstreamClient:
         except UpstreamUnauthorized:
             if token is None:
                 raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
+            if self._cooling():
+                raise self._refused() from None
             token = await self.tokens.refreshed_access_token(token)
         try:
             return await self._attempts(method, url, token, idempotent, **kwargs)
         except UpstreamUnauthorized:
-            raise Unauthenticated(f"Upstream {self.name!r} refused the session's token") from None
+            if self.rejections is not None and self.principal is not None:
+                self.rejections.start(self.name, self.principal)
+            raise self._refused() from None
+
+    def _cooling(self) -> bool:
+        return self.rejections is not None and self.principal is not None and self.rejections.cooling(
+            self.name, self.principal
+        )
+
+    def _refused(self) -> UpstreamUnauthorized:
+        return UpstreamUnauthorized(self.name, f"Upstream {self.name!r} refused the session's token", status=401)
 
     async def _attempts(
         self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any

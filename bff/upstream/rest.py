@@ -19,6 +19,7 @@ class RestClient(UpstreamClient):
         task = self._gets.get(key)
         if task is None:
             task = asyncio.ensure_future(self._get(path, params))
+            task.add_done_callback(_retrieve)  # a failure seen by no awaiter must not be logged as lost
             self._gets[key] = task
         return await asyncio.shield(task)
 
@@ -27,3 +28,8 @@ class RestClient(UpstreamClient):
 
     async def post_json(self, path: str, body: Any) -> Any:
         return self.json(await self.request("POST", path, json=body))
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -118,14 +118,18 @@ async def test_catalog_graphql_errors(upstreams: Upstreams, issuer: TestIssuer) 
     assert "db-7" not in response_text(body)
 
 
-async def test_upstream_401_twice_is_unauthenticated(upstreams: Upstreams, issuer: TestIssuer) -> None:
-    """Without an IdP to refresh against, a refused token cannot be replaced."""
+async def test_upstream_401_twice_is_upstream_unauthorized(upstreams: Upstreams, issuer: TestIssuer) -> None:
+    """Without an IdP to refresh against, a refused token cannot be replaced: the upstream's refusal
+    is reported as such, and the session (cookie) is kept: it is not a logout."""
     settings = make_settings(upstreams=upstreams.settings())
     app = create_app(settings)
     async with serve(app) as url:
         bff = Bff(app, url, settings)
         cookie = await bff.session_for("not-a-valid-token")
         async with bff.client(cookie) as client:
-            body = _assert_clean(await client.post("/graphql", json={"query": "{ viewer { id } }"}))
+            response = await client.post("/graphql", json={"query": "{ viewer { id } }"})
+            body = _assert_clean(response)
     assert body["data"]["viewer"] is None
-    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    extensions = body["errors"][0]["extensions"]
+    assert (extensions["code"], extensions["upstream"]) == ("UPSTREAM_UNAUTHORIZED", "accounts")
+    assert "set-cookie" not in response.headers

@@ -45,12 +45,20 @@ async def test_anonymous_viewer_is_null_with_unauthenticated(bff: Bff, upstreams
 
 async def test_forged_cookie_is_anonymous(bff: Bff, issuer: TestIssuer) -> None:
     cookie = await bff.session_for(issuer.token("alice"))
-    session_id, mac = cookie.split(".")
-    for forged in (f"{session_id}.{'A' * len(mac)}", f"{'B' * len(session_id)}.{mac}", "x" * 5000, "a.b.c"):
+    session_id, kid, mac = cookie.split(".")
+    for forged in (
+        f"{session_id}.{kid}.{'A' * len(mac)}",
+        f"{'B' * len(session_id)}.{kid}.{mac}",
+        f"{session_id}.AAAAAA.{mac}",  # a key id we do not know, on a record under one we do: forged
+        f"{session_id}.{mac}",  # the legacy format without a key id
+        "x" * 5000,
+        "a.b.c",
+    ):
         async with bff.client(forged) as client:
             response = await client.post("/graphql", json={"query": "{ viewer { id } }"})
         assert response.status_code == 200
         assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert "Max-Age=0" in response.headers["set-cookie"]
 
 
 async def test_search_products_with_session(bff: Bff, issuer: TestIssuer) -> None:

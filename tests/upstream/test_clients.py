@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from bff.errors import Unauthenticated, UpstreamError, UpstreamTimeout
-from bff.upstream import GraphQLClient, RestClient
+from bff.errors import UpstreamError, UpstreamTimeout, UpstreamUnauthorized
+from bff.upstream import GraphQLClient, RejectionCooldown, RestClient
 from bff.upstream.base import circuit_breakers
 
 
@@ -71,8 +71,36 @@ async def test_bearer_token_and_one_refresh_on_401() -> None:
     assert seen == ["Bearer t-1", "Bearer t-2"]
 
     always = _client(lambda request: httpx.Response(401))
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(UpstreamUnauthorized) as refused:
         await always.get_json("/me")
+    assert refused.value.code == "UPSTREAM_UNAUTHORIZED"
+
+
+async def test_an_upstream_that_refuses_fresh_tokens_stops_forcing_refreshes() -> None:
+    """A misconfigured upstream (401 to every token) costs one forced refresh per session and
+    cooldown, not one per request: no refresh storm at the IdP, and the session is kept."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.headers["authorization"])
+        return httpx.Response(401)
+
+    cooldown = RejectionCooldown(30)
+    tokens = StaticTokens()
+    for _ in range(5):
+        client = RestClient(
+            "accounts",
+            httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://accounts"),
+            tokens,
+            rejections=cooldown,
+            principal="session-a",
+        )
+        with pytest.raises(UpstreamUnauthorized):
+            await client.get_json("/me")
+    assert tokens.refreshes == 1
+    assert len(calls) == 2 + 4  # the first request: stale + fresh token; the others: one call each
+    assert not cooldown.cooling("accounts", "session-b")
+    assert not cooldown.cooling("catalog", "session-a")
 
 
 async def test_circuit_breaker_fails_fast_then_probes() -> None:
