@@ -22,6 +22,7 @@ class Stack:
     upstreams: Upstreams
     ports: list[int]
     start_bff: Callable[..., Any] = field(repr=False)
+    validator: IntrospectionValidator | None = field(default=None, repr=False)
 
 
 @pytest.fixture
@@ -67,11 +68,12 @@ async def stack(idp: OIDCProvider, bff_ports: list[int]) -> AsyncIterator[Stack]
                 "oidc_timeout_seconds": 2,
                 "upstreams": upstreams.settings(),
             }
+            transports = overrides.pop("transports", None)
             values.update(overrides)
             settings = make_settings(**values)
-            app = create_app(settings)
+            app = create_app(settings, transports=transports)
             async with serve(app, port) as url:
                 yield Bff(app, url, settings)
 
-        yield Stack(idp, upstreams, bff_ports, start_bff)
+        yield Stack(idp, upstreams, bff_ports, start_bff, validator)
         await validator.http.aclose()

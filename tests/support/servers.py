@@ -99,7 +99,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) ->
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, cluster: bool = False, persistent: bool = False) -> None:
         self.binary = require_binary("redis-server", "apt-get install redis-server")
         self.port = port or (cluster_port() if cluster else free_port())
         self.dir = tempfile.mkdtemp(prefix="bff-redis-")
@@ -112,7 +112,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persistent else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             self.dir,
         ]

@@ -38,7 +38,9 @@ const clients = [
   },
 ];
 
-const stats = { refreshGrants: 0, refreshErrors: 0, codeGrants: 0, revocations: 0, backchannel: 0 };
+const stats = {
+  refreshGrants: 0, refreshErrors: 0, refreshReuse: 0, codeGrants: 0, revocations: 0, backchannel: 0,
+};
 const grantsByAccount = new Map();
 
 const provider = new Provider(issuer, {
@@ -80,8 +82,12 @@ provider.on('grant.success', (ctx) => {
   if (type === 'refresh_token') stats.refreshGrants += 1;
   if (type === 'authorization_code') stats.codeGrants += 1;
 });
-provider.on('grant.error', (ctx) => {
-  if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refreshErrors += 1;
+provider.on('grant.error', (ctx, err) => {
+  if (ctx.oidc?.params?.grant_type === 'refresh_token') {
+    stats.refreshErrors += 1;
+    // reuse detection: a rotated refresh token was replayed, and the whole grant is revoked
+    if (String(err?.error_description || '').includes('already used')) stats.refreshReuse += 1;
+  }
 });
 provider.on('grant.revoked', () => { stats.revocations += 1; });
 provider.on('backchannel.success', () => { stats.backchannel += 1; });
