@@ -14,6 +14,7 @@ from purgatory import AsyncCircuitBreakerFactory
 
 from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import ServiceTokens, TokenManager
+from bff.errors import StoreUnavailable
 from bff.metrics import Metrics
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.crypto import SessionCrypto, UnknownKey
@@ -154,6 +155,11 @@ async def open_resources(
         rejections=RejectionCooldown(settings.upstream_unauthorized_cooldown_seconds),
     )
     try:
+        if isinstance(store, RedisSessionStore):
+            # warn early about settings that lose sessions, and about a skewed clock
+            with contextlib.suppress(StoreUnavailable):
+                await store.check_configuration()
+                await store.sync_clock()
         for name, upstream in settings.upstreams.items():
             resources.upstreams[name] = upstream_client(upstream, transports.get(name), traced=settings.otel_enabled)
         if settings.oidc_configured:

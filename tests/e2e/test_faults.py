@@ -188,11 +188,12 @@ async def test_redis_stopped_right_after_the_rotation_loses_nothing(
         await _until(one, cookie, 0.45)
         before = stack.idp.stats()
         proxy.mode, proxy.late_seconds = "late", 1.0
-        _ok((await _viewer(writer, cookie))[0])  # the refresh starts beside this request
+        request = asyncio.create_task(_viewer(writer, cookie))  # its refresh starts (beside it)
         await _wait_for(lambda: _true(proxy.token_requests == 1))
         persistent_redis.stop()  # the IdP has rotated; its answer reaches the replica in ~1 s
         await asyncio.sleep(3.0)
         persistent_redis.start()
+        _ok((await request)[0])  # it held a valid token: served without waiting for the refresh
         await _wait_for(lambda: _rotated(one, cookie, before_version=1), timeout=15)
         for bff in (one, two, writer):
             _ok((await _viewer(bff, cookie))[0])

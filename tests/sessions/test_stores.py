@@ -235,3 +235,45 @@ async def test_bursts_wait_for_a_pooled_connection(redis_server: RedisServer) ->
         assert all(r is not None and r.sub == "alice" for r in results)
     finally:
         await store.close()
+
+
+async def test_a_skewed_replica_decides_with_the_stores_clock(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica whose clock runs 60 s ahead measures the offset against Redis TIME, warns, and
+    judges expiry with Redis's clock, so it does not refresh everybody's tokens early."""
+    import bff.sessions.redis as redis_module
+
+    real = time.time
+    monkeypatch.setattr(redis_module.time, "time", lambda: real() + 60)
+    store = RedisSessionStore(redis_server.url, SessionCrypto(["k"]), **LIMITS)
+    try:
+        offset = await store.sync_clock()
+        assert -61 < offset < -59
+        assert abs(store.now() - real()) < 1.0
+        assert "clock differs from the session store's" in caplog.text
+    finally:
+        monkeypatch.undo()
+        await store.close()
+
+
+async def test_startup_warns_about_redis_settings_that_lose_sessions() -> None:
+    server = RedisServer()
+    server.args += ["--maxmemory-policy", "allkeys-lru"]
+    server.start()
+    try:
+        store = RedisSessionStore(server.url, SessionCrypto(["k"]), **LIMITS)
+        warnings = await store.check_configuration()
+        await store.close()
+    finally:
+        server.cleanup()
+    assert any("maxmemory-policy is 'allkeys-lru'" in w for w in warnings)
+    assert any("no persistence" in w for w in warnings)
+    persistent = RedisServer(persistent=True)
+    persistent.start()
+    try:
+        store = RedisSessionStore(persistent.url, SessionCrypto(["k"]), **LIMITS)
+        assert await store.check_configuration() == []
+        await store.close()
+    finally:
+        persistent.cleanup()
