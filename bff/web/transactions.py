@@ -97,7 +97,7 @@ class LoginTransactions:
         try:
             plain = self.crypto.decrypt(_unb64(value), _PURPOSE + name.encode())
             return Transaction.from_json(plain)
-        except (DecryptError, ValueError, TypeError, KeyError, binascii.Error):
+        except (DecryptError, ValueError, TypeError, KeyError, AttributeError, binascii.Error):
             return None
 
     def begin(self, transaction: Transaction, cookies: Mapping[str, str]) -> list[str]:
