@@ -124,8 +124,10 @@ class UpstreamClient:
             raise self._refused() from None
 
     def _cooling(self) -> bool:
-        return self.rejections is not None and self.principal is not None and self.rejections.cooling(
-            self.name, self.principal
+        return (
+            self.rejections is not None
+            and self.principal is not None
+            and self.rejections.cooling(self.name, self.principal)
         )
 
     def _refused(self) -> UpstreamUnauthorized:
