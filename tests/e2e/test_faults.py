@@ -271,3 +271,42 @@ async def _rotated(bff: Bff, cookie: str, *, before_version: int) -> bool:
         session = await _record(bff, cookie)
         return session is not None and session.version > before_version and session.refresh_claim is None
     return False
+
+
+async def test_a_logout_racing_a_refresh_leaves_no_refresh_token_live(
+    stack: Stack, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 §10: a logout lands on one replica while another is refreshing the same session
+    (the IdP has rotated, its answer is still on the way). The rotated refresh token must not
+    outlive the logout: the refreshing replica finds the session gone and revokes what it got."""
+    async with fault_proxy() as proxy, _replicas(stack, redis_server, {}, _proxied(proxy)) as replicas:
+        one, refresher = replicas
+        cookie = await _sign_in(one)
+        await _until(one, cookie, 0.45)
+        revoked: list[str] = []
+        oidc = refresher.resources.oidc
+        real_revoke = oidc.revoke
+
+        async def recording_revoke(token: str, *, hint: str = "refresh_token") -> bool:
+            revoked.append(token)
+            return bool(await real_revoke(token, hint=hint))
+
+        monkeypatch.setattr(oidc, "revoke", recording_revoke)
+        proxy.mode, proxy.late_seconds = "late", 1.5
+        _ok((await _viewer(refresher, cookie))[0])  # its refresh starts beside it
+        await _wait_for(lambda: _true(proxy.token_requests == 1))
+        await asyncio.sleep(0.3)  # the IdP has rotated by now; the answer is held back
+        async with one.client(cookie) as client:
+            response = await client.post("/auth/logout", headers={"X-CSRF": "1"})
+        assert response.json()["loggedOut"] is True
+        await _wait_for(lambda: _true(bool(revoked)), timeout=10)
+        async with httpx.AsyncClient(timeout=10) as client:
+            meta = (await client.get(f"{stack.idp.issuer}/.well-known/openid-configuration")).json()
+            introspection = await client.post(
+                meta["introspection_endpoint"],
+                data={"token": revoked[-1], "token_type_hint": "refresh_token"},
+                auth=("resource-server", "resource-secret"),
+            )
+        assert introspection.json()["active"] is False
+        response, _ = await _viewer(one, cookie)
+        assert _code(response) == "UNAUTHENTICATED"
