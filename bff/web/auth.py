@@ -283,7 +283,7 @@ def _expires_at(resources: Resources, session: Session) -> str:
 @router.get("/session", summary="Who is signed in (never a token)")
 async def session_info(request: Request) -> Response:
     resources = _resources(request)
-    session_id, _ = _credentials(request, resources)
+    session_id, from_cookie = _credentials(request, resources)
     session = await resources.store.get(session_id) if session_id else None
     body: dict[str, Any] = {"authenticated": False, "user": None, "expiresAt": None}
     if session is not None:
@@ -292,7 +292,11 @@ async def session_info(request: Request) -> Response:
             "user": session.user,
             "expiresAt": _expires_at(resources, session),
         }
-    return JSONResponse(body, headers=NO_STORE)
+    response = JSONResponse(body, headers=NO_STORE)
+    if session is None and session_id is not None and from_cookie:
+        # a cookie that names no live session (garbage, forged, retired key, ended): clear it
+        response.headers.append("set-cookie", resources.session_cookie.clear())
+    return response
 
 
 @router.post("/backchannel-logout", summary="OIDC Back-Channel Logout 1.0")

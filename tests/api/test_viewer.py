@@ -88,3 +88,19 @@ async def test_independent_branches_run_concurrently(bff: Bff, upstreams: Upstre
     # the two upstream calls overlap in time: each started before the other finished
     assert me[1] < search[2] and search[1] < me[2]
     assert elapsed < 0.38, elapsed
+
+
+async def test_cookies_naming_no_session_are_cleared_on_auth_routes(bff: Bff, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token("alice"))
+    session_id, kid, mac = cookie.split(".")
+    for forged in ("garbage", f"{session_id}.{kid}.{'A' * len(mac)}", f"{'C' * len(session_id)}.{kid}.{mac}"):
+        async with bff.client(forged) as client:
+            info = await client.get("/auth/session")
+            logout = await client.post("/auth/logout", headers={"X-CSRF": "1"})
+        assert info.json()["authenticated"] is False
+        for response in (info, logout):
+            assert "Max-Age=0" in response.headers["set-cookie"]
+    async with bff.client(cookie) as client:  # the real session was not touched by any of it
+        info = await client.get("/auth/session")
+    assert info.json()["authenticated"] is True
+    assert "set-cookie" not in info.headers
