@@ -208,6 +208,8 @@ class GraphQLHTTPHandler:
         )
         context.request = request
         context.response = Response()
+        if session_id == "":
+            context.end_session()  # a cookie that names no session is cleared, whatever the query asks
         return context
 
     async def _run(

@@ -104,3 +104,10 @@ async def test_cookies_naming_no_session_are_cleared_on_auth_routes(bff: Bff, is
         info = await client.get("/auth/session")
     assert info.json()["authenticated"] is True
     assert "set-cookie" not in info.headers
+
+
+async def test_a_garbage_cookie_is_cleared_even_by_an_anonymous_query(bff: Bff) -> None:
+    async with bff.client("not-a-cookie") as client:
+        response = await client.post("/graphql", json={"query": "{ __typename }"})
+    assert response.json() == {"data": {"__typename": "Query"}}
+    assert "Max-Age=0" in response.headers["set-cookie"]
