@@ -10,6 +10,9 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from bff.api import build_schema
 from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
@@ -23,9 +26,23 @@ from bff.web import auth, health, native
 from bff.web.middleware import (
     AccessLogMiddleware,
     CSRFMiddleware,
+    LastResortMiddleware,
+    NoStoreMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from bff.web.responses import error_response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods are JSON answers like every other refusal."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error"
+    error = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else {}
+    response = error_response(status, error, str(detail))
+    response.headers.update(headers)
+    return response
 
 
 def create_app(
@@ -58,6 +75,8 @@ def create_app(
         docs_url=None if production else "/docs",
         redoc_url=None,
         openapi_url=None if production else "/openapi.json",
+        # Starlette's slash redirect builds its Location from the Host header: "/x/" is a 404 instead
+        redirect_slashes=False,
     )
     handler = GraphQLHTTPHandler(
         schema,
@@ -76,6 +95,7 @@ def create_app(
     app.include_router(native.router)
     app.include_router(health.router)
     auth.install_error_handlers(app)
+    app.add_exception_handler(HTTPException, _http_error)
 
     allowed = [settings.public_origin, *settings.cors_origins]
     app.add_middleware(CSRFMiddleware, cookie_name=settings.cookie_name, allowed_origins=allowed)
@@ -88,10 +108,14 @@ def create_app(
     )
     if production:
         app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(NoStoreMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     if settings.otel_enabled:
         instrument(app)
+    # added last, so outermost: only Starlette's own ServerErrorMiddleware is outside it, and that
+    # one never sees an exception again
+    app.add_middleware(LastResortMiddleware)
     return app
 
 

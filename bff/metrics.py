@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
+MAX_NAME_CHARS = 64
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -67,3 +72,36 @@ class Metrics:
             "write_deferred",
         ):
             self.token_refresh.labels(outcome)
+
+
+def loggable_name(name: str | None) -> str | None:
+    """A client-chosen name cut to a size fit for a log line."""
+    if name is None or len(name) <= MAX_NAME_CHARS:
+        return name
+    return name[:MAX_NAME_CHARS] + "…"
+
+
+class OperationLabels:
+    """Which GraphQL operation names may become metric labels, so that clients cannot grow the
+    series without bound nor crowd out the real operations.
+
+    Only a valid GraphQL name of at most 64 characters is ever a label. Pinned names (the
+    operations of the trusted-documents manifest) always are. Any other name is admitted when it
+    ran for a signed-in user, up to ``capacity`` names, and is then kept: anonymous clients never
+    admit a name, whatever they send, and an admitted name is never evicted. A name that is not a
+    label counts as "other"; a request without one as "anonymous"."""
+
+    def __init__(self, pinned: Iterable[str] = (), *, capacity: int = 200) -> None:
+        self.pinned = frozenset(name for name in pinned if _GRAPHQL_NAME.fullmatch(name))
+        self.capacity = capacity
+        self._admitted: set[str] = set()
+
+    def label(self, name: str | None, *, admit: bool = False) -> str:
+        if name is None:
+            return "anonymous"
+        if name in self.pinned or name in self._admitted:
+            return name
+        if admit and len(self._admitted) < self.capacity and _GRAPHQL_NAME.fullmatch(name):
+            self._admitted.add(name)
+            return name
+        return "other"

@@ -20,15 +20,18 @@ import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from strawberry.exceptions import MissingQueryError
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from bff.graphql.context import Context
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
+from bff.metrics import OperationLabels, loggable_name
 from bff.resources import Resources
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-_OPERATION_NAME = re.compile(r"\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]{0,63})")
+_OPERATION_NAME = re.compile(r"\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
+#: answers are personal: no shared or browser cache may keep one
+NO_STORE = {"Cache-Control": "no-store"}
 JSON = "application/json"
 GRAPHIQL_HTML = (Path(__file__).parent / "graphiql.html").read_text()
 STATIC_DIR = Path(__file__).parent / "static"
@@ -116,13 +119,13 @@ class GraphQLHTTPHandler:
         self.graphiql = graphiql
         self.max_body_bytes = max_body_bytes
         self.batch_max_operations = batch_max_operations
-        self._operation_names: set[str] = set()
+        self.labels = OperationLabels(persisted.operation_names())
 
     async def __call__(self, request: Request) -> Response:
         media = negotiate(request.headers.get("accept"))
         try:
             if request.method == "GET" and self.graphiql and self._wants_html(request):
-                return HTMLResponse(GRAPHIQL_HTML, headers={"Cache-Control": "no-store"})
+                return HTMLResponse(GRAPHIQL_HTML, headers=NO_STORE)
             if request.method not in ("GET", "POST"):
                 raise RequestError(405, "GraphQL is served over GET and POST", headers={"Allow": "GET, POST"})
             if media is None:
@@ -139,7 +142,10 @@ class GraphQLHTTPHandler:
         else:
             body, status, headers = await self._run(request, context, payload, media)
         response = Response(
-            orjson.dumps(body), status_code=status, media_type=f"{media}; charset=utf-8", headers=headers
+            orjson.dumps(body),
+            status_code=status,
+            media_type=f"{media}; charset=utf-8",
+            headers={**headers, **NO_STORE},
         )
         # the context's sub-response carries Set-Cookie (a cleared cookie after UNAUTHENTICATED)
         sub_response = context.response
@@ -217,10 +223,10 @@ class GraphQLHTTPHandler:
     ) -> tuple[dict[str, Any], int, dict[str, str]]:
         resources: Resources = request.state.resources
         started = time.perf_counter()
-        operation = "anonymous"
+        name: str | None = None
         try:
             query, variables, operation_name, extensions, document_id = _params(data)
-            operation = self._operation_label(operation_name, query)
+            name = _operation_name(operation_name, query)
             try:
                 document = self.persisted.resolve(query, extensions, document_id)
             except PersistedQueryError as exc:
@@ -247,9 +253,12 @@ class GraphQLHTTPHandler:
                 ) from None
             except MissingQueryError:
                 raise RequestError(400, "the request has no query") from None
+            except CannotGetOperationTypeError as exc:
+                # an operationName naming nothing, several operations and no name, no operation at all
+                raise RequestError(400, exc.as_http_error_reason()) from None
         except RequestError as exc:
-            resources.metrics.graphql_operations.labels(operation, "rejected").inc()
-            request.state.graphql_operation = operation
+            resources.metrics.graphql_operations.labels(self.labels.label(name), "rejected").inc()
+            request.state.graphql_operation = loggable_name(name)
             refusal = {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]}
             return refusal, exc.status, exc.headers
         # a request that never executed (parse, validation, variables) has no data entry at all
@@ -260,29 +269,27 @@ class GraphQLHTTPHandler:
         if result.extensions:
             body["extensions"] = result.extensions
         outcome = "rejected" if request_failed else ("error" if result.errors else "ok")
-        resources.metrics.graphql_operations.labels(operation, outcome).inc()
-        request.state.graphql_operation = operation
+        # a name becomes a label only once it has run for a signed-in user
+        signed_in = not request_failed and getattr(request.state, "user_sub", None) is not None
+        resources.metrics.graphql_operations.labels(self.labels.label(name, admit=signed_in), outcome).inc()
+        request.state.graphql_operation = loggable_name(name)
         request.state.graphql_seconds = time.perf_counter() - started
         status = 400 if request_failed and media == GRAPHQL_RESPONSE else 200
         return body, status, {}
 
-    def _operation_label(self, operation_name: str | None, query: str | None) -> str:
-        """A metric label: the operation's name, from the request or the document; names beyond the
-        first 200 seen are "other", so hostile clients cannot grow the metric series without bound."""
-        name = operation_name
-        if name is None and query is not None:
-            match = _OPERATION_NAME.match(query)
-            name = match.group(1) if match else None
-        if name is None:
-            return "anonymous"
-        if name not in self._operation_names:
-            if len(self._operation_names) >= 200:
-                return "other"
-            self._operation_names.add(name)
-        return name
-
     def _error(self, exc: RequestError, media: str) -> Response:
         body = {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]}
         return Response(
-            orjson.dumps(body), status_code=exc.status, media_type=f"{media}; charset=utf-8", headers=exc.headers
+            orjson.dumps(body),
+            status_code=exc.status,
+            media_type=f"{media}; charset=utf-8",
+            headers={**exc.headers, **NO_STORE},
         )
+
+
+def _operation_name(operation_name: str | None, query: str | None) -> str | None:
+    """The operation's name, from the request or else from the start of the document."""
+    if operation_name is not None or query is None:
+        return operation_name
+    match = _OPERATION_NAME.match(query)
+    return match.group(1) if match else None

@@ -1,13 +1,25 @@
-"""Query limits: depth, tokens and aliases (Strawberry's extensions) and a cost limit that
-multiplies list sizes, so one query cannot ask for millions of upstream items.
+"""Query limits: tokens, fragment structure, depth, aliases, validation work and cost, all checked
+before any resolver or upstream call, and all linear in the size of the document.
 
-All of them refuse a document at validation time: before any resolver or upstream call.
+`DocumentGate` is the one extension that does the work before execution, in this order:
+
+1. parse (cached; bounded by ``max_tokens``) and select the operation (`bff.graphql.documents`);
+2. the document's shape, in one pass per definition: fragment cycles are refused up front, and
+   each fragment's depth, alias count and expanded field count are computed once (in dependency
+   order) and reused wherever it is spread, saturating at the limit, so a chain of fragments that
+   spread the next one twice costs what it weighs, not 2**n;
+3. graphql-core's validation (cached), with a work budget on OverlappingFieldsCanBeMerged, the one
+   specified rule that is quadratic in the number of same-named fields;
+4. the variables, coerced as execution would coerce them (wrong types, missing or null required
+   values are BAD_USER_INPUT);
+5. the cost, computed on the coerced values (defaults included), fragments memoized.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
@@ -16,26 +28,31 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
+    Undefined,
+    ValidationRule,
     get_named_type,
     validate,
     value_from_ast,
 )
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
+from graphql.execution.values import get_variable_values
+from graphql.validation.validate import ValidationAbortedError
+from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+
+from bff.graphql.documents import DocumentCache, select_operation
+
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+BAD_USER_INPUT = "BAD_USER_INPUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +61,16 @@ class Limits:
     max_tokens: int = 2000
     max_aliases: int = 30
     max_cost: int = 5000
-    #: assumed size of a list field without a ``first`` argument
+    #: fields once every fragment spread is written out: refuses absurd spread counts
+    max_expanded_fields: int = 10_000
+    #: assumed size of a list field that takes no size argument
     default_list_size: int = 10
+    #: assumed size of a list whose size argument is unknown (omitted without default, or null)
+    max_page_size: int = 100
+    #: arguments that bound the size of a list field
+    size_arguments: tuple[str, ...] = ("first", "last", "limit")
+    #: work budget of OverlappingFieldsCanBeMerged (graphql-core's default is 500,000: ~0.5 s)
+    overlap_budget: int = 20_000
     introspection: bool = True
 
 
@@ -55,128 +80,319 @@ def _is_list(type_: Any) -> bool:
     return isinstance(type_, GraphQLList)
 
 
+def _fields_of(type_: Any) -> dict[str, Any]:
+    return type_.fields if isinstance(type_, GraphQLObjectType | GraphQLInterfaceType) else {}
+
+
+def _too_complex(message: str, nodes: Any = None, **extensions: Any) -> GraphQLError:
+    return GraphQLError(message, nodes=nodes, extensions={"code": TOO_COMPLEX, **extensions})
+
+
+# -- shape: fragment cycles, depth, aliases, expanded size ----------------------------------------
+
+
+def _spread_names(selection_set: SelectionSetNode) -> set[str]:
+    names: set[str] = set()
+    stack = [selection_set]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FragmentSpreadNode):
+                names.add(selection.name.value)
+            elif selection.selection_set is not None:  # type: ignore[attr-defined]
+                stack.append(selection.selection_set)  # type: ignore[attr-defined]
+    return names
+
+
+def fragment_order(fragments: dict[str, FragmentDefinitionNode]) -> list[str] | GraphQLError:
+    """Fragment names, each after every fragment it spreads; an error for the first cycle found.
+    Iterative, so a chain of hundreds of fragments cannot exhaust the interpreter's stack."""
+    spreads = {name: sorted(_spread_names(f.selection_set) & fragments.keys()) for name, f in fragments.items()}
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in fragments:
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(spreads[root]))]
+        while stack:
+            name, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                state[name] = 2
+                order.append(name)
+            elif state.get(child) == 1:
+                return GraphQLError(
+                    f"Cannot spread fragment '{child}' within itself.",
+                    nodes=[fragments[child]],
+                    extensions={"code": "GRAPHQL_VALIDATION_FAILED"},
+                )
+            elif child not in state:
+                state[child] = 1
+                stack.append((child, iter(spreads[child])))
+    return order
+
+
+@dataclass(slots=True)
+class _Shape:
+    depth: int = 0
+    aliases: int = 0
+    fields: int = 0
+
+
+class ShapeChecker:
+    """Depth, aliases and expanded fields of every operation, each fragment measured once."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._memo: dict[str, _Shape] = {}
+
+    def check(self, document: DocumentNode) -> GraphQLError | None:
+        fragments: dict[str, FragmentDefinitionNode] = {}
+        for definition in document.definitions:
+            if isinstance(definition, FragmentDefinitionNode):
+                fragments.setdefault(definition.name.value, definition)
+        order = fragment_order(fragments)
+        if isinstance(order, GraphQLError):
+            return order
+        for name in order:  # dependencies first: every spread below is already measured
+            self._memo[name] = self._measure(fragments[name].selection_set)
+        limits = self.limits
+        aliases = fields = 0
+        for definition in document.definitions:
+            if not isinstance(definition, OperationDefinitionNode):
+                continue
+            shape = self._measure(definition.selection_set)
+            if shape.depth > limits.max_depth:
+                label = definition.name.value if definition.name else "anonymous"
+                return _too_complex(
+                    f"'{label}' exceeds the maximum operation depth of {limits.max_depth}", [definition]
+                )
+            aliases, fields = aliases + shape.aliases, fields + shape.fields
+            if aliases > limits.max_aliases:
+                return _too_complex(f"{aliases} aliases found. Allowed: {limits.max_aliases}")
+            if fields > limits.max_expanded_fields:
+                return _too_complex(
+                    f"The document selects more than {limits.max_expanded_fields} fields once its fragments "
+                    "are expanded"
+                )
+        return None
+
+    def _measure(self, selection_set: SelectionSetNode) -> _Shape:
+        # Recursion only follows the nesting of one definition, which the parser bounds.
+        limits = self.limits
+        shape = _Shape()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                shape.fields += 1
+                shape.aliases += selection.alias is not None
+                if selection.selection_set is not None:
+                    child = self._measure(selection.selection_set)
+                    if not selection.name.value.startswith("__"):  # introspection has its own rule
+                        shape.depth = max(shape.depth, 1 + child.depth)
+                    shape.aliases += child.aliases
+                    shape.fields += child.fields
+            else:
+                if isinstance(selection, InlineFragmentNode):
+                    child = self._measure(selection.selection_set)
+                else:
+                    child = self._memo.get(selection.name.value, _Shape())  # type: ignore[attr-defined]
+                shape.depth = max(shape.depth, child.depth)
+                shape.aliases += child.aliases
+                shape.fields += child.fields
+            # saturate: past a limit the exact figure no longer matters
+            shape.depth = min(shape.depth, limits.max_depth + 1)
+            shape.aliases = min(shape.aliases, limits.max_aliases + 1)
+            shape.fields = min(shape.fields, limits.max_expanded_fields + 1)
+        return shape
+
+
+# -- cost ------------------------------------------------------------------------------------------
+
+
 class CostCalculator:
-    """Cost = every field selected, multiplied by the sizes of the lists it sits in (``first``,
-    else the argument's default, else ``default_list_size``)."""
+    """Cost = every field selected, multiplied by the sizes of the lists it sits in.
+
+    A list's size is its size argument (``first``...) read from the coerced variables, else the
+    argument's default, else ``max_page_size`` when the argument exists but its value is unknown;
+    a list without a size argument counts ``default_list_size``. Each fragment's cost is computed
+    once (cost is linear in the multiplier) and every figure saturates just above ``max_cost``."""
 
     def __init__(
         self,
         schema: GraphQLSchema,
         fragments: dict[str, FragmentDefinitionNode],
         variables: dict[str, Any],
-        default_list_size: int,
+        limits: Limits,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
-        self.default_list_size = default_list_size
+        self.limits = limits
+        self.cap = limits.max_cost + 1
+        self._memo: dict[str, int] = {}
 
     def operation(self, operation: OperationDefinitionNode) -> int:
         root = self.schema.get_root_type(operation.operation)
-        return self._selections(root, operation.selection_set, 1) if root else 0
-
-    def _selections(self, parent: Any, selection_set: SelectionSetNode | None, multiplier: int) -> int:
-        if selection_set is None:
+        if root is None:
             return 0
-        total = 0
-        for node in self._fields(parent, selection_set):
-            field_node, owner = node
-            field = owner.fields.get(field_node.name.value) if hasattr(owner, "fields") else None
-            total += multiplier
-            if field is None:
-                continue
-            size = self._list_size(field, field_node) if _is_list(field.type) else 1
-            child = get_named_type(field.type)
-            total += self._selections(child, field_node.selection_set, multiplier * size)
-        return total
+        order = fragment_order(self.fragments)
+        for name in order if isinstance(order, list) else ():
+            fragment = self.fragments[name]
+            self._memo[name] = self._selections(
+                self.schema.get_type(fragment.type_condition.name.value), fragment.selection_set
+            )
+        return self._selections(root, operation.selection_set)
 
-    def _fields(self, parent: Any, selection_set: SelectionSetNode) -> Iterator[tuple[FieldNode, Any]]:
+    def _selections(self, parent: Any, selection_set: SelectionSetNode) -> int:
+        total = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                yield selection, parent
+                total += 1
+                field = _fields_of(parent).get(selection.name.value)
+                if field is not None and selection.selection_set is not None:
+                    size = self._list_size(field, selection) if _is_list(field.type) else 1
+                    if size:
+                        total += size * self._selections(get_named_type(field.type), selection.selection_set)
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 owner = self.schema.get_type(condition.name.value) if condition else parent
-                yield from self._fields(owner, selection.selection_set)
+                total += self._selections(owner, selection.selection_set)
             elif isinstance(selection, FragmentSpreadNode):
-                fragment = self.fragments.get(selection.name.value)
-                if fragment is not None:
-                    yield from self._fields(
-                        self.schema.get_type(fragment.type_condition.name.value), fragment.selection_set
-                    )
+                total += self._memo.get(selection.name.value, 0)
+            if total >= self.cap:
+                return self.cap  # stop: the limit is passed
+        return total
 
     def _list_size(self, field: Any, node: FieldNode) -> int:
+        names = self.limits.size_arguments
+        arg_name = next((name for name in names if name in field.args), None)
+        if arg_name is None:
+            return self.limits.default_list_size
+        arg_def = field.args[arg_name]
+        value: Any = Undefined
         for argument in node.arguments or ():
-            if argument.name.value == "first":
-                arg_def = field.args.get("first")
-                value = value_from_ast(argument.value, arg_def.type, self.variables) if arg_def else None
-                if isinstance(value, int):
-                    return max(value, 0)
-        arg_def = field.args.get("first")
-        if arg_def is not None and isinstance(arg_def.default_value, int):
-            return max(arg_def.default_value, 0)
-        return self.default_list_size
+            if argument.name.value == arg_name:
+                value = value_from_ast(argument.value, arg_def.type, self.variables)
+        if value is Undefined:  # omitted, or a variable that was not provided: the argument's default
+            value = arg_def.default_value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return min(max(value, 0), self.cap)
+        return self.limits.max_page_size
 
 
-class CostLimiter(SchemaExtension):
-    """Refuses, at validation, an operation whose cost exceeds ``max_cost``."""
+# -- the gate --------------------------------------------------------------------------------------
 
-    def __init__(self, max_cost: int, default_list_size: int = 10) -> None:
-        self.max_cost = max_cost
-        self.default_list_size = default_list_size
 
-    def on_validate(self) -> Iterator[None]:
-        # Runs before Strawberry checks for validation errors, and after ValidationCache (registered
-        # earlier) has validated; a cost error joins the validation errors.
+def budgeted_overlap_rule(budget: int) -> type[ValidationRule]:
+    class BudgetedOverlappingFieldsCanBeMerged(OverlappingFieldsCanBeMergedRule):
+        def __init__(self, context: Any) -> None:
+            super().__init__(context)
+            self.rule_context.remaining_complexity_budget = budget
+
+    return BudgetedOverlappingFieldsCanBeMerged
+
+
+@dataclass
+class _Shared:
+    """What every request of one schema shares: the parse and validation caches."""
+
+    limits: Limits
+    documents: DocumentCache
+    overlap_rule: type[ValidationRule]
+    rule_sets: dict[tuple[type[Any], ...], tuple[type[Any], ...]] = field(default_factory=dict)
+    validations: OrderedDict[tuple[str, tuple[type[Any], ...]], list[GraphQLError]] = field(default_factory=OrderedDict)
+    maxsize: int = 512
+
+    def rules(self, requested: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
+        rules = self.rule_sets.get(requested)
+        if rules is None:
+            swapped = [self.overlap_rule if r is OverlappingFieldsCanBeMergedRule else r for r in requested]
+            rules = (*swapped, MaybeNullValidationRule, OneOfInputValidationRule)
+            self.rule_sets[requested] = rules
+        return rules
+
+    def validate(self, schema: GraphQLSchema, query: str, document: DocumentNode, rules: Any) -> list[GraphQLError]:
+        key = (query, rules)
+        errors = self.validations.get(key)
+        if errors is not None:
+            self.validations.move_to_end(key)
+            return errors
+        shape_error = ShapeChecker(self.limits).check(document)
+        errors = [shape_error] if shape_error is not None else _validate(schema, document, rules)
+        if len(query) <= 32 * 1024:
+            self.validations[key] = errors
+            if len(self.validations) > self.maxsize:
+                self.validations.popitem(last=False)
+        return errors
+
+
+def _validate(schema: GraphQLSchema, document: DocumentNode, rules: Sequence[type[Any]]) -> list[GraphQLError]:
+    errors = validate(schema, document, rules, max_errors=50)
+    return [
+        _too_complex("Validation aborted: the document is too complex to validate")
+        if isinstance(error, ValidationAbortedError) and error.message == "Validation aborted."
+        else error
+        for error in errors
+    ]
+
+
+class DocumentGate(SchemaExtension):
+    """Everything between the request and execution; see the module's docstring."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self.shared = shared
+        self.operation: OperationDefinitionNode | None = None
+
+    def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        document = context.graphql_document
-        if document is not None:
-            if context.pre_execution_errors is None:
-                context.pre_execution_errors = validate(context.schema._schema, document, context.validation_rules)
-            if not context.pre_execution_errors:
-                error = self._check(document)
-                if error is not None:
-                    context.pre_execution_errors = [error]
+        if context.graphql_document is None and context.query:
+            context.graphql_document = self.shared.documents.parse(context.query)
+        if context.graphql_document is not None:
+            # before Strawberry picks the operation type itself (first operation, unknown names)
+            self.operation = select_operation(context.graphql_document, context.operation_name)
         yield
 
-    def _check(self, document: DocumentNode) -> GraphQLError | None:
+    def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        document, operation = context.graphql_document, self.operation
+        if document is not None and operation is not None and context.query:
+            schema = context.schema._schema
+            rules = self.shared.rules(tuple(context.validation_rules))
+            errors = self.shared.validate(schema, context.query, document, rules)
+            if not errors:
+                errors = self._variables_and_cost(schema, document, operation)
+            context.pre_execution_errors = errors
+        yield
+
+    def _variables_and_cost(
+        self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+    ) -> list[GraphQLError]:
+        context = self.execution_context
+        coerced = get_variable_values(schema, operation.variable_definitions or (), context.variables or {}, 20)
+        if isinstance(coerced, list):
+            return [
+                GraphQLError(error.message, nodes=error.nodes, extensions={"code": BAD_USER_INPUT}) for error in coerced
+            ]
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if context.operation_name:
-            operations = [o for o in operations if o.name and o.name.value == context.operation_name]
-        if not operations:
-            return None
-        calculator = CostCalculator(context.schema._schema, fragments, context.variables or {}, self.default_list_size)
-        try:
-            cost = calculator.operation(operations[0])
-        except (GraphQLError, TypeError, ValueError):
-            return None  # variables that do not coerce are reported by execution, with their own error
-        if cost <= self.max_cost:
-            return None
-        return GraphQLError(
-            f"Query cost {cost} exceeds the limit of {self.max_cost}; ask for fewer items",
-            nodes=[operations[0]],
-            extensions={"code": "QUERY_TOO_COMPLEX", "cost": cost, "maxCost": self.max_cost},
-        )
+        limits = self.shared.limits
+        cost = CostCalculator(schema, fragments, coerced.coerced, limits).operation(operation)
+        if cost <= limits.max_cost:
+            return []
+        return [
+            _too_complex(
+                f"Query cost exceeds the limit of {limits.max_cost}; ask for fewer items",
+                [operation],
+                maxCost=limits.max_cost,
+            )
+        ]
 
 
 def extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
-    """Factories, not instances: Strawberry builds fresh extensions per request (the parser and
-    validation caches are shared across instances of the same size)."""
-    # The depth and alias rules are built ONCE: built per request, each would be a new class, and
-    # ValidationCache (keyed by the rules) would miss on every request.
-    rules = [
-        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
-    ]
-    factories: list[Callable[[], SchemaExtension]] = [
-        lambda: AddValidationRules(rules),
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: CostLimiter(limits.max_cost, limits.default_list_size),
-    ]
+    """Factories, not instances: Strawberry builds fresh extensions per request; the caches they
+    use are built once here and shared."""
+    shared = _Shared(limits, DocumentCache(limits.max_tokens), budgeted_overlap_rule(limits.overlap_budget))
+    factories: list[Callable[[], SchemaExtension]] = [lambda: DocumentGate(shared)]
     if not limits.introspection:
-        factories.append(DisableIntrospection)
+        factories.insert(0, DisableIntrospection)
     return factories

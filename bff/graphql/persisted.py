@@ -13,6 +13,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from graphql import GraphQLError, OperationDefinitionNode, parse
+
 
 class PersistedQueryError(Exception):
     def __init__(self, code: str, message: str, status: int) -> None:
@@ -44,6 +46,19 @@ class PersistedDocuments:
         self.apq = apq and manifest is None
         self.max_entries = max_entries
         self._cache: OrderedDict[str, str] = OrderedDict()
+
+    def operation_names(self) -> set[str]:
+        """The names of the manifest's operations (none without a manifest)."""
+        names: set[str] = set()
+        for document in (self.manifest or {}).values():
+            try:
+                parsed = parse(document)
+            except GraphQLError:
+                continue
+            names.update(
+                d.name.value for d in parsed.definitions if isinstance(d, OperationDefinitionNode) and d.name
+            )
+        return names
 
     def resolve(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str | None:
         persisted = (extensions or {}).get("persistedQuery")

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and the contract's CSRF / Origin rule."""
+"""Pure ASGI middleware: request ids, access log, security and cache headers, the contract's CSRF /
+Origin rule, and the last-resort guard that turns any unhandled exception into a JSON answer."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bff.metrics import Metrics
+from bff.metrics import Metrics, loggable_name
 
 access_log = logging.getLogger("bff.access")
+error_log = logging.getLogger("bff.errors")
+
+#: methods that may become a metric label; anything else a client invents is "OTHER"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_MAX_LOGGED_PATH = 256
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -87,18 +93,20 @@ class AccessLogMiddleware:
             state = scope.get("state", {})
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics = self.metrics or getattr(state.get("resources"), "metrics", None)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             if metrics is not None:
-                metrics.http_requests.labels(scope["method"], route, str(status)).observe(elapsed)
+                metrics.http_requests.labels(method, route, str(status)).observe(elapsed)
+            path: str = scope["path"]
             access_log.info(
                 "request",
                 extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    "method": method,
+                    "path": path if len(path) <= _MAX_LOGGED_PATH else path[:_MAX_LOGGED_PATH] + "…",
                     "route": route,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "request_id": state.get("request_id"),
-                    "operation": state.get("graphql_operation"),
+                    "operation": loggable_name(state.get("graphql_operation")),
                     "sub": state.get("user_sub"),
                     "session": state.get("session_hash"),
                 },
@@ -130,6 +138,81 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on every response under ``paths`` that does not set its own
+    (refusals by other middleware and CORS preflights included): GraphQL answers are personal."""
+
+    def __init__(self, app: ASGIApp, *, paths: Iterable[str] = ("/graphql",)) -> None:
+        self.app = app
+        self.paths = tuple(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not any(path == p or path.startswith(p + "/") for p in self.paths):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message["headers"] = [*headers, (b"cache-control", b"no-store")]
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
+
+
+class LastResortMiddleware:
+    """The outermost guard: an exception nothing else handled becomes a JSON 500 with the request
+    id and the security headers, and one error line in the log (never a trace to the client).
+    Once the response has started there is nothing left to answer: the server closes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            if started:
+                raise
+            state = scope.setdefault("state", {})
+            request_id = state.get("request_id") or uuid.uuid4().hex
+            error_log.error(
+                "unhandled exception",
+                exc_info=exc,
+                extra={"request_id": request_id, "method": scope.get("method"), "path": scope.get("path")},
+            )
+            body = {
+                "errors": [
+                    {
+                        "message": "Internal server error",
+                        "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+                    }
+                ]
+            }
+            payload = json.dumps(body).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-request-id", request_id.encode()),
+                *SecurityHeadersMiddleware.HEADERS,
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
 
 
 class CSRFMiddleware:

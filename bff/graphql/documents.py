@@ -1,0 +1,79 @@
+"""Parsing and operation selection, the two steps before validation.
+
+Both are linear in the document: parsing is bounded by the token limit, and any failure to parse
+(graphql-core raises a plain ``IndexError`` on some truncated documents) is a syntax error.
+Operation selection follows the spec's GetOperation: an ``operationName`` must name an operation
+of the document, and a document with several operations needs one; those mistakes are request
+errors (`OperationSelectionError`), answered 400 by the HTTP handler.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, parse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+
+#: documents longer than this are parsed every time instead of being cached (a 1 MB comment is
+#: still a 2,000-token document; 512 of them must not pin half a gigabyte)
+MAX_CACHED_CHARS = 32 * 1024
+
+
+class OperationSelectionError(CannotGetOperationTypeError):
+    """The request does not select exactly one operation of its document.
+
+    A subclass of Strawberry's error, so that Strawberry re-raises it out of ``execute`` instead of
+    turning it into a GraphQL error."""
+
+    def __init__(self, operation_name: str | None, message: str) -> None:
+        super().__init__(operation_name)
+        self.message = message
+
+    def as_http_error_reason(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DocumentCache:
+    """Parsed documents by source text (a bounded LRU). Parse failures are not cached."""
+
+    def __init__(self, max_tokens: int, maxsize: int = 512) -> None:
+        self.max_tokens = max_tokens
+        self.maxsize = maxsize
+        self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
+
+    def parse(self, query: str) -> DocumentNode:
+        """The document of ``query``; raises `GraphQLError` (a syntax error) when it cannot be parsed."""
+        document = self._documents.get(query)
+        if document is not None:
+            self._documents.move_to_end(query)
+            return document
+        try:
+            document = parse(query, max_tokens=self.max_tokens)
+        except GraphQLError:
+            raise  # "Syntax Error: ...", the token limit's included
+        except Exception:  # graphql-core's own bugs on odd input (IndexError, RecursionError...)
+            raise GraphQLError("Syntax Error: unreadable document") from None
+        if len(query) <= MAX_CACHED_CHARS:
+            self._documents[query] = document
+            if len(self._documents) > self.maxsize:
+                self._documents.popitem(last=False)
+        return document
+
+
+def select_operation(document: DocumentNode, operation_name: str | None) -> OperationDefinitionNode:
+    """The operation a request runs (the spec's GetOperation); raises `OperationSelectionError`."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        for operation in operations:
+            if operation.name is not None and operation.name.value == operation_name:
+                return operation
+        shown = operation_name if len(operation_name) <= 64 else operation_name[:64] + "…"
+        raise OperationSelectionError(operation_name, f"the document has no operation named {shown!r}")
+    if not operations:
+        raise OperationSelectionError(None, "the document contains no operation to run")
+    if len(operations) > 1:
+        raise OperationSelectionError(None, "the document contains several operations: name one in operationName")
+    return operations[0]
