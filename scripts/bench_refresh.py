@@ -18,9 +18,8 @@ import time
 from collections import Counter
 
 import httpx
-from benchkit import bff_serve, demo_upstream, stop_all, upstream_settings, wait_http
+from benchkit import bff_serve, demo_upstream, sign_in_users, stop_all, upstream_settings, wait_stack
 
-from tests.support.browser import browser_login
 from tests.support.servers import OIDCProvider, RedisServer, free_port
 
 
@@ -57,17 +56,8 @@ async def main() -> int:
             **upstream_settings(upstream_ports),
         }
         procs.extend(bff_serve(port, shared) for port in ports)
-        for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-        for port in upstream_ports.values():
-            wait_http(f"http://127.0.0.1:{port}/")
-
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        cookies: list[str] = []
-        for i in range(args.sessions):
-            async with httpx.AsyncClient(timeout=30) as browser:
-                await browser_login(browser, urls[i % len(urls)], f"user{i}")
-                cookies.append(browser.cookies["bff_session"])
+        urls = wait_stack(ports, upstream_ports)
+        cookies = await sign_in_users(urls, args.sessions)
         # every access token is due once its half-life has passed
         await asyncio.sleep(args.access_ttl / 2 + 0.5)
         before = idp.stats()["refreshGrants"]

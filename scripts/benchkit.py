@@ -60,3 +60,24 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
     procs.clear()
+
+
+def wait_stack(bff_ports: list[int], upstream_ports: dict[str, int]) -> list[str]:
+    """Until every replica and upstream answers; the replicas' base URLs."""
+    for port in bff_ports:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    for port in upstream_ports.values():
+        wait_http(f"http://127.0.0.1:{port}/")
+    return [f"http://127.0.0.1:{p}" for p in bff_ports]
+
+
+async def sign_in_users(urls: list[str], count: int) -> list[str]:
+    """``count`` demo users signed in round-robin over the replicas; their session cookies."""
+    from tests.support.browser import browser_login
+
+    cookies: list[str] = []
+    for i in range(count):
+        async with httpx.AsyncClient(timeout=30) as browser:
+            await browser_login(browser, urls[i % len(urls)], f"user{i}")
+            cookies.append(browser.cookies["bff_session"])
+    return cookies

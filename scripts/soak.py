@@ -29,9 +29,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from benchkit import bff_serve, demo_upstream, stop_all, upstream_settings, wait_http
+from benchkit import bff_serve, demo_upstream, sign_in_users, stop_all, upstream_settings, wait_http, wait_stack
 
-from tests.support.browser import browser_login
 from tests.support.servers import OIDCProvider, RedisServer, free_port
 
 
@@ -80,17 +79,8 @@ async def main() -> int:
         }
         for i, port in enumerate(ports):
             replicas[i] = bff_serve(port, shared)
-        for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-        for port in upstream_ports.values():
-            wait_http(f"http://127.0.0.1:{port}/")
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-
-        cookies: list[str] = []
-        for i in range(args.sessions):
-            async with httpx.AsyncClient(timeout=30) as browser:
-                await browser_login(browser, urls[i % len(urls)], f"user{i}")
-                cookies.append(browser.cookies["bff_session"])
+        urls = wait_stack(ports, upstream_ports)
+        cookies = await sign_in_users(urls, args.sessions)
         before = idp.stats()
         started = time.monotonic()
         end = started + args.minutes * 60

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Bff
 from tests.e2e.conftest import Stack
-from tests.support.browser import browser_login
+from tests.support.browser import signed_in_cookie
 from tests.support.faults import FaultProxy, fault_proxy
 from tests.support.servers import RedisServer, free_port
 
@@ -58,14 +58,6 @@ async def _replicas(stack: Stack, redis: RedisServer, *per_replica: dict[str, An
             for i, options in enumerate(per_replica)
         ]
         yield bffs
-
-
-async def _sign_in(bff: Bff) -> str:
-    async with bff.client() as browser:
-        await browser_login(browser, bff.url)
-        cookie = browser.cookies.get("bff_session")
-    assert cookie
-    return cookie
 
 
 async def _record(bff: Bff, cookie: str) -> Any:
@@ -119,7 +111,7 @@ async def test_a_held_refresh_neither_stalls_valid_tokens_nor_is_replayed_when_k
     again until the holder's call is over."""
     async with fault_proxy() as proxy, _replicas(stack, redis_server, {}, {}, _proxied(proxy)) as replicas:
         one, two, holder = replicas
-        cookie = await _sign_in(one)
+        cookie = await signed_in_cookie(one)
         await _until(one, cookie, 0.45)  # refresh due, token still good
         before = stack.idp.stats()
         proxy.mode = "hold"
@@ -157,7 +149,7 @@ async def test_an_answer_after_the_timeout_is_stored_not_lost(stack: Stack, redi
     """Fault 2: the IdP rotates but answers after the waiters' budget (2 s); the answer is kept and
     no replica replays the old refresh token meanwhile."""
     async with fault_proxy() as proxy, _replicas(stack, redis_server, {}, {}, _proxied(proxy)) as (one, two, late):
-        cookie = await _sign_in(one)
+        cookie = await signed_in_cookie(one)
         before = stack.idp.stats()
         proxy.mode, proxy.late_seconds = "late", 3.5
         await _until(one, cookie, -0.05)  # expired: a refresh must happen before any upstream call
@@ -184,7 +176,7 @@ async def test_redis_stopped_right_after_the_rotation_loses_nothing(
     stay with the replica that got them, the write lands when Redis is back."""
     async with fault_proxy() as proxy, _replicas(stack, persistent_redis, {}, {}, _proxied(proxy)) as replicas:
         one, two, writer = replicas
-        cookie = await _sign_in(one)
+        cookie = await signed_in_cookie(one)
         await _until(one, cookie, 0.45)
         before = stack.idp.stats()
         proxy.mode, proxy.late_seconds = "late", 1.0
@@ -211,8 +203,8 @@ async def test_a_rolling_secret_rotation_logs_nobody_out(stack: Stack, redis_ser
     everywhere) every replica serves it."""
     new = {"session_secret": "the-new-secret", "session_previous_secrets": ["shared-secret-for-replicas"]}
     async with _replicas(stack, redis_server, {}, new) as (old, rotated):
-        cookie = await _sign_in(old)
-        fresh_cookie = await _sign_in(rotated)  # signed and encrypted under the new key
+        cookie = await signed_in_cookie(old)
+        fresh_cookie = await signed_in_cookie(rotated)  # signed and encrypted under the new key
         await _until(old, cookie, 0.45)
         _ok((await _viewer(rotated, cookie))[0])  # refreshed beside it, re-encrypted under the new key
         await _wait_for(lambda: _rotated(rotated, cookie, before_version=1))
@@ -234,7 +226,7 @@ async def test_an_upstream_that_rejects_valid_tokens_causes_no_refresh_storm(
     """Fault 7: the accounts upstream refuses every token for a while. One forced refresh per
     replica, then UPSTREAM_UNAUTHORIZED with the session (and cookie) kept; normal service after."""
     async with _replicas(stack, redis_server, {}, {}, {}) as bffs:
-        cookie = await _sign_in(bffs[0])
+        cookie = await signed_in_cookie(bffs[0])
         before = stack.idp.stats()
         assert stack.validator is not None
 
@@ -281,7 +273,7 @@ async def test_a_logout_racing_a_refresh_leaves_no_refresh_token_live(
     outlive the logout: the refreshing replica finds the session gone and revokes what it got."""
     async with fault_proxy() as proxy, _replicas(stack, redis_server, {}, _proxied(proxy)) as replicas:
         one, refresher = replicas
-        cookie = await _sign_in(one)
+        cookie = await signed_in_cookie(one)
         await _until(one, cookie, 0.45)
         revoked: list[str] = []
         oidc = refresher.resources.oidc

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Bff
 from tests.e2e.conftest import Stack
-from tests.support.browser import browser_login
+from tests.support.browser import signed_in_cookie
 from tests.support.servers import RedisServer
 
 ACCESS_TTL = 8  # seconds; the BFF refreshes at half-life (4 s) since 8 < 2 x the 300 s buffer
@@ -21,14 +21,6 @@ VIEWER = {"query": "{ viewer { id name } }"}
 @pytest.fixture
 def idp_options() -> dict[str, Any]:
     return {"access_ttl": ACCESS_TTL}
-
-
-async def _signed_in(bff: Bff) -> str:
-    async with bff.client() as browser:
-        await browser_login(browser, bff.url)
-        cookie = browser.cookies.get("bff_session")
-    assert cookie
-    return cookie
 
 
 async def _until_refresh_due(bff: Bff, cookie: str) -> None:
@@ -52,7 +44,7 @@ def _assert_all_data(responses: list[httpx.Response]) -> None:
 
 async def test_fifty_concurrent_requests_one_refresh(stack: Stack) -> None:
     async with stack.start_bff() as bff:
-        cookie = await _signed_in(bff)
+        cookie = await signed_in_cookie(bff)
         await _until_refresh_due(bff, cookie)
         before = stack.idp.stats()["refreshGrants"]
         async with bff.client(cookie) as client:
@@ -69,7 +61,7 @@ async def test_fifty_concurrent_requests_one_refresh(stack: Stack) -> None:
 async def test_two_replicas_sharing_redis_one_refresh(stack: Stack, redis_server: RedisServer) -> None:
     shared = {"session_store": redis_server.url, "session_secret": "shared-secret-for-replicas"}
     async with stack.start_bff(0, **shared) as one, stack.start_bff(1, **shared) as two:
-        cookie = await _signed_in(one)
+        cookie = await signed_in_cookie(one)
         await _until_refresh_due(one, cookie)
         before = stack.idp.stats()["refreshGrants"]
         async with one.client(cookie) as a, two.client(cookie) as b:
@@ -82,7 +74,7 @@ async def test_two_replicas_sharing_redis_one_refresh(stack: Stack, redis_server
 
 async def test_revoked_grant_ends_the_session(stack: Stack) -> None:
     async with stack.start_bff() as bff:
-        cookie = await _signed_in(bff)
+        cookie = await signed_in_cookie(bff)
         assert stack.idp.revoke("alice") >= 1
         await _until_refresh_due(bff, cookie)
         async with bff.client(cookie) as client:
@@ -100,7 +92,7 @@ async def test_revoked_grant_ends_the_session(stack: Stack) -> None:
 
 async def test_idp_down_valid_token_keeps_working_expired_token_waits(stack: Stack) -> None:
     async with stack.start_bff() as bff:
-        cookie = await _signed_in(bff)
+        cookie = await signed_in_cookie(bff)
         await _until_refresh_due(bff, cookie)
         stack.idp.pause()
         try:
@@ -131,7 +123,7 @@ async def test_idp_down_valid_token_keeps_working_expired_token_waits(stack: Sta
 
 async def test_valid_token_used_while_idp_paused(stack: Stack) -> None:
     async with stack.start_bff() as bff:
-        cookie = await _signed_in(bff)
+        cookie = await signed_in_cookie(bff)
         async with bff.client(cookie) as client:
             # the upstreams remember this token's introspection, so they need no IdP for it later
             _assert_all_data([await client.post("/graphql", json=VIEWER)])
@@ -166,7 +158,7 @@ async def test_valid_token_used_while_idp_paused(stack: Stack) -> None:
 
 async def test_upstream_401_forces_one_refresh_and_retries(stack: Stack) -> None:
     async with stack.start_bff() as bff:
-        cookie = await _signed_in(bff)
+        cookie = await signed_in_cookie(bff)
         session = await bff.resources.store.get(bff.resources.crypto.unsign(cookie))
         # the upstream will refuse this token although the BFF believes it fresh (revoked early,
         # clock skew...); revoking it at the IdP would end the whole grant in oidc-provider

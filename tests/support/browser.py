@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -60,3 +61,12 @@ async def browser_login(
     start = await client.get(f"{bff_url}/auth/login", params={"return_to": return_to})
     assert start.status_code == 302, start.text
     return await sign_in_at_idp(client, start, username)
+
+
+async def signed_in_cookie(bff: Any, user: str = "alice") -> str:
+    """Sign ``user`` in at a running BFF (a `tests.conftest.Bff`); the session cookie's value."""
+    async with bff.client() as browser:
+        await browser_login(browser, bff.url, user)
+        cookie = browser.cookies.get("bff_session")
+    assert cookie
+    return str(cookie)
