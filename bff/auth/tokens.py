@@ -207,7 +207,7 @@ class TokenManager:
             if again is not None and again.version != current.version:
                 return again  # rotated by someone else meanwhile: theirs is the valid one
             log.info("refresh refused by the identity provider; session ended")
-            await self.store.delete(current.id)
+            await self.store.delete(current.id, session=current)
             raise Unauthenticated("The identity provider ended the session") from None
         except AuthProviderUnavailable:
             self.metrics.token_refresh.labels("provider_error").inc()

@@ -75,12 +75,14 @@ class SessionCrypto:
         if not secrets:
             raise ValueError("at least one session secret is required")
         self._keys: list[_KeyPair] = []
+        self._name_keys: list[bytes] = []
         for secret in secrets:
             raw = secret.encode()
             enc = _derive(raw, b"bff session encryption v1")
             kid = hashlib.sha256(enc).digest()[:_KID_LEN]
             macs = {purpose: _derive(raw, f"bff {purpose} mac v2".encode()) for purpose in PURPOSES}
             self._keys.append(_KeyPair(kid, macs, _derive(raw, b"bff cookie mac v1"), AESGCM(enc)))
+            self._name_keys.append(_derive(raw, b"bff store names v1"))
         self._by_kid = {_b64(key.kid): key for key in reversed(self._keys)}
 
     # cookies and handles ---------------------------------------------------------------------------
@@ -138,6 +140,19 @@ class SessionCrypto:
                 except InvalidTag as exc:
                     raise DecryptError("session record failed authentication") from exc
         raise UnknownKeyError("session record written under a key this replica does not know")
+
+    def index_names(self, kind: str, value: str) -> list[str]:
+        """Keyed names for low-entropy values (subjects, IdP session ids) in the store, one per known
+        secret (current first): a read of the store does not tell whose sessions it holds."""
+        message = f"{kind}:{value}".encode()
+        return [hmac.new(key, message, hashlib.sha256).hexdigest()[:32] for key in self._name_keys]
+
+    @staticmethod
+    def tag(value: str) -> str:
+        """The store's name for a high-entropy value (a session id, a one-time code): its SHA-256.
+        256 random bits cannot be recovered from it, so key names and pub/sub messages carry no
+        usable credential."""
+        return hashlib.sha256(value.encode()).hexdigest()[:32]
 
     @staticmethod
     def fingerprint(session_id: str) -> str:

@@ -27,6 +27,7 @@ class MemorySessionStore(SessionStore):
         # timeout=0: aiocache otherwise wraps every call in asyncio.wait_for, a task per call.
         self._cache = SimpleMemoryCache(timeout=0)
         self._index: dict[str, set[str]] = {}
+        self._creates = 0
         # Reads and writes of one record interleave across awaits; this keeps compare-and-set atomic.
         self._write = asyncio.Lock()
 
@@ -39,6 +40,9 @@ class MemorySessionStore(SessionStore):
     async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
         async with self._write:
             await self._put(session_id, Record(1, blob, now), ttl)
+            self._creates += 1
+            if self._creates % 1000 == 0:
+                self._prune()
             for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
                 if index:
                     self._index.setdefault(index, set()).add(session_id)
@@ -90,6 +94,22 @@ class MemorySessionStore(SessionStore):
     async def _delete(self, session_id: str) -> None:
         async with self._write:
             await self._cache.delete(_key("s", session_id))
+
+    async def _unindex(self, session_id: str, sid: str | None, sub: str) -> None:
+        for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
+            members = self._index.get(index) if index else None
+            if members is not None:
+                members.discard(session_id)
+                if not members:
+                    del self._index[index]  # type: ignore[arg-type]
+
+    def _prune(self) -> None:
+        """Forget index entries of sessions that expired (TTL) rather than ended."""
+        live = set(self._cache._cache)  # aiocache's own dict: the keys that have not expired
+        for index in list(self._index):
+            self._index[index] = {s for s in self._index[index] if _key("s", s) in live}
+            if not self._index[index]:
+                del self._index[index]
 
     async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
         index = f"sid:{sid}" if sid else f"sub:{sub}"

@@ -1,8 +1,10 @@
 """The shared store for several replicas: Redis or Redis Cluster (redis-py's asyncio client).
 
-Keys of one session share a hash tag (``bff:{<id>}:...``) so its compare-and-set script and its
-lock stay in one slot on a cluster. Changes are announced on one pub/sub channel so that replicas
-waiting for a refresh wake at once instead of polling.
+Key names never hold a credential or a subject: a session's record is ``bff:{<sha256(id)>}:s``
+(its scripts touch that one key, so a cluster is fine), one-time values are named by their
+SHA-256, and the sid/sub indexes by a keyed hash (`SessionCrypto.index_names`). Changes are
+announced on one pub/sub channel, by the same hashed tag, so that replicas waiting for a refresh
+wake at once instead of polling. Records written by 0.1 under raw ids are moved on first read.
 """
 
 from __future__ import annotations
@@ -171,9 +173,22 @@ class RedisSessionStore(SessionStore):
             log.warning(warning)
         return warnings
 
-    @staticmethod
-    def _key(session_id: str, suffix: str = "s") -> str:
-        return f"bff:{{{session_id}}}:{suffix}"
+    def _key(self, session_id: str) -> str:
+        return f"bff:{{{self.crypto.tag(session_id)}}}:s"
+
+    async def _migrate_legacy(self, session_id: str) -> bool:
+        """0.1 named records by the raw session id: move one to its hashed name (first read only)."""
+        legacy = f"bff:{{{session_id}}}:s"
+        fields: dict[Any, Any] = await self.redis.hgetall(legacy)
+        if not fields:
+            return False
+        ttl = await self.redis.pttl(legacy)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._key(session_id), mapping=fields)
+            pipe.pexpire(self._key(session_id), max(1, int(ttl)))
+            await pipe.execute()
+        await self.redis.delete(legacy)
+        return True
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
@@ -188,9 +203,10 @@ class RedisSessionStore(SessionStore):
             with contextlib.suppress(StoreUnavailable):
                 await self.sync_clock()
         async with self._errors():
-            version, blob, seen, claim, until = await self.redis.hmget(
-                self._key(session_id), ["v", "d", "s", "c", "cu"]
-            )
+            fields = ["v", "d", "s", "c", "cu"]
+            version, blob, seen, claim, until = await self.redis.hmget(self._key(session_id), fields)
+            if version is None and len(session_id) <= 64 and await self._migrate_legacy(session_id):
+                version, blob, seen, claim, until = await self.redis.hmget(self._key(session_id), fields)
         if version is None or blob is None:
             return None
         live = claim is not None and float(until or 0) / 1000 > self.now()
@@ -206,11 +222,23 @@ class RedisSessionStore(SessionStore):
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={"v": 1, "d": blob, "s": now})
             pipe.pexpire(key, int(ttl * 1000))
-            for index in (f"bff:sid:{{{sid}}}" if sid else None, f"bff:sub:{{{sub}}}"):
-                if index:
-                    pipe.sadd(index, session_id)
-                    pipe.expire(index, self.absolute_seconds)
+            for index in self._indexes(sid, sub, current_only=True):
+                pipe.sadd(index, self.crypto.tag(session_id))
+                pipe.expire(index, self.absolute_seconds)
             await pipe.execute()
+
+    def _indexes(self, sid: str | None, sub: str | None, *, current_only: bool = False) -> list[str]:
+        names = []
+        for kind, value in (("sid", sid), ("sub", sub)):
+            if value:
+                hashed = self.crypto.index_names(kind, value)
+                names += [f"bff:ix:{{{name}}}" for name in (hashed[:1] if current_only else hashed)]
+        return names
+
+    async def _unindex(self, session_id: str, sid: str | None, sub: str) -> None:
+        async with self._errors():
+            for index in self._indexes(sid, sub):
+                await self.redis.srem(index, self.crypto.tag(session_id))
 
     async def _compare_and_set(
         self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
@@ -239,38 +267,48 @@ class RedisSessionStore(SessionStore):
             await self.redis.delete(self._key(session_id))
 
     async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
-        index = f"bff:sid:{{{sid}}}" if sid else f"bff:sub:{{{sub}}}"
+        indexes = self._indexes(sid, None if sid else sub)
+        ended = 0
         async with self._errors():
-            members = await self.redis.smembers(index)
-            ended = 0
-            for raw in members:
+            for index in indexes:
+                for raw in await self.redis.smembers(index):
+                    tag = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    ended += int(await self.redis.delete(f"bff:{{{tag}}}:s"))
+                    await self._publish_tag(tag)
+                await self.redis.delete(index)
+            # 0.1's indexes held raw ids under raw names
+            legacy = f"bff:sid:{{{sid}}}" if sid else f"bff:sub:{{{sub}}}"
+            for raw in await self.redis.smembers(legacy):
                 session_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-                ended += int(await self.redis.delete(self._key(session_id)))
+                ended += int(await self.redis.delete(self._key(session_id), f"bff:{{{session_id}}}:s") > 0)
                 await self.publish_change(session_id)
-            await self.redis.delete(index)
+            await self.redis.delete(legacy)
         return ended
 
     async def _put_once(self, name: str, blob: bytes, ttl: float) -> None:
         async with self._errors():
-            await self.redis.set(f"bff:once:{{{name}}}", blob, px=int(ttl * 1000))
+            await self.redis.set(f"bff:once:{{{self.crypto.tag(name)}}}", blob, px=int(ttl * 1000))
 
     async def _take_once(self, name: str) -> bytes | None:
         async with self._errors():
-            blob = await self.redis.getdel(f"bff:once:{{{name}}}")
+            blob = await self.redis.getdel(f"bff:once:{{{self.crypto.tag(name)}}}")
         if blob is None:
             return None
         return blob if isinstance(blob, bytes) else str(blob).encode()
 
     async def _remember_once(self, name: str, ttl: float) -> bool:
-        digest = self.crypto.fingerprint(name)
+        digest = self.crypto.tag(name)
         async with self._errors():
             return bool(await self.redis.set(f"bff:seen:{{{digest}}}", 1, nx=True, px=max(1, int(ttl * 1000))))
 
     # coordination ------------------------------------------------------------------------------
     async def publish_change(self, session_id: str) -> None:
-        self._notify(session_id)
+        await self._publish_tag(self.crypto.tag(session_id))
+
+    async def _publish_tag(self, tag: str) -> None:
+        self._notify(tag)
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.publish(_CHANNEL, session_id)
+            await self.redis.publish(_CHANNEL, tag)
 
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
         self._ensure_listener()

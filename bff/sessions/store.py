@@ -147,9 +147,15 @@ class SessionStore(ABC):
             await self._release(session_id, holder)
         await self.publish_change(session_id)
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, *, session: Session | None = None) -> None:
+        """End a session; with ``session`` (its sid and sub known) its index entries go too."""
         await self._delete(session_id)
+        if session is not None:
+            await self._unindex(session_id, session.sid, session.sub)
         await self.publish_change(session_id)
+
+    async def _unindex(self, session_id: str, sid: str | None, sub: str) -> None:
+        """Drop the session from the sid/sub indexes (they also expire on their own)."""
 
     @abstractmethod
     async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:
@@ -182,22 +188,24 @@ class SessionStore(ABC):
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
         """Return when a change of this session is published, or after ``timeout``."""
         event = asyncio.Event()
-        self._waiters.setdefault(session_id, set()).add(event)
+        tag = self.crypto.tag(session_id)
+        self._waiters.setdefault(tag, set()).add(event)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         finally:
-            waiters = self._waiters.get(session_id)
+            waiters = self._waiters.get(tag)
             if waiters is not None:
                 waiters.discard(event)
                 if not waiters:
-                    del self._waiters[session_id]
+                    del self._waiters[tag]
 
     async def publish_change(self, session_id: str) -> None:
-        self._notify(session_id)
+        self._notify(self.crypto.tag(session_id))
 
-    def _notify(self, session_id: str) -> None:
-        for event in self._waiters.get(session_id, ()):
+    def _notify(self, tag: str) -> None:
+        """Wake the waiters of the session whose tag (`SessionCrypto.tag`) this is."""
+        for event in self._waiters.get(tag, ()):
             event.set()
 
     async def ping(self) -> None:

@@ -256,7 +256,7 @@ async def logout(request: Request) -> Response:
     session = await resources.store.get(session_id) if session_id else None
     if session is not None and session_id is not None:
         _note_session(request, resources, session)
-        await resources.store.delete(session_id)
+        await resources.store.delete(session_id, session=session)
         oidc = resources.oidc
         if oidc is not None:
             if session.tokens.refresh_token:

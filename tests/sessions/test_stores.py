@@ -277,3 +277,54 @@ async def test_startup_warns_about_redis_settings_that_lose_sessions() -> None:
         await store.close()
     finally:
         persistent.cleanup()
+
+
+async def test_redis_holds_no_usable_identifier(redis_server: RedisServer) -> None:
+    """Key names, index members and pub/sub messages: no session id, handoff code, sid or subject."""
+    store = RedisSessionStore(redis_server.url, SessionCrypto(["k"]), **LIMITS)
+    redis = store.redis
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("bff:session-changed")
+    try:
+        session = _session(sub="alice-subject", sid="idp-session-42")
+        await store.create(session)
+        await store.put_once("handoff", "one-time-code-xyz", {"a": 1}, 30)
+        await store.remember_once("logout-jti", "jti-123", 30)
+        loaded = await store.get(session.id)
+        assert loaded is not None
+        await store.replace(loaded)
+        secrets_ = (session.id, "one-time-code-xyz", "alice-subject", "idp-session-42", "jti-123")
+        seen = [k.decode() for k in await redis.keys("*")]
+        for index in [k for k in seen if k.startswith("bff:ix:")]:
+            seen += [m.decode() for m in await redis.smembers(index)]
+        for _ in range(5):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message:
+                seen.append(message["data"].decode())
+        assert len(seen) >= 5
+        assert not [s for s in seen for secret in secrets_ if secret in s]
+        # logout takes the session out of its indexes
+        await store.delete(session.id, session=loaded)
+        assert [k for k in await redis.keys("bff:ix:*")] == []
+    finally:
+        await pubsub.aclose()
+        await store.close()
+
+
+async def test_records_of_0_1_are_moved_to_hashed_names(redis_server: RedisServer) -> None:
+    crypto = SessionCrypto(["k"])
+    store = RedisSessionStore(redis_server.url, crypto, **LIMITS)
+    try:
+        session = _session()
+        blob = crypto.encrypt(session.to_json(), session.id.encode())
+        await store.redis.hset(f"bff:{{{session.id}}}:s", mapping={"v": 3, "d": blob, "s": time.time()})
+        await store.redis.expire(f"bff:{{{session.id}}}:s", 100)
+        await store.redis.sadd("bff:sid:{idp-sid-1}", session.id)
+        loaded = await store.get(session.id)
+        assert loaded is not None
+        assert (loaded.sub, loaded.version) == ("alice", 3)
+        assert not await store.redis.exists(f"bff:{{{session.id}}}:s")
+        assert await store.delete_where(sid="idp-sid-1") == 1
+        assert await store.get(session.id) is None
+    finally:
+        await store.close()
