@@ -1,4 +1,4 @@
-"""``bff serve | demo | export-schema | demo-upstream``. Builds `Settings` once and passes it down."""
+"""``bff serve | check | demo | export-schema | demo-upstream``. Builds `Settings` once and passes it down."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bff.logs import configure_logging
-    from bff.settings import Settings
+    from bff.settings import Settings, describe_errors
 
     try:
         settings = Settings()  # fail fast on bad configuration, before forking workers
     except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        print("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)), file=sys.stderr)
         return 2
     configure_logging(args.log_level or settings.log_level, json=True)
     if args.workers > 1 and settings.session_store == "memory":
@@ -69,6 +69,38 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    """The effective configuration (secrets masked) and whether each part is reachable; exit 1 if not."""
+    import asyncio
+    import json
+
+    from pydantic import ValidationError
+
+    from bff.resources import check_parts, open_resources
+    from bff.settings import Settings, describe_errors, mask_url
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
+        return 1
+    shown = json.loads(settings.model_dump_json())  # SecretStr values come out as "**********"
+    shown["session_store"] = mask_url(settings.session_store)
+    print("configuration:")
+    for key, value in sorted(shown.items()):
+        print(f"  BFF_{key.upper()} = {json.dumps(value)}")
+
+    async def run() -> list[bool]:
+        async with open_resources(settings, log_checks=False) as resources:
+            checks = await check_parts(resources, timeout=args.timeout)
+        print("checks:")
+        for item in checks:
+            print(f"  [{'ok' if item.ok else 'FAIL'}] {item.part}: {item.detail}")
+        return [item.ok for item in checks]
+
+    return 0 if all(asyncio.run(run())) else 1
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -127,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default=None)
 
+    p = commands.add_parser("check", help="print the effective configuration and check every part; exit 1 if not ok")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
+
     p = commands.add_parser("demo", help="the whole demo on one port: BFF, dev IdP, demo upstreams")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -153,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_schema(args.output, args.check)
     if args.command == "demo":
         return demo(args)
+    if args.command == "check":
+        return check(args)
     return demo_upstream(args)
 
 

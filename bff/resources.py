@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -14,14 +15,14 @@ from purgatory import AsyncCircuitBreakerFactory
 
 from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import ServiceTokens, TokenManager
-from bff.errors import StoreUnavailable
+from bff.errors import BFFError, StoreUnavailable
 from bff.metrics import Metrics
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.crypto import SessionCrypto, UnknownKey
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore, UnverifiedId
-from bff.settings import Settings, UpstreamSettings
+from bff.settings import Settings, UpstreamSettings, mask_url
 from bff.telemetry import traced_transport
 from bff.upstream.base import RejectionCooldown, circuit_breakers
 from bff.upstream.transport import UpstreamTransport
@@ -88,6 +89,57 @@ class Resources:
         return verified or "", from_cookie
 
 
+@dataclass(frozen=True, slots=True)
+class PartCheck:
+    """Whether one part the BFF depends on is configured and reachable (``bff check``, startup log)."""
+
+    part: str
+    ok: bool
+    detail: str
+
+
+async def check_parts(resources: Resources, *, timeout: float = 3.0) -> list[PartCheck]:
+    """Store, identity provider and upstreams, each checked once; URLs shown without credentials."""
+    settings = resources.settings
+    checks: list[PartCheck] = []
+    store_url = mask_url(settings.session_store)
+    try:
+        await asyncio.wait_for(resources.store.ping(), timeout)
+        checks.append(PartCheck("session store", True, f"{store_url} reachable"))
+    except (BFFError, TimeoutError) as exc:
+        checks.append(PartCheck("session store", False, f"{store_url}: {exc or 'timed out'}"))
+    if resources.oidc is None:
+        checks.append(
+            PartCheck("identity provider", False, "not configured: set BFF_OIDC_ISSUER and BFF_OIDC_CLIENT_ID")
+        )
+    else:
+        try:
+            meta = await asyncio.wait_for(resources.oidc.metadata(fresh=True), timeout)
+            checks.append(PartCheck("identity provider", True, f"discovery at {meta.issuer} ok"))
+        except (BFFError, TimeoutError) as exc:
+            checks.append(PartCheck("identity provider", False, f"{settings.oidc_issuer}: {exc or 'timed out'}"))
+    for name, client in resources.upstreams.items():
+        url = mask_url(settings.upstreams[name].url)
+        try:
+            # any HTTP answer means reachable (a GraphQL endpoint may well say 405 to a GET)
+            response = await client.get("", timeout=timeout)
+            checks.append(PartCheck(f"upstream {name}", True, f"{url} answered HTTP {response.status_code}"))
+        except httpx.HTTPError as exc:
+            checks.append(PartCheck(f"upstream {name}", False, f"{url} unreachable ({type(exc).__name__})"))
+    return checks
+
+
+async def _log_startup_checks(resources: Resources) -> None:
+    """One line per part at startup, so a misconfiguration shows before the first request fails."""
+    try:
+        checks = await check_parts(resources)
+    except Exception as exc:  # a diagnostic must never take the server down
+        log.warning("startup checks failed: %s", type(exc).__name__)
+        return
+    for check in checks:
+        (log.info if check.ok else log.warning)("%s: %s", check.part, check.detail)
+
+
 def session_crypto(settings: Settings) -> SessionCrypto:
     if settings.session_secret is None:
         log.warning(
@@ -140,12 +192,15 @@ async def open_resources(
     settings: Settings,
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    log_checks: bool = True,
 ) -> AsyncIterator[Resources]:
-    """``transports`` (tests): per-upstream or ``"oidc"`` transports replacing real sockets."""
+    """``transports`` (tests): per-upstream or ``"oidc"`` transports replacing real sockets;
+    ``log_checks``: check the store, the IdP and the upstreams once, in the background, and log it."""
     transports = transports or {}
     metrics = Metrics()
     crypto = session_crypto(settings)
     store = session_store(settings, crypto, metrics)
+    startup: asyncio.Task[None] | None = None
     resources = Resources(
         settings=settings,
         metrics=metrics,
@@ -186,10 +241,13 @@ async def open_resources(
                 refresh_deadline=settings.refresh_deadline_seconds,
                 usable_margin=settings.refresh_usable_margin_seconds,
             )
-        else:
-            log.warning("BFF_OIDC_ISSUER / BFF_OIDC_CLIENT_ID not set: sign-in is disabled")
+        startup = asyncio.create_task(_log_startup_checks(resources)) if log_checks else None
         yield resources
     finally:
+        if startup is not None:
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
         if resources.tokens is not None:
             await resources.tokens.close()
         for client in resources.upstreams.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -22,6 +22,58 @@ def _split_commas(value: object) -> object:
 
 CommaList = Annotated[list[str], NoDecode]
 CommaSecrets = Annotated[list[SecretStr], NoDecode]
+
+
+_STORE_FORMS = (
+    "memory, redis://host:6379/0, rediss://host:6380/0, unix:///path/redis.sock or redis+cluster://host:port,host:port"
+)
+
+
+def check_store_url(value: str) -> None:
+    """Refuse a session store URL that could only fail later, saying which forms work."""
+    if value == "memory":
+        return
+    if value.startswith("redis+cluster://"):
+        hosts = value.removeprefix("redis+cluster://").split("/")[0]
+        for hostport in hosts.split(","):
+            host, _, port_text = hostport.rpartition(":") if ":" in hostport else (hostport, "", "6379")
+            if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"bad cluster node {hostport!r}: expected {_STORE_FORMS}")
+        return
+    parts = urlsplit(value)
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad port: expected {_STORE_FORMS}") from None
+        if parts.hostname and (port is None or 0 < port < 65536):
+            return
+    if parts.scheme == "unix" and parts.path:
+        return
+    raise ValueError(f"expected {_STORE_FORMS}")
+
+
+def mask_url(value: str) -> str:
+    """A URL fit for logs: any user or password in it replaced by ``***``."""
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest.split("/")[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return value
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per invalid setting, named as the environment variable a user sets."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ()) if str(part)]
+        name = "BFF_" + "__".join(part.upper() for part in loc) if loc else "configuration"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        given = item.get("input")
+        if isinstance(given, str):
+            given = mask_url(given)
+        shown = "" if "secret" in name.lower() or isinstance(given, dict) or given is None else f" (got {given!r})"
+        lines.append(f"{name}: {message}{shown}")
+    return lines
 
 
 class UpstreamSettings(BaseModel):
@@ -109,7 +161,17 @@ class Settings(BaseSettings):
     @field_validator("oidc_issuer")
     @classmethod
     def _issuer_no_slash(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("the issuer must be an absolute http(s) URL, e.g. https://idp.example.com/realms/app")
         return value.rstrip("/") if value else value
+
+    @field_validator("session_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        check_store_url(value)
+        return value
 
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:

@@ -24,3 +24,44 @@ def test_production_needs_a_secret() -> None:
     result = _run("serve", "--port", "1", BFF_ENV="production")
     assert result.returncode != 0
     assert "BFF_SESSION_SECRET" in result.stderr
+
+
+def test_settings_errors_name_the_variables_without_a_traceback() -> None:
+    cases = {
+        "BFF_MAX_DEPTH": ("0", "BFF_MAX_DEPTH: Input should be greater than 0"),
+        "BFF_SESSION_STORE": ("postgres://db", "BFF_SESSION_STORE: expected memory, redis://"),
+        "BFF_OIDC_ISSUER": ("idp.example", "BFF_OIDC_ISSUER: the issuer must be an absolute http(s) URL"),
+    }
+    for name, (value, expected) in cases.items():
+        result = _run("serve", "--port", "1", **{name: value})
+        assert result.returncode == 2
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr and "pydantic" not in result.stderr
+    # a password in a store URL is never echoed
+    result = _run("serve", "--port", "1", BFF_SESSION_STORE="redis://:hunter2@db:99999/0")
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr
+
+
+def test_check_prints_masked_configuration_and_fails_on_unreachable_parts() -> None:
+    result = _run(
+        "check",
+        "--timeout",
+        "2",
+        BFF_SESSION_STORE="redis://:hunter2@127.0.0.1:1/0",
+        BFF_OIDC_ISSUER="http://127.0.0.1:1",
+        BFF_OIDC_CLIENT_ID="bff",
+        BFF_OIDC_CLIENT_SECRET="top-secret-value",
+    )
+    assert result.returncode == 1
+    assert "hunter2" not in result.stdout and "top-secret-value" not in result.stdout
+    assert 'BFF_OIDC_CLIENT_SECRET = "**********"' in result.stdout
+    assert "[FAIL] session store: redis://***@127.0.0.1:1/0" in result.stdout
+    assert "[FAIL] identity provider: http://127.0.0.1:1" in result.stdout
+
+
+def test_check_passes_on_the_embedded_defaults_except_sign_in() -> None:
+    result = _run("check", "--timeout", "2")
+    assert "[ok] session store: memory reachable" in result.stdout
+    assert "[FAIL] identity provider: not configured: set BFF_OIDC_ISSUER and BFF_OIDC_CLIENT_ID" in result.stdout
+    assert result.returncode == 1

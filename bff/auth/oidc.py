@@ -137,7 +137,7 @@ class OIDCClient:
         cached: ProviderMetadata | None = None if fresh else await self._cache.get("metadata")
         if cached is not None:
             return cached
-        async with self._provider_errors("discovery"):
+        async with self._provider_errors(f"discovery at {self.issuer}"):
             response = await self._get(f"{self.issuer}/.well-known/openid-configuration")
             response.raise_for_status()
             doc = response.json()

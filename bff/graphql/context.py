@@ -4,6 +4,7 @@ and DataLoaders. Cheap to build: nothing is read until a resolver asks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,13 +12,14 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from bff.errors import Unauthenticated
+from bff.errors import Unauthenticated, UpstreamError
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session
 from bff.upstream import GraphQLClient, RestClient, TokenSource
 
 L = TypeVar("L", bound=DataLoader[Any, Any])
+log = logging.getLogger("bff")
 
 
 class Context(BaseContext):
@@ -144,7 +146,8 @@ class Context(BaseContext):
         try:
             return self.resources.upstreams[name]
         except KeyError:
-            raise LookupError(f"upstream {name!r} is not configured (BFF_UPSTREAMS__{name.upper()}__URL)") from None
+            log.warning("upstream %r is used but not configured (BFF_UPSTREAMS__%s__URL)", name, name.upper())
+            raise UpstreamError(name, f"Upstream {name!r} is not configured") from None
 
     def loader(self, key: str, factory: Callable[[Context], L]) -> L:
         """A DataLoader for this request only, built on first use."""

@@ -84,7 +84,7 @@ def connect(url: str) -> Redis | RedisCluster:
         hosts = url.removeprefix("redis+cluster://").split("/")[0]
         nodes = []
         for hostport in hosts.split(","):
-            host, _, port = hostport.rpartition(":")
+            host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "6379")
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
         return RedisCluster(
             startup_nodes=nodes,

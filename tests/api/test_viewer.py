@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from bff.app import create_app
 from bff.demo import data
-from tests.conftest import Bff, Upstreams
+from tests.conftest import Bff, Upstreams, make_settings
+from tests.support.servers import serve
 from tests.support.tokens import TestIssuer
 
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
@@ -111,3 +113,17 @@ async def test_a_garbage_cookie_is_cleared_even_by_an_anonymous_query(bff: Bff) 
         response = await client.post("/graphql", json={"query": "{ __typename }"})
     assert response.json() == {"data": {"__typename": "Query"}}
     assert "Max-Age=0" in response.headers["set-cookie"]
+
+
+async def test_an_unconfigured_upstream_is_an_upstream_error_not_internal(issuer: TestIssuer) -> None:
+    settings = make_settings()  # no BFF_UPSTREAMS__*
+    app = create_app(settings)
+    async with serve(app) as url:
+        bff = Bff(app, url, settings)
+        cookie = await bff.session_for(issuer.token("alice"))
+        async with bff.client(cookie) as client:
+            body = (await client.post("/graphql", json={"query": "{ viewer { id } }"})).json()
+    assert body["data"]["viewer"] is None
+    error = body["errors"][0]
+    assert (error["extensions"]["code"], error["extensions"]["upstream"]) == ("UPSTREAM_ERROR", "accounts")
+    assert "not configured" in error["message"]
