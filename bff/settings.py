@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, gt=0)
     breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
     cors_origins: CommaList = []
+    #: origins an absolute sign-in ``return_to`` may point at (an SPA on its own origin)
+    login_return_origins: CommaList = []
     native_redirect_uris: CommaList = []
     native_handoff_seconds: int = Field(default=60, gt=0, le=60)
 
@@ -145,7 +147,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     otel_enabled: bool = False
 
-    @field_validator("cors_origins", "native_redirect_uris", "session_previous_secrets", mode="before")
+    @field_validator(
+        "cors_origins", "login_return_origins", "native_redirect_uris", "session_previous_secrets", mode="before"
+    )
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)

@@ -68,6 +68,25 @@ def test_refresh_policy(lifetime: float, left: float, expected: bool) -> None:
 )
 def test_return_to(value: str | None, expected: str) -> None:
     assert safe_return_to(value) == expected
+    assert safe_return_to(value, ["http://localhost:5173"]) == expected  # an allow-list changes none of these
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://localhost:5173/", "http://localhost:5173/"),
+        ("http://LOCALHOST:5173/app?x=1#y", "http://LOCALHOST:5173/app?x=1#y"),
+        ("http://localhost:5174/", "/"),  # another port: another origin
+        ("https://localhost:5173/", "/"),  # another scheme
+        ("http://localhost:5173@evil.example/", "/"),
+        ("http://evil.example/?http://localhost:5173", "/"),
+        ("http://localhost:5173/\\evil", "/"),
+        ("http://localhost:5173/ok\r\nSet-Cookie: x=1", "/"),
+        ("javascript://localhost:5173/%0aalert(1)", "/"),
+    ],
+)
+def test_absolute_return_to_only_on_listed_origins(value: str, expected: str) -> None:
+    assert safe_return_to(value, ["http://localhost:5173"]) == expected
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,12 +57,21 @@ def _digest(value: str) -> str:
 MAX_RETURN_TO = 1024
 
 
-def safe_return_to(value: str | None) -> str:
-    """Only a same-origin relative path; anything else (schemes, ``//host``, backslashes,
-    control characters, encoded tricks) falls back to ``/``."""
+def safe_return_to(value: str | None, allowed_origins: Sequence[str] = ()) -> str:
+    """A same-origin relative path, or an absolute http(s) URL on one of ``allowed_origins``
+    (``BFF_LOGIN_RETURN_ORIGINS``: an SPA on its own dev origin); anything else (other hosts,
+    schemes, ``//host``, backslashes, control characters, encoded tricks, userinfo) falls back to ``/``."""
     if not value or len(value) > MAX_RETURN_TO:
         return "/"
     decoded = unquote(value)
+    if allowed_origins and not value.startswith("/"):
+        parts = urlsplit(value)
+        clean = not any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch == "\\" for ch in decoded)
+        if clean and parts.scheme in ("http", "https") and parts.netloc and "@" not in parts.netloc:
+            origin = f"{parts.scheme}://{parts.netloc}".lower()
+            if origin in {o.rstrip("/").lower() for o in allowed_origins}:
+                return value
+        return "/"
     if not value.startswith("/") or value.startswith("//") or decoded.startswith("//"):
         return "/"
     if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
@@ -109,7 +118,7 @@ async def login(
         state=secrets.token_urlsafe(32),  # ours, for the IdP; the app's own state travels in `native`
         verifier=secrets.token_urlsafe(48),
         nonce=secrets.token_urlsafe(32),
-        return_to=safe_return_to(return_to),
+        return_to=safe_return_to(return_to, resources.settings.login_return_origins),
         created_at=time.time(),
         native=native,
     )
