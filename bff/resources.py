@@ -131,6 +131,10 @@ async def check_parts(resources: Resources, *, timeout: float = 3.0) -> list[Par
 
 async def _log_startup_checks(resources: Resources) -> None:
     """One line per part at startup, so a misconfiguration shows before the first request fails."""
+    settings = resources.settings
+    for origin in dict.fromkeys([*settings.cors_origins, *settings.login_return_origins]):
+        for problem in settings.cookie_problems(origin):
+            log.warning("browser origin %s cannot sign in: %s", origin, problem)
     try:
         checks = await check_parts(resources)
     except Exception as exc:  # a diagnostic must never take the server down

@@ -76,6 +76,15 @@ def describe_errors(error: ValidationError) -> list[str]:
     return lines
 
 
+def _site(host: str) -> str:
+    """An approximation of the registrable domain (no public-suffix list): IPs and single labels
+    as they are, otherwise the last two labels."""
+    host = host.lower().rstrip(".")
+    if not host or host.replace(".", "").isdigit() or ":" in host or "." not in host:
+        return host
+    return ".".join(host.split(".")[-2:])
+
+
 class UpstreamSettings(BaseModel):
     """One upstream service: its base URL (REST) or endpoint URL (GraphQL) and its limits."""
 
@@ -182,6 +191,21 @@ class Settings(BaseSettings):
         if self.env == "production" and self.session_secret is None:
             raise ValueError("BFF_SESSION_SECRET is required when BFF_ENV=production")
         return self
+
+    def cookie_problems(self, origin: str) -> list[str]:
+        """Why a browser page on ``origin`` would not send the session cookie to this BFF (empty
+        when it would): another site with a Strict (or, for fetches, Lax) cookie, or http vs https."""
+        parts, own = urlsplit(origin), urlsplit(self.public_url)
+        problems = []
+        if _site(parts.hostname or "") != _site(own.hostname or ""):
+            problems.append(
+                f"{origin} is another site than {self.public_origin}: the SameSite={self.cookie_samesite.capitalize()} "
+                "session cookie is not sent by its fetches; serve the SPA and the BFF under the same host name "
+                "(localhost and 127.0.0.1 are different sites) or proxy /graphql and /auth through the SPA's server"
+            )
+        if self.cookie_secure and parts.scheme != "https":
+            problems.append(f"{origin} is not https: the Secure session cookie (BFF_COOKIE_SECURE) is not sent")
+        return problems
 
     @property
     def public_origin(self) -> str:

@@ -301,6 +301,12 @@ async def session_info(request: Request) -> Response:
             "user": session.user,
             "expiresAt": _expires_at(resources, session),
         }
+    origin = request.headers.get("origin")
+    if session is None and origin and origin != resources.settings.public_origin:
+        # an SPA on another origin that gets no session: say why when the cookie cannot reach us
+        problems = resources.settings.cookie_problems(origin)
+        if problems:
+            body["diagnostics"] = problems
     response = JSONResponse(body, headers=NO_STORE)
     if session is None and session_id is not None and from_cookie:
         # a cookie that names no live session (garbage, forged, retired key, ended): clear it
