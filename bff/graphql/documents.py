@@ -9,6 +9,7 @@ errors (`OperationSelectionError`), answered 400 by the HTTP handler.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, parse
@@ -17,6 +18,8 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 #: documents longer than this are parsed every time instead of being cached (a 1 MB comment is
 #: still a 2,000-token document; 512 of them must not pin half a gigabyte)
 MAX_CACHED_CHARS = 32 * 1024
+#: longer documents are parsed and validated in a worker thread, off the event loop
+INLINE_CHARS = 2048
 
 
 class OperationSelectionError(CannotGetOperationTypeError):
@@ -44,18 +47,26 @@ class DocumentCache:
         self.maxsize = maxsize
         self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
 
-    def parse(self, query: str) -> DocumentNode:
-        """The document of ``query``; raises `GraphQLError` (a syntax error) when it cannot be parsed."""
+    async def parse(self, query: str) -> DocumentNode:
+        """The document of ``query``; raises `GraphQLError` (a syntax error) when it cannot be parsed.
+        A long document is parsed in a worker thread (the cache is only touched in the loop)."""
         document = self._documents.get(query)
         if document is not None:
             self._documents.move_to_end(query)
             return document
+        if len(query) <= INLINE_CHARS:
+            return self._remember(query, self._parse(query))
+        return self._remember(query, await asyncio.to_thread(self._parse, query))
+
+    def _parse(self, query: str) -> DocumentNode:
         try:
-            document = parse(query, max_tokens=self.max_tokens)
+            return parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
             raise  # "Syntax Error: ...", the token limit's included
         except Exception:  # graphql-core's own bugs on odd input (IndexError, RecursionError...)
             raise GraphQLError("Syntax Error: unreadable document") from None
+
+    def _remember(self, query: str, document: DocumentNode) -> DocumentNode:
         if len(query) <= MAX_CACHED_CHARS:
             self._documents[query] = document
             if len(self._documents) > self.maxsize:
