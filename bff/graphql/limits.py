@@ -362,7 +362,10 @@ class DocumentGate(SchemaExtension):
             context.graphql_document = await self.shared.documents.parse(context.query)
         if context.graphql_document is not None:
             # before Strawberry picks the operation type itself (first operation, unknown names)
-            self.operation = select_operation(context.graphql_document, context.operation_name)
+            # the name the client sent: Strawberry's ``operation_name`` falls back to the first
+            # operation's, which would silently run the first of several
+            requested = getattr(context, "_provided_operation_name", context.operation_name)
+            self.operation = select_operation(context.graphql_document, requested)
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:
