@@ -55,9 +55,7 @@ class PersistedDocuments:
                 parsed = parse(document)
             except GraphQLError:
                 continue
-            names.update(
-                d.name.value for d in parsed.definitions if isinstance(d, OperationDefinitionNode) and d.name
-            )
+            names.update(d.name.value for d in parsed.definitions if isinstance(d, OperationDefinitionNode) and d.name)
         return names
 
     def resolve(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str | None:

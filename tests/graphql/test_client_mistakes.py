@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Bff
 
 GRAPHQL_RESPONSE = {"accept": "application/graphql-response+json"}
-TWO = "query A { __typename } query B { searchProducts(query: \"a\") { id } }"
+TWO = 'query A { __typename } query B { searchProducts(query: "a") { id } }'
 
 
 def _assert_request_error(response: Any, status: int = 400) -> dict[str, Any]:
@@ -59,11 +59,11 @@ async def test_a_named_operation_among_several_runs(bff: Bff) -> None:
 @pytest.mark.parametrize(
     ("document", "variables"),
     [
-        ("query Q($n: Int) { searchProducts(query: \"a\", first: $n) { id } }", {"n": "ten"}),
-        ("query Q($n: Int) { searchProducts(query: \"a\", first: $n) { id } }", {"n": 1.5}),
-        ("query Q($n: Int) { searchProducts(query: \"a\", first: $n) { id } }", {"n": {"a": 1}}),
-        ("query Q($n: Int) { searchProducts(query: \"a\", first: $n) { id } }", {"n": 10**30}),
-        ("query Q($n: Int) { searchProducts(query: \"a\", first: $n) { id } }", {"n": [[[[1]]]]}),
+        ('query Q($n: Int) { searchProducts(query: "a", first: $n) { id } }', {"n": "ten"}),
+        ('query Q($n: Int) { searchProducts(query: "a", first: $n) { id } }', {"n": 1.5}),
+        ('query Q($n: Int) { searchProducts(query: "a", first: $n) { id } }', {"n": {"a": 1}}),
+        ('query Q($n: Int) { searchProducts(query: "a", first: $n) { id } }', {"n": 10**30}),
+        ('query Q($n: Int) { searchProducts(query: "a", first: $n) { id } }', {"n": [[[[1]]]]}),
         ("query Q($q: String!) { searchProducts(query: $q) { id } }", {}),
         ("query Q($q: String!) { searchProducts(query: $q) { id } }", {"q": None}),
         ("query Q($q: String!) { searchProducts(query: $q) { id } }", {"q": ["a"]}),
