@@ -114,8 +114,10 @@ async def main() -> int:
                     for error in body.get("errors") or []:
                         code = error.get("extensions", {}).get("code", "?")
                         codes[code] += 1
-                        if code == "UNAUTHENTICATED":
+                        if code == "UNAUTHENTICATED" and index not in lost:
                             lost.add(index)
+                            at = time.monotonic() - started
+                            print(f"[{at:6.1f}s] session {index} lost on replica {replica}: {error.get('message')}")
                 await asyncio.sleep(random.uniform(0, 2 * args.pause))
 
         async def chaos() -> None:
