@@ -147,8 +147,50 @@ def journey(page: Any, spa: str, bff: str, graphql: str, mode: str) -> None:
     assert "bff_session" not in {c["name"] for c in page.context.cookies()}
 
 
-def test_generated_files_are_current(npx: str, tmp_path: Any) -> None:
-    """src/gql/ (types and the manifest) is what codegen makes from schema/schema.graphql today."""
+CLIENTS = ["fetch", "urql", "apollo", "graphql-request", "apq"]
+
+
+def run_client(node: str, name: str, bff: str, cookie: str) -> dict[str, Any]:
+    """examples/spa/clients/<name>.mjs's viewer() in Node, with the browser's session cookie."""
+    env = {**os.environ, "BFF_URL": bff, "BFF_COOKIE": cookie}
+    done = subprocess.run(
+        [node, "clients/run.mjs", name], cwd=SPA_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_client_snippets(npx: str, browser: Any) -> None:
+    """The README's client snippets (fetch, urql, Apollo Client, graphql-request, APQ) against a
+    `bff demo` without a manifest: each sees the signed-in user, and nobody once signed out."""
+    node = require_binary("node", "install Node.js 20+")
+    port = free_port()
+    bff = f"http://127.0.0.1:{port}"
+    demo = bff_demo(port, access_ttl=300)
+    with running(demo), diagnostics(demo):
+        page = browser.new_page()
+        page.goto(f"{bff}/auth/login?return_to=/auth/session")
+        page.get_by_role("button", name="Alice Example").click()
+        page.wait_for_url(f"{bff}/auth/session")
+        (session,) = [c for c in page.context.cookies() if c["name"] == "bff_session"]
+        cookie = f"bff_session={session['value']}"
+        for name in CLIENTS:
+            result = run_client(node, name, bff, cookie)
+            viewer = {k: result["data"]["viewer"][k] for k in ("id", "name", "email")}
+            assert viewer == {"id": "alice", "name": "Alice Example", "email": "alice@example.com"}, (name, result)
+            assert not result.get("errors"), (name, result)
+        page.evaluate("fetch('/auth/logout', {method: 'POST', headers: {'X-CSRF': '1'}})")
+        for name in CLIENTS:
+            result = run_client(node, name, bff, cookie)
+            assert not (result.get("data") or {}).get("viewer"), (name, result)
+            codes = [e.get("extensions", {}).get("code") for e in result.get("errors") or [] if isinstance(e, dict)]
+            assert codes == ["UNAUTHENTICATED"], (name, result)
+
+
+def test_generated_files_are_current_and_typecheck(npx: str, tmp_path: Any) -> None:
+    """src/gql/ (types and the manifest) is what codegen makes from schema/schema.graphql today,
+    and the SPA type-checks against it."""
     out = tmp_path / "gql"
     subprocess.run(
         [npx, "--no-install", "graphql-codegen", "--config", "codegen.ts"],
@@ -162,6 +204,10 @@ def test_generated_files_are_current(npx: str, tmp_path: Any) -> None:
         assert (out / name).read_text() == (SPA_DIR / "src" / "gql" / name).read_text(), (
             f"examples/spa/src/gql/{name} is stale: run 'npm run codegen' in examples/spa"
         )
+    typecheck = subprocess.run(
+        [npx, "--no-install", "tsc", "--noEmit", "-p", "."], cwd=SPA_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert typecheck.returncode == 0, typecheck.stdout + typecheck.stderr
 
 
 def test_spa_behind_the_vite_proxy(npx: str, browser: Any) -> None:
