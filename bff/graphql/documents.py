@@ -18,6 +18,9 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 #: documents longer than this are parsed every time instead of being cached (a 1 MB comment is
 #: still a 2,000-token document; 512 of them must not pin half a gigabyte)
 MAX_CACHED_CHARS = 32 * 1024
+#: what all cached documents may weigh together: a parsed document is ~3 objects per token, and
+#: every full garbage collection walks them all (~0.5 us each on a small machine)
+CACHE_CHARS = 512 * 1024
 #: longer documents are parsed and validated in a worker thread, off the event loop
 INLINE_CHARS = 2048
 
@@ -40,12 +43,16 @@ class OperationSelectionError(CannotGetOperationTypeError):
 
 
 class DocumentCache:
-    """Parsed documents by source text (a bounded LRU). Parse failures are not cached."""
+    """Parsed documents by source text: a LRU bounded in entries and in total size, holding only
+    the documents its owner `remember`s (those that passed validation: what real clients repeat,
+    not what an attacker varies)."""
 
-    def __init__(self, max_tokens: int, maxsize: int = 512) -> None:
+    def __init__(self, max_tokens: int, maxsize: int = 512, max_chars: int = CACHE_CHARS) -> None:
         self.max_tokens = max_tokens
         self.maxsize = maxsize
+        self.max_chars = max_chars
         self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
+        self._chars = 0
 
     async def parse(self, query: str) -> DocumentNode:
         """The document of ``query``; raises `GraphQLError` (a syntax error) when it cannot be parsed.
@@ -55,8 +62,8 @@ class DocumentCache:
             self._documents.move_to_end(query)
             return document
         if len(query) <= INLINE_CHARS:
-            return self._remember(query, self._parse(query))
-        return self._remember(query, await asyncio.to_thread(self._parse, query))
+            return self._parse(query)
+        return await asyncio.to_thread(self._parse, query)
 
     def _parse(self, query: str) -> DocumentNode:
         try:
@@ -66,12 +73,14 @@ class DocumentCache:
         except Exception:  # graphql-core's own bugs on odd input (IndexError, RecursionError...)
             raise GraphQLError("Syntax Error: unreadable document") from None
 
-    def _remember(self, query: str, document: DocumentNode) -> DocumentNode:
-        if len(query) <= MAX_CACHED_CHARS:
-            self._documents[query] = document
-            if len(self._documents) > self.maxsize:
-                self._documents.popitem(last=False)
-        return document
+    def remember(self, query: str, document: DocumentNode) -> None:
+        if len(query) > MAX_CACHED_CHARS or query in self._documents:
+            return
+        self._documents[query] = document
+        self._chars += len(query)
+        while len(self._documents) > self.maxsize or self._chars > self.max_chars:
+            evicted, _ = self._documents.popitem(last=False)
+            self._chars -= len(evicted)
 
 
 def select_operation(document: DocumentNode, operation_name: str | None) -> OperationDefinitionNode:

@@ -305,7 +305,8 @@ class _Shared:
     documents: DocumentCache
     overlap_rule: type[ValidationRule]
     rule_sets: dict[tuple[type[Any], ...], tuple[type[Any], ...]] = field(default_factory=dict)
-    validations: OrderedDict[tuple[str, tuple[type[Any], ...]], list[GraphQLError]] = field(default_factory=OrderedDict)
+    #: (query, rules) of the documents that passed: only those are cached, with their parse
+    valid: OrderedDict[tuple[str, tuple[type[Any], ...]], None] = field(default_factory=OrderedDict)
     maxsize: int = 512
 
     def rules(self, requested: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
@@ -319,19 +320,21 @@ class _Shared:
     async def validate(
         self, schema: GraphQLSchema, query: str, document: DocumentNode, rules: Any
     ) -> list[GraphQLError]:
+        """The document's shape and validation errors. Only valid documents are remembered (with
+        their parse): a cache that kept every rejected document would be the attacker's to fill."""
         key = (query, rules)
-        errors = self.validations.get(key)
-        if errors is not None:
-            self.validations.move_to_end(key)
-            return errors
+        if key in self.valid:
+            self.valid.move_to_end(key)
+            return []
         if len(query) > INLINE_CHARS:
             errors = await asyncio.to_thread(self._check, schema, document, rules)
         else:
             errors = self._check(schema, document, rules)
-        if len(query) <= MAX_CACHED_CHARS:
-            self.validations[key] = errors
-            if len(self.validations) > self.maxsize:
-                self.validations.popitem(last=False)
+        if not errors and len(query) <= MAX_CACHED_CHARS:
+            self.documents.remember(query, document)
+            self.valid[key] = None
+            if len(self.valid) > self.maxsize:
+                self.valid.popitem(last=False)
         return errors
 
     def _check(self, schema: GraphQLSchema, document: DocumentNode, rules: Any) -> list[GraphQLError]:
