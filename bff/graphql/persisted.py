@@ -67,7 +67,7 @@ class PersistedDocuments:
             digest = persisted.get("sha256Hash")
             if not isinstance(digest, str):
                 raise PersistedQueryError("PERSISTED_QUERY_INVALID", "persistedQuery needs a sha256Hash", 400)
-            wanted = digest
+            wanted = digest.removeprefix("sha256:")  # graphql-codegen's client preset may emit the prefix
         if wanted is not None and query is not None and sha256(query) != wanted:
             raise PersistedQueryError("PERSISTED_QUERY_HASH_MISMATCH", "provided sha does not match query", 400)
 

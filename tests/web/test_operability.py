@@ -95,6 +95,11 @@ async def test_trusted_documents_only(upstreams: Upstreams, tmp_path: Path) -> N
         by_apq = await client.post(
             "/graphql", json={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(listed)}}}
         )
+        # graphql-codegen's client preset may send the hash with its "sha256:" prefix in APQ too
+        by_prefixed_apq = await client.post(
+            "/graphql",
+            json={"extensions": {"persistedQuery": {"version": 1, "sha256Hash": f"sha256:{sha256(listed)}"}}},
+        )
         same_text = await client.post("/graphql", json={"query": listed})
         other = await client.post("/graphql", json={"query": '{ searchProducts(query: "a") { id } }'})
         apq_register = await client.post(
@@ -104,7 +109,7 @@ async def test_trusted_documents_only(upstreams: Upstreams, tmp_path: Path) -> N
                 "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256("{ viewer { id } }")}},
             },
         )
-    for ok in (by_id, by_apq, same_text):
+    for ok in (by_id, by_apq, by_prefixed_apq, same_text):
         assert ok.json() == {"data": {"__typename": "Query"}}
     for refused in (other, apq_register):
         assert refused.status_code == 400
