@@ -19,9 +19,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """503 with the reason while the session store or the IdP's discovery is unreachable."""
+    """503 with the reasons while sign-in is not configured, or the session store or the IdP's
+    discovery is unreachable (the IdP named by its issuer URL)."""
     resources: Resources = request.state.resources
     reasons: list[str] = []
+    if resources.oidc is None:
+        reasons.append("sign-in is not configured: set BFF_OIDC_ISSUER, BFF_OIDC_CLIENT_ID and BFF_OIDC_CLIENT_SECRET")
     try:
         await resources.store.ping()
     except BFFError as exc:
