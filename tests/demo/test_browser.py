@@ -74,8 +74,13 @@ async def test_graphiql_sign_in_query_sign_out(browser_page: Any) -> None:
         cookies = {c["name"]: c for c in await page.context.cookies()}
         assert cookies["bff_session"]["httpOnly"] is True
 
+        # sign-out ends the IdP session too (its end-session URL, back to the demo's home page) and
+        # leaves nothing of Alice's answer behind
         await page.locator("#bff-signout").click()
+        await page.wait_for_url(f"{base}/")
+        await page.goto(f"{base}/graphql")
         await user.filter(has_text="Not signed in").wait_for()
+        assert "o-alice-1" not in await _result_text(page)
         await page.locator(".graphiql-execute-button").click()
         await page.wait_for_function(
             "document.querySelector('.graphiql-response')?.innerText.includes('UNAUTHENTICATED')", timeout=15000
