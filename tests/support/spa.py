@@ -59,13 +59,22 @@ class Background:
         self.proc = subprocess.Popen(
             self.args, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # never leave a process or an open log behind a failed start
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if httpx.get(self.ready_url, timeout=2).status_code < 500:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
