@@ -1,9 +1,15 @@
-"""The app factory: `create_app(settings)`; `app_from_env()` for ``uvicorn --factory``."""
+"""The app factory: `create_app(settings)`; `app_from_env()` for ``uvicorn --factory``; and
+`load_schema`, which turns a ``package.module:attribute`` reference (``--schema``, ``BFF_SCHEMA``)
+into the schema to serve."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
+import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -11,17 +17,19 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from strawberry import Schema as StrawberrySchema
 
-from bff.api import build_schema
+from bff.graphql.errors import BFFSchema
 from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
-from bff.graphql.limits import Limits
 from bff.graphql.persisted import PersistedDocuments, load_manifest
+from bff.graphql.schema import HOW_TO_BUILD, SchemaError, for_settings
 from bff.logs import configure_logging
 from bff.resources import open_resources
-from bff.settings import Settings
+from bff.settings import Settings, describe_errors
 from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
@@ -52,17 +60,13 @@ def create_app(
     schema: Any | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
-    """A BFF for ``settings``. ``schema`` replaces the demo API; ``transports`` are a test seam."""
+    """A BFF for ``settings``, serving ``schema`` (default: the one ``settings.schema_ref`` names).
+
+    The schema must come from `bff.build_schema`; it is served with the limits, introspection and
+    suggestion rules of ``settings`` whatever it was built with (`SchemaError` otherwise).
+    ``transports`` are a test seam: per-upstream (or ``"oidc"``) transports instead of sockets."""
     production = settings.env == "production"
-    if schema is None:
-        limits = Limits(
-            max_depth=settings.max_depth,
-            max_tokens=settings.max_tokens,
-            max_aliases=settings.max_aliases,
-            max_cost=settings.max_cost,
-            introspection=settings.introspection_enabled,
-        )
-        schema = build_schema(limits=limits, production=production)
+    schema = for_settings(load_schema(settings.schema_ref) if schema is None else schema, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -128,10 +132,65 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def load_schema(reference: str) -> BFFSchema:
+    """The schema ``package.module:attribute`` names, imported like uvicorn imports an app (the
+    working directory is on the path). Raises `SchemaError` with a one-line message for a
+    reference that names nothing, or something that is not a schema built by `bff.build_schema`."""
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise SchemaError(f"schema reference {reference!r} must look like package.module:attribute")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise SchemaError(f"schema reference {reference!r}: no module named {missing!r}") from None
+        raise SchemaError(f"schema reference {reference!r}: importing {module_name} failed: {exc}") from None
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise SchemaError(f"schema reference {reference!r}: {module_name} has no attribute {attribute!r}") from None
+    if not isinstance(value, BFFSchema) or value.bff_options is None:
+        if isinstance(value, StrawberrySchema):
+            kind = "a strawberry.Schema built without bff.build_schema (no limits, error mapping, production mode)"
+        elif isinstance(value, type):
+            kind = f"the class {value.__qualname__}"
+        else:
+            kind = f"a {type(value).__qualname__}"
+        raise SchemaError(f"schema reference {reference!r} names {kind}, not a schema: {HOW_TO_BUILD}")
+    return value
+
+
 def app_from_env() -> FastAPI:
-    """Entry point for ``uvicorn --factory bff.app:app_from_env`` (and every ``bff serve`` worker)."""
-    settings = Settings()
+    """Entry point for ``uvicorn --factory bff.app:app_from_env`` (and every ``bff serve`` worker):
+    settings from the environment, the schema ``BFF_SCHEMA`` names, JSON logs with the ``bff.access``
+    line and uvicorn's own access log silenced (it would log query strings: authorization codes).
+    A bad configuration or schema reference ends the process with one line on stderr."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SystemExit("bff: invalid configuration:\n  " + "\n  ".join(describe_errors(exc))) from None
     configure_logging(settings.log_level, json=True)
-    app = create_app(settings)
+    _route_uvicorn_logs()
+    try:
+        app = create_app(settings)
+    except SchemaError as exc:
+        raise SystemExit(f"bff: {exc}") from None
     settle_heap()
     return app
+
+
+def _route_uvicorn_logs() -> None:
+    """Under ``uvicorn --factory`` uvicorn has already installed its own handlers: its lines go
+    through ours instead (JSON), and its access log (request lines with query strings) is dropped
+    whatever ``--access-log`` says; `AccessLogMiddleware` writes ``bff.access`` instead."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

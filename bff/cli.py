@@ -4,20 +4,50 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SCHEMA_PATH = Path("schema/schema.graphql")
+SCHEMA_HELP = (
+    "the schema to serve, package.module:attribute naming a schema built with bff.build_schema "
+    "(default: BFF_SCHEMA, else the demo API)"
+)
 
 
-def schema_sdl() -> str:
-    from bff.api import build_schema
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bff: {message}", file=sys.stderr)
+    return code
 
-    return build_schema().as_str().rstrip("\n") + "\n"
+
+def _schema_ref(given: str | None) -> str:
+    """--schema, else BFF_SCHEMA, else the demo API (raises pydantic's ValidationError)."""
+    if given:
+        return given
+    from bff.settings import Settings
+
+    return Settings().schema_ref
 
 
-def export_schema(output: Path | None, check: bool) -> int:
-    sdl = schema_sdl()
+def schema_sdl(reference: str) -> str:
+    from bff.app import load_schema
+
+    return load_schema(reference).as_str().rstrip("\n") + "\n"
+
+
+def export_schema(reference: str | None, output: Path | None, check: bool) -> int:
+    from pydantic import ValidationError
+
+    from bff.graphql.schema import SchemaError
+    from bff.settings import describe_errors
+
+    try:
+        sdl = schema_sdl(_schema_ref(reference))
+    except SchemaError as exc:
+        return _fail(str(exc))
+    except ValidationError as exc:
+        return _fail("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
     if check:
         path = output or DEFAULT_SCHEMA_PATH
         current = path.read_text() if path.exists() else ""
@@ -26,7 +56,8 @@ def export_schema(output: Path | None, check: bool) -> int:
         sys.stdout.writelines(
             difflib.unified_diff(current.splitlines(True), sdl.splitlines(True), str(path), "bff export-schema")
         )
-        print(f"\n{path} is stale: run 'bff export-schema --output {path}'", file=sys.stderr)
+        named = f" --schema {reference}" if reference else ""
+        print(f"\n{path} is stale: run 'bff export-schema{named} --output {path}'", file=sys.stderr)
         return 1
     if output is None:
         sys.stdout.write(sdl)
@@ -40,14 +71,22 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from bff.app import load_schema
+    from bff.graphql.schema import SchemaError, for_settings
     from bff.logs import configure_logging
     from bff.settings import Settings, describe_errors
 
+    if args.schema:
+        os.environ["BFF_SCHEMA"] = args.schema  # for every worker's app_from_env
     try:
         settings = Settings()  # fail fast on bad configuration, before forking workers
     except ValidationError as exc:
         print("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)), file=sys.stderr)
         return 2
+    try:
+        for_settings(load_schema(settings.schema_ref), settings)
+    except SchemaError as exc:
+        return _fail(str(exc))
     configure_logging(args.log_level or settings.log_level, json=True)
     if args.workers > 1 and settings.session_store == "memory":
         print(
@@ -78,7 +117,9 @@ def check(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from bff.resources import check_parts, open_resources
+    from bff.app import load_schema
+    from bff.graphql.schema import SchemaError, for_settings
+    from bff.resources import PartCheck, check_parts, open_resources
     from bff.settings import Settings, describe_errors, mask_url
 
     try:
@@ -88,13 +129,19 @@ def check(args: argparse.Namespace) -> int:
         return 1
     shown = json.loads(settings.model_dump_json())  # SecretStr values come out as "**********"
     shown["session_store"] = mask_url(settings.session_store)
+    shown["schema"] = shown.pop("schema_ref")
     print("configuration:")
     for key, value in sorted(shown.items()):
         print(f"  BFF_{key.upper()} = {json.dumps(value)}")
+    try:
+        schema = for_settings(load_schema(settings.schema_ref), settings)
+        schema_check = PartCheck("schema", True, f"{settings.schema_ref}: {_describe(schema)}")
+    except SchemaError as exc:
+        schema_check = PartCheck("schema", False, str(exc))
 
     async def run() -> list[bool]:
         async with open_resources(settings, log_checks=False) as resources:
-            checks = await check_parts(resources, timeout=args.timeout)
+            checks = [schema_check, *await check_parts(resources, timeout=args.timeout)]
         print("checks:")
         for item in checks:
             print(f"  [{'ok' if item.ok else 'FAIL'}] {item.part}: {item.detail}")
@@ -103,22 +150,48 @@ def check(args: argparse.Namespace) -> int:
     return 0 if all(asyncio.run(run())) else 1
 
 
+def _describe(schema: Any) -> str:
+    options = schema.bff_options
+    roots = [kind for kind in ("query", "mutation", "subscription") if getattr(options, kind) is not None]
+    limits = options.limits
+    return (
+        f"{', '.join(roots)}; max depth {limits.max_depth}, cost {limits.max_cost}; "
+        f"introspection {'on' if limits.introspection else 'off'}"
+    )
+
+
 def demo(args: argparse.Namespace) -> int:
     import logging
     import os
 
     import uvicorn
+    from pydantic import ValidationError
 
     from bff.demo.stack import build_demo_app
+    from bff.graphql.schema import SchemaError
+    from bff.settings import Settings, describe_errors
 
     if os.environ.get("BFF_ENV") == "production":
         print("bff demo runs a development identity provider and refuses BFF_ENV=production", file=sys.stderr)
         return 2
     from bff.logs import configure_logging
 
+    try:
+        # only the schema and the upstreams come from the environment; the rest is the demo's
+        environment = Settings()
+    except ValidationError as exc:
+        return _fail("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
     configure_logging("info", json=False)
     base = f"http://{args.host}:{args.port}"
-    app = build_demo_app(base, access_ttl=args.access_ttl)
+    try:
+        app = build_demo_app(
+            base,
+            access_ttl=args.access_ttl,
+            schema=args.schema or environment.schema_ref,
+            upstreams={name: upstream.model_dump() for name, upstream in environment.upstreams.items()},
+        )
+    except SchemaError as exc:
+        return _fail(str(exc))
     log = logging.getLogger("bff.demo")
     log.warning("DEVELOPMENT identity provider at %s/idp: demo users, no passwords, never for production", base)
     print(
@@ -158,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default=None)
+    p.add_argument("--schema", default=None, help=SCHEMA_HELP)
 
     p = commands.add_parser("check", help="print the effective configuration and check every part; exit 1 if not ok")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
@@ -166,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--access-ttl", type=int, default=300, help="access token lifetime in seconds")
+    p.add_argument("--schema", default=None, help=SCHEMA_HELP + "; upstreams from BFF_UPSTREAMS__*, else the demo's")
 
     p = commands.add_parser("export-schema", help="print the GraphQL SDL (or write / check a file)")
-    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--schema", default=None, help=SCHEMA_HELP)
+    p.add_argument(
+        "--output", type=Path, default=None, help=f"write it here (--check: compare; default {DEFAULT_SCHEMA_PATH})"
+    )
     p.add_argument("--check", action="store_true", help="exit 1 with a diff when the file is stale")
 
     p = commands.add_parser("demo-upstream", help="run one demo upstream alone")
@@ -185,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "export-schema":
-        return export_schema(args.output, args.check)
+        return export_schema(args.schema, args.output, args.check)
     if args.command == "demo":
         return demo(args)
     if args.command == "check":

@@ -101,9 +101,16 @@ class Settings(BaseSettings):
     """Everything the BFF can be told; see the README's configuration table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BFF_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+        env_prefix="BFF_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
     )
 
+    #: the GraphQL schema to serve, ``package.module:attribute`` naming a schema built with
+    #: ``bff.build_schema`` (BFF_SCHEMA; a field named ``schema`` would shadow pydantic's method)
+    schema_ref: str = Field(default="bff.demo.api:schema", validation_alias="BFF_SCHEMA")
     env: Literal["development", "production"] = "development"
     public_url: str = "http://127.0.0.1:8000"
 

@@ -1,5 +1,6 @@
-"""The demo API: types, thin resolvers and loaders. The part a user replaces with their own."""
+"""Compatibility names of 0.1: `build_schema` is `bff.build_schema`; the demo API moved to
+`bff.demo.api`. Nothing new should import from here."""
 
-from bff.api.schema import build_schema
+from bff.graphql.schema import build_schema
 
 __all__ = ["build_schema"]

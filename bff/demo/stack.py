@@ -1,10 +1,13 @@
 """`bff demo`: the BFF, the development IdP (/idp) and both demo upstreams (/demo/...) in one
-process on one port, talking to each other over real HTTP."""
+process on one port, talking to each other over real HTTP. ``bff demo --schema`` serves a team's
+own schema there instead of the demo API, with its own upstreams added to the demo's."""
 
 from __future__ import annotations
 
 import html
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -17,9 +20,13 @@ from bff.demo.upstreams import accounts_app, catalog_app
 from bff.settings import Settings
 
 
-def demo_settings(base_url: str) -> Settings:
-    """Embedded defaults: nothing from the environment is needed (or used for these fields)."""
+def demo_settings(
+    base_url: str, *, schema: str = "bff.demo.api:schema", upstreams: Mapping[str, Any] | None = None
+) -> Settings:
+    """Embedded defaults: nothing from the environment is needed (or used for these fields).
+    ``upstreams`` are added to (or replace) the demo's own accounts and catalog."""
     return Settings(
+        schema_ref=schema,
         env="development",
         public_url=base_url,
         oidc_issuer=f"{base_url}/idp",
@@ -33,13 +40,23 @@ def demo_settings(base_url: str) -> Settings:
             "accounts": {"url": f"{base_url}/demo/accounts"},
             # public product data: anonymous requests use the BFF's own token
             "catalog": {"url": f"{base_url}/demo/catalog/graphql", "anonymous": "client_credentials"},
+            **(upstreams or {}),
         },
         graphiql=True,
     )
 
 
-def build_demo_app(base_url: str, *, access_ttl: int = 300, upstream_latency: float = 0.0) -> FastAPI:
-    settings = demo_settings(base_url)
+def build_demo_app(
+    base_url: str,
+    *,
+    access_ttl: int = 300,
+    upstream_latency: float = 0.0,
+    schema: str = "bff.demo.api:schema",
+    upstreams: Mapping[str, Any] | None = None,
+) -> FastAPI:
+    """The demo on ``base_url``; ``schema`` is a ``package.module:attribute`` reference (raises
+    `bff.SchemaError` for a bad one)."""
+    settings = demo_settings(base_url, schema=schema, upstreams=upstreams)
     assert settings.oidc_client_id is not None
     assert settings.oidc_client_secret is not None
     assert settings.oidc_issuer is not None

@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from graphql import DocumentNode, ExecutionResult, GraphQLError, build_schema, execute, parse, validate
@@ -72,8 +73,11 @@ def _unauthorized() -> Response:
 
 
 def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette:
-    """GET /me and GET /users/{id}/orders?limit=N (a user sees only their own orders)."""
+    """GET /me, GET /users/{id}/orders?limit=N (a user sees only their own orders, newest placed
+    first) and POST /orders {"items": [{"productId", "quantity"}]} -> 201 with the new order (kept in
+    memory; 422 for an unknown product)."""
     stats = UpstreamStats()
+    placed: dict[str, list[dict[str, Any]]] = {}
 
     async def me(request: Request) -> Response:
         started = time.monotonic()
@@ -102,13 +106,42 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlett
         stats.calls["GET /users/{id}/orders"] += 1
         await asyncio.sleep(latency)
         stats.spans.append(("orders", started, time.monotonic()))
-        return JSONResponse(data.orders(user_id, limit))
+        mine = placed.get(user_id, [])[::-1]
+        return JSONResponse((mine + data.orders(user_id, limit))[:limit])
+
+    async def place_order(request: Request) -> Response:
+        sub = await _authorize(request, validator, stats)
+        if sub is None:
+            return _unauthorized()
+        stats.calls["POST /orders"] += 1
+        try:
+            body = json.loads(await request.body())
+            items = [{"productId": str(i["productId"]), "quantity": int(i["quantity"])} for i in body["items"]]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'expected {"items": [{"productId", "quantity"}]}'}, status_code=400)
+        unknown = [item["productId"] for item in items if item["productId"] not in data.PRODUCTS]
+        if not items or unknown:
+            return JSONResponse({"error": "unknown products", "productIds": unknown}, status_code=422)
+        await asyncio.sleep(latency)
+        mine = placed.setdefault(sub, [])
+        order = {
+            "id": f"o-{sub}-new-{len(mine) + 1}",
+            "placedAt": datetime.now(UTC).isoformat(),
+            "items": items,
+        }
+        mine.append(order)
+        return JSONResponse(order, status_code=201)
 
     app = Starlette(
-        routes=[Route("/me", me), Route("/users/{user_id}/orders", user_orders)],
+        routes=[
+            Route("/me", me),
+            Route("/users/{user_id}/orders", user_orders),
+            Route("/orders", place_order, methods=["POST"]),
+        ],
         exception_handlers={_CannotValidate: _cannot_validate},
     )
     app.state.stats = stats
+    app.state.placed = placed
     return app
 
 

@@ -65,7 +65,12 @@ def _request_id(context: Any) -> str | None:
 class BFFSchema(Schema):
     """A Strawberry schema whose every result goes through `to_graphql_error` (field errors, and
     the parse and validation errors that Strawberry answers before extensions see a result), and
-    whose logs say expected errors in one line, unexpected ones with traceback and request id."""
+    whose logs say expected errors in one line, unexpected ones with traceback and request id.
+
+    Build it with `bff.build_schema`, which also records how (``bff_options``) so that the app can
+    apply its settings to it."""
+
+    bff_options: Any = None
 
     async def execute(
         self, query: str | None, variable_values: Any = None, context_value: Any = None, *args: Any, **kwargs: Any

@@ -7,8 +7,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from bff.errors import UpstreamError
-from bff.graphql.context import Context
+from bff import Context, UpstreamError
 
 PRODUCTS_BY_IDS = """
 query ProductsByIds($ids: [ID!]!) { productsByIds(ids: $ids) { id name priceCents } }

@@ -1,20 +1,8 @@
-"""The demo schema, with the extensions every `bff` schema should carry."""
+"""The demo schema: the demo's root types through the public `build_schema`, like any team's."""
 
 from __future__ import annotations
 
-from strawberry.schema.config import StrawberryConfig
+from bff import build_schema
+from bff.demo.api.types import Mutation, Query
 
-from bff.api.types import Query
-from bff.graphql.errors import BFFSchema
-from bff.graphql.limits import Limits, extensions
-
-
-def build_schema(query: type = Query, *, limits: Limits | None = None, production: bool = False) -> BFFSchema:
-    """Built once per app, with the error mapping and the limits that refuse abusive documents
-    before any resolver runs. Pass your own ``query`` type to serve your API instead of the demo's."""
-    limits = limits or Limits(introspection=not production)
-    return BFFSchema(
-        query=query,
-        extensions=extensions(limits),
-        config=StrawberryConfig(disable_field_suggestions=production),
-    )
+schema = build_schema(query=Query, mutation=Mutation)

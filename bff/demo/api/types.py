@@ -1,4 +1,6 @@
-"""GraphQL types of the demo API, built from upstream JSON (shape errors become UPSTREAM_ERROR)."""
+"""GraphQL types of the demo API, built from upstream JSON (shape errors become UPSTREAM_ERROR).
+
+Written only against the public API (`bff.Context`, `bff.errors`), as a team's own types are."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from urllib.parse import quote
 import strawberry
 from strawberry.types import Info
 
-from bff.api.loaders import product_loader
-from bff.errors import QueryRejected, UpstreamError
-from bff.graphql.context import Context
+from bff import Context, QueryRejected, UpstreamError
+from bff.demo.api.loaders import product_loader
 
 MAX_PAGE = 100
+MAX_ORDER_LINES = 20
+MAX_QUANTITY = 99
 
 
 @contextmanager
@@ -134,3 +137,28 @@ class Query:
         if not isinstance(products, list):
             raise UpstreamError("catalog", "Upstream 'catalog' answered an unexpected shape")
         return [Product.from_json(p) for p in products]
+
+
+@strawberry.input(description="One line of a new order.")
+class OrderLineInput:
+    product_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description=(
+            "Places an order for the signed-in user (POST /orders on the accounts upstream). Sent once: "
+            "a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it."
+        )
+    )
+    async def place_order(self, info: Info[Context, None], items: list[OrderLineInput]) -> Order | None:
+        if not 0 < len(items) <= MAX_ORDER_LINES:
+            raise QueryRejected(f"an order has 1 to {MAX_ORDER_LINES} lines")
+        if any(not 0 < line.quantity <= MAX_QUANTITY for line in items):
+            raise QueryRejected(f"quantity must be between 1 and {MAX_QUANTITY}")
+        body = {"items": [{"productId": str(line.product_id), "quantity": line.quantity} for line in items]}
+        # post_json sends a POST, which the upstream client never retries (not idempotent); a call
+        # that is safe to repeat says so: request("PUT", path, json=body, idempotent=True)
+        return Order.from_json(await info.context.rest("accounts").post_json("/orders", body))
