@@ -167,7 +167,7 @@ def session_store(settings: Settings, crypto: SessionCrypto, metrics: Metrics | 
     if url == "memory":
         return MemorySessionStore(crypto, **limits)
     if url.startswith(("redis://", "rediss://", "redis+cluster://", "unix://")):
-        return RedisSessionStore(url, crypto, **limits)
+        return RedisSessionStore(url, crypto, timeout=settings.session_store_timeout_seconds, **limits)
     raise ValueError(f"unsupported BFF_SESSION_STORE {url!r}: use memory, redis://… or redis+cluster://…")
 
 

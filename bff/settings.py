@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     oidc_post_logout_redirect_uri: str | None = None
 
     session_store: str = "memory"
+    #: per Redis command (and connect): a hung Redis answers SESSION_STORE_UNAVAILABLE this fast
+    session_store_timeout_seconds: float = Field(default=1.0, gt=0)
     session_secret: SecretStr | None = None
     session_previous_secrets: CommaSecrets = []
     session_idle_timeout_seconds: int = Field(default=8 * 3600, gt=0)

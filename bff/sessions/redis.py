@@ -78,7 +78,7 @@ return 0
 """
 
 
-def connect(url: str) -> Redis | RedisCluster:
+def connect(url: str, timeout: float = 1.0) -> Redis | RedisCluster:
     """``redis://`` or ``rediss://`` for one server, ``redis+cluster://h:p,h:p`` for a cluster."""
     if url.startswith("redis+cluster://"):
         hosts = url.removeprefix("redis+cluster://").split("/")[0]
@@ -89,8 +89,8 @@ def connect(url: str) -> Redis | RedisCluster:
         return RedisCluster(
             startup_nodes=nodes,
             retry=_retry(),
-            socket_timeout=5.0,
-            socket_connect_timeout=2.0,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             max_connections=_POOL_SIZE,
         )
     # A bounded pool in which a burst waits for a connection: redis-py's default pool raises
@@ -102,8 +102,8 @@ def connect(url: str) -> Redis | RedisCluster:
         timeout=5,
         retry=_retry(),
         retry_on_error=[ConnectionError, TimeoutError],
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
@@ -112,15 +112,17 @@ _POOL_SIZE = 64
 
 
 def _retry() -> Retry:
-    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
+    # One retry: enough for a pooled connection that went stale (a restart, a failover); more would
+    # only multiply the stall of a Redis that hangs (paused, partitioned) for requests that wait on it.
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1)
 
 
 class RedisSessionStore(SessionStore):
     shared = True
 
-    def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, url: str, *args: Any, timeout: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.redis = connect(url)
+        self.redis = connect(url, timeout)
         self._cas = self.redis.register_script(_CAS)
         self._claim_script = self.redis.register_script(_CLAIM)
         self._release_script = self.redis.register_script(_RELEASE)

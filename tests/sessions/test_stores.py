@@ -330,3 +330,28 @@ async def test_records_of_0_1_are_moved_to_hashed_names(redis_server: RedisServe
         assert await store.get(session.id) is None
     finally:
         await store.close()
+
+
+async def test_a_paused_redis_is_reported_fast_and_recovers(redis_server: RedisServer) -> None:
+    """A Redis that hangs (SIGSTOP, a partition) costs a request about two command timeouts
+    (one retry), not the 15 s of three 5-second attempts; nothing is concluded about the session."""
+    import signal
+
+    server = RedisServer().start()
+    store = RedisSessionStore(server.url, SessionCrypto(["k"]), timeout=0.5, **LIMITS)
+    try:
+        session = _session()
+        await store.create(session)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get(session.id)
+        assert time.monotonic() - started < 2.5
+        server.proc.send_signal(signal.SIGCONT)
+        assert await store.get(session.id) is not None
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        await store.close()
+        server.cleanup()
