@@ -219,8 +219,17 @@ class _Request(OAuth2Request):  # type: ignore[misc]
 class DevIdentityProvider:
     """The provider's state and its ASGI app (mount it at ``{issuer path}``)."""
 
-    def __init__(self, issuer: str, clients: list[DevClient], *, access_ttl: int = 300) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        clients: list[DevClient],
+        *,
+        access_ttl: int = 300,
+        users: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.issuer = issuer.rstrip("/")
+        #: who may sign in: sub -> {"name", "email"} (add to it at any time)
+        self.users = dict(DEMO_USERS) if users is None else users
         self.clients = {c.client_id: c for c in clients}
         self.access_ttl = access_ttl
         self.key = RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(4), "alg": "RS256", "use": "sig"})
@@ -382,7 +391,7 @@ class DevIdentityProvider:
         return server
 
     def profile(self, sub: str, scope: str) -> dict[str, str]:
-        person = DEMO_USERS.get(sub, {"name": sub, "email": f"{sub}@example.com"})
+        person = self.users.get(sub, {"name": sub, "email": f"{sub}@example.com"})
         claims = {}
         if "profile" in scope.split():
             claims["name"] = person["name"]
@@ -439,7 +448,7 @@ class DevIdentityProvider:
                 status_code=400,
             )
         chosen = incoming.form.get("user")
-        if request.method == "POST" and chosen in DEMO_USERS:
+        if request.method == "POST" and chosen in self.users:
             user = DevUser(sub=chosen, sid=secrets.token_urlsafe(16))
             login_id = secrets.token_urlsafe(16)
             self.logins[login_id] = user
@@ -454,7 +463,7 @@ class DevIdentityProvider:
         buttons = "".join(
             f'<button type="submit" name="user" value="{html.escape(sub)}" data-user="{html.escape(sub)}">'
             f"{html.escape(p['name'])}<small>{html.escape(p['email'])}</small></button>"
-            for sub, p in DEMO_USERS.items()
+            for sub, p in self.users.items()
         )
         return f"""<!doctype html><html><head><meta charset="utf-8"><title>Dev IdP sign-in</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;color:#222}}
