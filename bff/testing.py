@@ -35,6 +35,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import re
 import secrets
 import socket
@@ -71,6 +72,7 @@ __all__ = [
     "serve",
 ]
 
+log = logging.getLogger("bff.testing")
 _HANDED_OUT: set[int] = set()
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -112,12 +114,27 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
 def mock_upstream(url: str = "http://upstream.test") -> respx.MockRouter:
     """A respx router standing in for an upstream at ``url``: routes are relative to it
     (``router.get("/tasks").respond(json=[...])``); ``router.calls`` records what the BFF sent.
-    A request no route matches fails the resolver (it shows in the log as a respx error)."""
+    A request no route matches is answered 501 (the field fails with UPSTREAM_ERROR) and logged
+    as a warning of ``bff.testing``."""
     import respx
 
     router = respx.MockRouter(base_url=url, assert_all_called=False)
     router.bff_url = url  # type: ignore[attr-defined]
     return router
+
+
+def _unmatched_is_501(name: str, router: respx.MockRouter) -> Any:
+    import respx
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        try:
+            response: httpx.Response = await router.async_handler(request)
+        except respx.models.AllMockedAssertionError:
+            log.warning("upstream %r: no route of its mock matches %s %s", name, request.method, request.url)
+            return httpx.Response(501, json={"error": f"not mocked: {request.method} {request.url.path}"})
+        return response
+
+    return handle
 
 
 class BFFTestClient(httpx.AsyncClient):
@@ -222,7 +239,7 @@ async def running_bff(
                 urls[name] = upstream
             elif getattr(upstream, "bff_url", None) is not None:
                 urls[name] = upstream.bff_url
-                transports[name] = httpx.MockTransport(upstream.async_handler)
+                transports[name] = httpx.MockTransport(_unmatched_is_501(name, upstream))
             else:
                 app, path = upstream if isinstance(upstream, tuple) else (upstream, "")
                 urls[name] = await stack.enter_async_context(serve(app)) + path
@@ -250,7 +267,8 @@ async def running_bff(
             [DevClient(client_id="bff-test", client_secret=client_secret, redirect_uris=[built.redirect_uri])],
             access_ttl=access_ttl,
         )
-        app = create_app(built, schema=None if schema is None or isinstance(schema, str) else schema)
+        given = None if schema is None or isinstance(schema, str) else schema
+        app = create_app(built, schema=given, transports=transports)
         app.mount("/idp", idp.app())
         url = await stack.enter_async_context(serve(app, port))
         yield RunningBFF(url=url, app=app, settings=built, idp=idp, upstreams=urls)
