@@ -18,6 +18,17 @@ export type Scalars = {
   DateTime: { input: string; output: string; }
 };
 
+export type Mutation = {
+  __typename?: 'Mutation';
+  /** Places an order for the signed-in user (POST /orders on the accounts upstream). Sent once: a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it. */
+  placeOrder?: Maybe<Order>;
+};
+
+
+export type MutationPlaceOrderArgs = {
+  items: Array<OrderLineInput>;
+};
+
 export type Order = {
   __typename?: 'Order';
   id: Scalars['ID']['output'];
@@ -30,6 +41,12 @@ export type OrderItem = {
   __typename?: 'OrderItem';
   product?: Maybe<Product>;
   quantity: Scalars['Int']['output'];
+};
+
+/** One line of a new order. */
+export type OrderLineInput = {
+  productId: Scalars['ID']['input'];
+  quantity: Scalars['Int']['input'];
 };
 
 export type Product = {
