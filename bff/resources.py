@@ -24,7 +24,8 @@ from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore, UnverifiedId
 from bff.settings import Settings, UpstreamSettings, mask_url
 from bff.telemetry import traced_transport
-from bff.upstream.base import RejectionCooldown, circuit_breakers
+from bff.upstream.aio import AiohttpUpstream
+from bff.upstream.base import HTTPClient, RejectionCooldown, circuit_breakers
 from bff.upstream.transport import UpstreamTransport
 
 log = logging.getLogger("bff")
@@ -38,7 +39,7 @@ class Resources:
     metrics: Metrics
     crypto: SessionCrypto
     store: SessionStore
-    upstreams: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    upstreams: dict[str, HTTPClient] = field(default_factory=dict)
     oidc: OIDCClient | None = None
     tokens: TokenManager | None = None
     breakers: AsyncCircuitBreakerFactory | None = None
@@ -172,11 +173,24 @@ def session_store(settings: Settings, crypto: SessionCrypto, metrics: Metrics | 
 
 
 def upstream_client(
-    upstream: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None, *, traced: bool = False
-) -> httpx.AsyncClient:
+    upstream: UpstreamSettings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    traced: bool = False,
+    implementation: str = "aiohttp",
+) -> HTTPClient:
     """One pooled, keep-alive client per upstream for the whole process.
 
-    The transport is aiohttp's behind httpx's API (see `bff.upstream.transport`)."""
+    aiohttp directly (`bff.upstream.aio`) unless a test transport is given, OpenTelemetry is on
+    (its spans come from httpx's instrumentation) or ``BFF_UPSTREAM_CLIENT=httpx``; then httpx
+    with aiohttp's pool behind it (`bff.upstream.transport`)."""
+    if transport is None and not traced and implementation == "aiohttp":
+        return AiohttpUpstream(
+            upstream.url,
+            timeout=upstream.timeout_seconds,
+            max_connections=upstream.max_connections,
+            max_keepalive=upstream.max_keepalive_connections,
+        )
     limits = httpx.Limits(
         max_connections=upstream.max_connections,
         max_keepalive_connections=upstream.max_keepalive_connections,
@@ -220,7 +234,12 @@ async def open_resources(
                 await store.check_configuration()
                 await store.sync_clock()
         for name, upstream in settings.upstreams.items():
-            resources.upstreams[name] = upstream_client(upstream, transports.get(name), traced=settings.otel_enabled)
+            resources.upstreams[name] = upstream_client(
+                upstream,
+                transports.get(name),
+                traced=settings.otel_enabled,
+                implementation=settings.upstream_client,
+            )
         if settings.oidc_configured:
             assert settings.oidc_issuer is not None
             assert settings.oidc_client_id is not None

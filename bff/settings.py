@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     upstream_unauthorized_cooldown_seconds: float = Field(default=30.0, ge=0)
 
     upstreams: dict[str, UpstreamSettings] = {}
+    #: "aiohttp" (direct, fastest) or "httpx" (httpx's client over aiohttp's pool; always used with OTel)
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     request_timeout_seconds: float = Field(default=15.0, gt=0)
     breaker_threshold: int = Field(default=5, gt=0)
     breaker_cooldown_seconds: float = Field(default=10.0, gt=0)

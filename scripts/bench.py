@@ -129,7 +129,7 @@ class Stack:
             wait_http(f"http://127.0.0.1:{port}/")
         wait_http(f"http://127.0.0.1:{self.peer_port}/graphql")
 
-    def start_bff(self, workers: int) -> None:
+    def start_bff(self, workers: int, extra: dict[str, str] | None = None) -> None:
         self.stop_bff()
         settings = {
             "BFF_OIDC_ISSUER": self.issuer,
@@ -139,6 +139,7 @@ class Stack:
             "BFF_SESSION_SECRET": "bench-secret-0123456789",
             "BFF_UPSTREAMS__CATALOG__ANONYMOUS": "client_credentials",
             **upstream_settings(self.upstream_ports),
+            **(extra or {}),
         }
         self.bff = bff_serve(self.bff_port, settings, workers=workers)
         wait_http(f"http://127.0.0.1:{self.bff_port}/healthz")

@@ -19,6 +19,11 @@ from purgatory.domain.model import OpenedState
 
 from bff.errors import Unauthenticated, UpstreamError, UpstreamTimeout, UpstreamUnauthorized
 from bff.metrics import Metrics
+from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
+
+#: an app-wide pooled client: aiohttp directly in production, httpx for tests and OpenTelemetry
+HTTPClient = httpx.AsyncClient | AiohttpUpstream
+Response = httpx.Response | UpstreamResponse
 
 
 class RejectionCooldown:
@@ -81,7 +86,7 @@ class UpstreamClient:
     def __init__(
         self,
         name: str,
-        http: httpx.AsyncClient,
+        http: HTTPClient,
         tokens: TokenSource | None,
         metrics: Metrics | None = None,
         *,
@@ -101,7 +106,7 @@ class UpstreamClient:
         self.rejections = rejections
         self.principal = principal  # whose token (a session's hash): the key of the 401 cooldown
 
-    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Response:
         """Send with the user's bearer token; on 401 refresh once and retry once. If the fresh token
         is refused too, `UpstreamUnauthorized` (the session is kept) and a cooldown starts."""
         idempotent = method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
@@ -135,7 +140,7 @@ class UpstreamClient:
 
     async def _attempts(
         self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> Response:
         if not (idempotent and self.retry_connect_errors):
             return await self._send(method, url, token, **kwargs)
         # One retry with jitter, only when the connection was never made (nothing reached the upstream).
@@ -167,7 +172,7 @@ class UpstreamClient:
         configured = self.http.timeout.read or remaining
         return httpx.Timeout(min(configured, remaining))
 
-    async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -179,7 +184,7 @@ class UpstreamClient:
         try:
             async with self._breaker():
                 try:
-                    response = await self.http.request(method, url, headers=headers, **kwargs)
+                    response: Response = await self.http.request(method, url, headers=headers, **kwargs)
                 except httpx.TimeoutException as exc:
                     status = "timeout"
                     raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
@@ -205,7 +210,7 @@ class UpstreamClient:
             )
         return response
 
-    def json(self, response: httpx.Response) -> Any:
+    def json(self, response: Response) -> Any:
         try:
             return response.json()
         except ValueError:

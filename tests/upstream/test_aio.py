@@ -1,0 +1,111 @@
+"""The aiohttp-direct upstream client against real sockets: the same error mapping as httpx's path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bff.errors import UpstreamError, UpstreamTimeout, UpstreamUnauthorized
+from bff.upstream import GraphQLClient, RestClient
+from bff.upstream.aio import AiohttpUpstream
+from tests.support.servers import free_port, serve
+
+
+class Tokens:
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    async def access_token(self) -> str:
+        return "t-1"
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        self.refreshes += 1
+        return "t-2"
+
+
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "auth": request.headers.get("authorization"),
+            "query": dict(request.query_params),
+            "body": body.decode(),
+            "type": request.headers.get("content-type"),
+        }
+    )
+
+
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(2)
+    return JSONResponse({})
+
+
+async def _unauthorized(request: Request) -> Response:
+    return JSONResponse({"error": "invalid_token"}, status_code=401)
+
+
+async def _html(request: Request) -> Response:
+    return PlainTextResponse("<html>gateway</html>", status_code=200)
+
+
+async def _broken(request: Request) -> Response:
+    return PlainTextResponse("oops", status_code=502)
+
+
+APP = Starlette(
+    routes=[
+        Route("/echo", _echo, methods=["GET", "POST"]),
+        Route("/slow", _slow),
+        Route("/401", _unauthorized),
+        Route("/html", _html),
+        Route("/502", _broken),
+    ]
+)
+
+
+@pytest.fixture
+async def upstream() -> object:
+    async with serve(APP) as url:
+        http = AiohttpUpstream(url, timeout=0.5, max_connections=10, max_keepalive=5)
+        yield http
+        await http.aclose()
+
+
+async def test_requests_carry_token_params_and_json(upstream: AiohttpUpstream) -> None:
+    client = RestClient("accounts", upstream, Tokens())
+    got = await client.get_json("/echo", {"limit": 3})
+    assert got["auth"] == "Bearer t-1"
+    assert got["query"] == {"limit": "3"}
+    posted = await client.post_json("/echo", {"a": [1, 2]})
+    assert posted["body"] == '{"a":[1,2]}'
+    assert posted["type"] == "application/json"
+
+
+async def test_failures_map_like_httpx(upstream: AiohttpUpstream) -> None:
+    tokens = Tokens()
+    client = RestClient("accounts", upstream, tokens)
+    with pytest.raises(UpstreamTimeout):
+        await client.get_json("/slow")
+    with pytest.raises(UpstreamUnauthorized):
+        await client.get_json("/401")
+    assert tokens.refreshes == 1  # one forced refresh, then the refusal is reported
+    with pytest.raises(UpstreamError, match="invalid JSON"):
+        await client.get_json("/html")
+    with pytest.raises(UpstreamError, match="HTTP 502"):
+        await client.get_json("/502")
+
+
+async def test_refused_connection_is_unreachable_not_a_timeout() -> None:
+    http = AiohttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10, max_keepalive=5)
+    try:
+        client = GraphQLClient("catalog", http, Tokens(), endpoint=f"{http.base_url}/graphql")
+        with pytest.raises(UpstreamError, match="unreachable") as refused:
+            await client.execute("{ x }")
+        assert not isinstance(refused.value, UpstreamTimeout)
+    finally:
+        await http.aclose()
