@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 
 def _drop_color_message(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
     event.pop("color_message", None)  # uvicorn's ANSI duplicate of the message
     return event
+
+
+def _orjson(value: object, **_: object) -> str:
+    """One access-log line per request: orjson is several times cheaper than the stdlib encoder."""
+    return orjson.dumps(value, default=str).decode()
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
@@ -26,7 +32,7 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
         _drop_color_message,
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson) if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
