@@ -23,7 +23,7 @@ An upstream is given as:
 - a URL (``str``) of a server you run yourself;
 - an ASGI app (your fake upstream), served on its own port: ``app``, or ``(app, "/graphql")`` for a
   GraphQL endpoint below its root;
-- a respx router from `mock_upstream` (needs ``pip install respx``).
+- a respx router from `mock_upstream` (needs ``pip install respx``), or ``(router, "/graphql")``.
 
 The access tokens are RS256 JWTs of the dev IdP; a fake upstream checks them with
 `dev_token_subject` (signature, issuer, expiry) and so sees who is signed in.
@@ -234,15 +234,15 @@ async def running_bff(
     async with contextlib.AsyncExitStack() as stack:
         urls: dict[str, str] = {}
         transports: dict[str, httpx.AsyncBaseTransport] = {}
-        for name, upstream in upstreams.items():
+        for name, given in upstreams.items():
+            upstream, path = given if isinstance(given, tuple) else (given, "")
             if isinstance(upstream, str):
-                urls[name] = upstream
+                urls[name] = upstream + path
             elif getattr(upstream, "bff_url", None) is not None:
-                urls[name] = upstream.bff_url
+                urls[name] = upstream.bff_url.rstrip("/") + path
                 transports[name] = httpx.MockTransport(_unmatched_is_501(name, upstream))
             else:
-                app, path = upstream if isinstance(upstream, tuple) else (upstream, "")
-                urls[name] = await stack.enter_async_context(serve(app)) + path
+                urls[name] = await stack.enter_async_context(serve(upstream)) + path
         configured = {name: {"url": url} for name, url in urls.items()}
         for name, options in dict(extra.pop("upstreams", None) or {}).items():
             configured[name] = {**configured.get(name, {}), **options}

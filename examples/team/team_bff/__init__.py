@@ -1,0 +1,1 @@
+"""A team's BFF: its own GraphQL types over its own upstreams, served by `bff`."""
