@@ -1,4 +1,10 @@
 # syntax=docker/dockerfile:1
+# The bff image: `docker build -t bff .` serves the demo API; a team's image starts FROM it, installs
+# its own package and names its schema (see examples/team/Dockerfile):
+#   FROM bff
+#   COPY . /src/app
+#   RUN pip install --no-cache-dir /src/app
+#   ENV BFF_SCHEMA=team_bff.schema:schema
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -11,6 +17,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER bff
 ENV BFF_ENV=production
+# package.module:attribute of the schema to serve (a schema built with bff.build_schema)
+ENV BFF_SCHEMA=bff.demo.api:schema
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
