@@ -62,6 +62,16 @@ def test_check_prints_masked_configuration_and_fails_on_unreachable_parts() -> N
 
 def test_check_passes_on_the_embedded_defaults_except_sign_in() -> None:
     result = _run("check", "--timeout", "2")
+    assert 'BFF_SCHEMA = "bff.demo.api:schema"' in result.stdout
+    assert (
+        "[ok] schema: bff.demo.api:schema: query, mutation; max depth 12, cost 5000; introspection on" in result.stdout
+    )
     assert "[ok] session store: memory reachable" in result.stdout
     assert "[FAIL] identity provider: not configured: set BFF_OIDC_ISSUER and BFF_OIDC_CLIENT_ID" in result.stdout
     assert result.returncode == 1
+
+
+def test_check_names_a_schema_it_cannot_serve() -> None:
+    result = _run("check", "--timeout", "2", BFF_SCHEMA="bff.demo.api.types:Query", BFF_ENV="development")
+    assert result.returncode == 1
+    assert "[FAIL] schema: schema reference 'bff.demo.api.types:Query' names the class Query" in result.stdout
