@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, action="append", default=None)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--variant", action="append", default=[], help="name:VAR=value,VAR=value")
     args = parser.parse_args()
@@ -54,7 +54,7 @@ def main() -> int:
                 url = f"http://127.0.0.1:{stack.bff_port}/graphql"
                 headers = {"Cookie": f"bff_session={cookie}", "X-CSRF": "1"}
                 assert stack.bff is not None
-                wrk(url, VIEWER, headers, 4, 1.0)  # warm up
+                wrk(url, VIEWER, headers, 4, 1)  # warm up
                 for c in connections:
                     before = cpu_seconds(stack.bff.pid)
                     run = wrk(url, VIEWER, headers, c, args.duration)
