@@ -53,6 +53,13 @@ class Metrics:
             ["operation", "outcome"],
             registry=r,
         )
+        self.graphql_compiled = Counter(
+            "bff_graphql_compiled_plan",
+            "Cached, validated documents by execution path: 'compiled', or 'fallback' to graphql-core with "
+            "the reason (mutation, subscription, directives, abstract_type, introspection, ...)",
+            ["outcome", "reason"],
+            registry=r,
+        )
         self.session_store_duration = Histogram(
             "bff_session_store_duration_seconds",
             "Session store reads and writes",

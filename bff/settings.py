@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     trusted_documents: str | None = None
     log_level: str = "info"
     otel_enabled: bool = False
+    #: cached, validated queries run by a compiled plan (bff.graphql.compiled); off: graphql-core
+    compiled_execution: bool = True
 
     @field_validator(
         "cors_origins", "login_return_origins", "native_redirect_uris", "session_previous_secrets", mode="before"

@@ -4,7 +4,9 @@ Hand-written instead of Strawberry's router because the spec's answers need cont
 does not give: ``application/graphql-response+json`` with its status codes, a JSON
 ``{"errors": [...]}`` body for every refusal (bad JSON, missing query, GET mutation, oversized
 body), 405 with ``Allow``, persisted documents, batching off by default, and a per-request
-sub-response that concurrent requests do not share. Execution itself is Strawberry's.
+sub-response that concurrent requests do not share. A document seen for the first time is executed
+by Strawberry (which parses, validates and caches it); a cached, validated one by
+`bff.graphql.execution` (graphql-core directly, or a compiled plan: ``BFF_COMPILED_EXECUTION``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from bff.graphql.context import Context
+from bff.graphql.execution import DirectExecution
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
 from bff.metrics import OperationLabels, loggable_name
 from bff.resources import Resources
@@ -120,6 +123,7 @@ class GraphQLHTTPHandler:
         self.max_body_bytes = max_body_bytes
         self.batch_max_operations = batch_max_operations
         self.labels = OperationLabels(persisted.operation_names())
+        self.direct = DirectExecution(schema)
 
     async def __call__(self, request: Request) -> Response:
         media = negotiate(request.headers.get("accept"))
@@ -237,13 +241,23 @@ class GraphQLHTTPHandler:
                 {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
             )
             try:
-                result = await self.schema.execute(
+                result: Any = await self.direct.execute(
                     document,
-                    variable_values=variables,
-                    context_value=context,
-                    operation_name=operation_name,
-                    allowed_operation_types=allowed,
+                    variables,
+                    context,
+                    operation_name,
+                    allowed,
+                    compiled=resources.settings.compiled_execution,
+                    metrics=resources.metrics,
                 )
+                if result is None:  # not cached yet, or the schema has extensions with hooks
+                    result = await self.schema.execute(
+                        document,
+                        variable_values=variables,
+                        context_value=context,
+                        operation_name=operation_name,
+                        allowed_operation_types=allowed,
+                    )
             except InvalidOperationTypeError:
                 raise RequestError(
                     405,

@@ -1,0 +1,685 @@
+"""A compiled execution plan for cached, validated documents: graphql-core's execution algorithm
+with every decision that depends only on the document and the schema taken once, ahead of time.
+
+`compile_plan` turns one operation of a validated document into a `Plan` (or raises `Unsupported`
+saying why); `Plan.execute` runs it for one request and returns graphql-core's `ExecutionResult`.
+What the plan decides once instead of per field and per request:
+
+- which fields each selection set selects (graphql-core's own ``collect_fields``, fragments and
+  merged fields included), their definitions, resolvers and return types;
+- arguments written as constants (coerced once; per request only when they hold variables or
+  values a resolver could mutate);
+- how each value completes (non-null check, list, leaf ``coerce_output_value``, object);
+- plain fields (Strawberry's "basic" fields: no resolver, no extension, the default resolver)
+  are attribute reads, with no ``info`` and no ``Path`` unless an error needs one.
+
+What stays exactly as graphql-core does it: resolvers are called with the ``info`` the schema's
+executor class builds (Strawberry's ``Info`` wraps it) and with graphql-core's coerced arguments;
+awaitable siblings of one selection set and awaitable items of one list are gathered together
+(``gather_with_cancel``, the single-awaitable shortcut included), so DataLoaders batch as before;
+errors are located at their ``path``, a null in a non-null position propagates to the nearest
+nullable parent, and errors below an already nulled position are dropped (``CollectedErrors``).
+
+Not compiled (`Unsupported`; the caller executes the document with graphql-core instead):
+mutations and subscriptions, any directive in the operation or its fragments (``@skip``,
+``@include``, ``@defer``, ``@stream``, custom ones), fragment variables, fields of abstract type
+(interfaces, unions: a runtime type resolution), introspection fields other than ``__typename``,
+schemas with a default field or type resolver other than graphql-core's.
+
+Where the outcome may differ from graphql-core's: nowhere in ``data``; in ``errors`` only in their
+order when several fail concurrently (each implementation appends errors as awaitables settle),
+and, like graphql-core itself, in which errors of cancelled siblings are still recorded once a
+non-null error has nulled their common parent (timing-dependent in both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    Node,
+    OperationDefinitionNode,
+    OperationType,
+    Undefined,
+    VariableNode,
+    is_abstract_type,
+    is_leaf_type,
+    is_list_type,
+    is_non_null_type,
+    is_object_type,
+    located_error,
+)
+from graphql.execution.collect_fields import FieldDetails, FragmentDetails, collect_fields, collect_subfields
+from graphql.execution.values import VariableValues, get_argument_values
+from graphql.pyutils import Path, gather_with_cancel, is_iterable
+from graphql.type.definition import GraphQLResolveInfoHelpers
+
+__all__ = ["Plan", "Unsupported", "compile_plan"]
+
+IsAwaitable = Callable[[Any], bool]
+
+#: values that are never awaitable: no is_awaitable call for them
+_PLAIN = frozenset({str, int, float, bool, type(None), list, dict, tuple})
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+# completion kinds
+_LEAF, _OBJECT, _LIST = 1, 2, 3
+# field kinds
+_TYPENAME, _ATTRIBUTE, _RESOLVE = 1, 2, 3
+
+
+class Unsupported(Exception):
+    """The document uses something the plan does not compile; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Completion:
+    """How a value of one output type completes."""
+
+    type: GraphQLOutputType
+    non_null: bool
+    kind: int
+    #: leaf: the type's coerce_output_value
+    coerce: Callable[[Any], Any] | None = None
+    #: list: the items' completion
+    item: _Completion | None = None
+    #: object: the selected fields
+    object_type: GraphQLObjectType | None = None
+    fields: list[_Field] = field(default_factory=list)
+    is_type_of: Callable[[Any, Any], Any] | None = None
+
+
+@dataclass(slots=True)
+class _Field:
+    key: str
+    name: str
+    kind: int
+    parent_type: GraphQLObjectType
+    definition: GraphQLField | None
+    nodes: list[FieldNode]
+    return_type: GraphQLOutputType
+    non_null: bool
+    completion: _Completion | None
+    attribute: str = ""
+    resolve: Callable[..., Any] | None = None
+    #: constant arguments coerced once; None when they are coerced per request
+    arguments: dict[str, Any] | None = None
+    first_node: FieldNode | None = None
+    #: the object type's name, for __typename
+    typename: str = ""
+    #: whether the resolver needs info (also for is_type_of of the value's type)
+    needs_info: bool = False
+
+
+class _Run:
+    """One execution: the attributes the executor class's ``build_resolve_info`` reads, and the
+    errors collected so far (graphql-core's ``CollectedErrors``)."""
+
+    __slots__ = (
+        "_error_positions",
+        "abort_signal",
+        "async_helpers",
+        "background",
+        "context_value",
+        "errors",
+        "fragment_definitions",
+        "is_awaitable",
+        "operation",
+        "operation_extensions",
+        "root_value",
+        "schema",
+        "variable_values",
+    )
+
+    def __init__(self, plan: Plan, context_value: Any, variable_values: VariableValues, root_value: Any) -> None:
+        self.schema = plan.schema
+        self.fragment_definitions = plan.fragment_definitions
+        self.operation = plan.operation
+        self.root_value = root_value
+        self.context_value = context_value
+        self.variable_values = variable_values
+        self.is_awaitable = plan.is_awaitable
+        self.abort_signal = None
+        self.operation_extensions = None
+        self.async_helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=self._track)
+        self.errors: list[GraphQLError] = []
+        self._error_positions: set[Path | None] = set()
+        self.background: set[Any] = set()
+
+    @staticmethod
+    def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
+        return gather_with_cancel(*values)
+
+    def _track(self, values: Sequence[Any]) -> None:
+        self.settle([value for value in values if self.is_awaitable(value)])
+
+    def settle(self, awaitables: Iterable[Any]) -> None:
+        """Settle abandoned awaitables in the background (graphql-core's settle_in_background)."""
+        for awaitable in awaitables:
+            future = asyncio.ensure_future(awaitable)
+            self.background.add(future)
+            future.add_done_callback(_discard_settled(self.background))
+
+    def add_error(self, error: GraphQLError, path: Path | None) -> None:
+        positions = self._error_positions
+        if None in positions:
+            return
+        current = path
+        while current is not None:
+            if current in positions:
+                return
+            current = current.prev
+        positions.add(path)
+        self.errors.append(error)
+
+
+def _discard_settled(background: set[Any]) -> Callable[[Any], None]:
+    def done(future: Any) -> None:
+        background.discard(future)
+        if not future.cancelled():
+            future.exception()
+
+    return done
+
+
+class Plan:
+    """A compiled operation; `execute` runs it for one request (a new `_Run` each time)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        root: _Completion,
+        build_resolve_info: Callable[..., Any],
+        is_awaitable: IsAwaitable,
+    ) -> None:
+        self.schema = schema
+        self.document = document
+        self.operation = operation
+        self.root = root
+        self.fragment_definitions = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._build_resolve_info = build_resolve_info
+        self.is_awaitable = is_awaitable
+
+    def execute(
+        self, context_value: Any, variable_values: VariableValues, root_value: Any = None
+    ) -> ExecutionResult | Awaitable[ExecutionResult]:
+        """Execute the plan; returns the result, or an awaitable of it when a resolver is async.
+        Like graphql-core's ``execute``, it never raises for a field error."""
+        run = _Run(self, context_value, variable_values, root_value)
+        try:
+            data = self._execute_fields(run, self.root.fields, root_value, None)
+        except GraphQLError as error:
+            run.add_error(error, None)
+            return ExecutionResult(None, run.errors or None)
+        if self.is_awaitable(data):
+            return self._await_root(run, data)
+        return ExecutionResult(data, run.errors or None)
+
+    async def _await_root(self, run: _Run, data: Awaitable[dict[str, Any]]) -> ExecutionResult:
+        try:
+            completed = await data
+        except GraphQLError as error:
+            run.add_error(error, None)
+            return ExecutionResult(None, run.errors or None)
+        return ExecutionResult(completed, run.errors or None)
+
+    # -- fields ----------------------------------------------------------------------------------
+
+    def _info(self, run: _Run, plan: _Field, path: Path) -> Any:
+        return self._build_resolve_info(run, plan.definition, plan.nodes, plan.parent_type, path)
+
+    def _execute_fields(self, run: _Run, fields: list[_Field], source: Any, path: Path | None) -> Any:
+        results: dict[str, Any] = {}
+        pending: list[str] | None = None
+        is_awaitable = self.is_awaitable
+        try:
+            for plan in fields:
+                key = plan.key
+                kind = plan.kind
+                if kind == _TYPENAME:
+                    results[key] = plan.typename
+                    continue
+                field_path: Path | None = None
+                info: Any = None
+                try:
+                    if kind == _ATTRIBUTE:
+                        value = getattr(source, plan.attribute)
+                    else:
+                        field_path = Path(path, key, plan.parent_type.name)
+                        if plan.needs_info:
+                            info = self._info(run, plan, field_path)
+                        arguments = plan.arguments
+                        if arguments is None:
+                            arguments = get_argument_values(
+                                plan.definition,  # type: ignore[arg-type]
+                                plan.first_node,  # type: ignore[arg-type]
+                                run.variable_values,
+                            )
+                        value = plan.resolve(source, info, **arguments)  # type: ignore[misc]
+                    if type(value) not in _PLAIN and is_awaitable(value):
+                        if field_path is None:
+                            field_path = Path(path, key, plan.parent_type.name)
+                        results[key] = self._complete_awaitable(run, plan, value, field_path, info)
+                        if pending is None:
+                            pending = []
+                        pending.append(key)
+                        continue
+                    completed = self._complete(run, plan, plan.completion, value, field_path, path, info)  # type: ignore[arg-type]
+                    if type(completed) is not dict and is_awaitable(completed):
+                        if field_path is None:
+                            field_path = Path(path, key, plan.parent_type.name)
+                        results[key] = self._await_completed(run, plan, completed, field_path)
+                        if pending is None:
+                            pending = []
+                        pending.append(key)
+                        continue
+                    results[key] = completed
+                except Exception as raw_error:
+                    if field_path is None:
+                        field_path = Path(path, key, plan.parent_type.name)
+                    self._field_error(run, raw_error, plan.nodes, plan.non_null, field_path)
+                    results[key] = None
+        except Exception:
+            if pending:
+                run.settle([results[key] for key in pending])
+            raise
+        if pending is None:
+            return results
+        return self._gather_fields(results, pending)
+
+    @staticmethod
+    async def _gather_fields(results: dict[str, Any], pending: list[str]) -> dict[str, Any]:
+        if len(pending) == 1:
+            key = pending[0]
+            results[key] = await results[key]
+        else:
+            awaited = await gather_with_cancel(*(results[key] for key in pending))
+            results.update(zip(pending, awaited, strict=True))
+        return results
+
+    @staticmethod
+    def _field_error(run: _Run, raw_error: Exception, nodes: list[FieldNode], non_null: bool, path: Path) -> None:
+        error = located_error(raw_error, nodes, path.as_list())
+        if non_null:
+            raise error
+        run.add_error(error, path)
+
+    async def _complete_awaitable(self, run: _Run, plan: _Field, value: Any, path: Path, info: Any) -> Any:
+        try:
+            resolved = await value
+            completed = self._complete(run, plan, plan.completion, resolved, path, path.prev, info)  # type: ignore[arg-type]
+            if type(completed) is not dict and self.is_awaitable(completed):
+                completed = await completed
+        except Exception as raw_error:
+            self._field_error(run, raw_error, plan.nodes, plan.non_null, path)
+            return None
+        return completed
+
+    async def _await_completed(self, run: _Run, plan: _Field, completed: Awaitable[Any], path: Path) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self._field_error(run, raw_error, plan.nodes, plan.non_null, path)
+            return None
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def _complete(
+        self,
+        run: _Run,
+        plan: _Field,
+        completion: _Completion,
+        value: Any,
+        path: Path | None,
+        parent_path: Path | None,
+        info: Any,
+    ) -> Any:
+        """graphql-core's complete_value for ``completion``'s type. ``path`` may be None for a leaf
+        (a plain field's path is built only when an error needs it: from ``parent_path``)."""
+        if isinstance(value, Exception):
+            raise value
+        if value is None or value is Undefined:
+            if completion.non_null:
+                raise TypeError(f"Cannot return null for non-nullable field {plan.parent_type.name}.{plan.name}.")
+            return None
+        kind = completion.kind
+        if kind == _LEAF:
+            coerced = completion.coerce(value)  # type: ignore[misc]
+            if coerced is Undefined or coerced is None:
+                raise TypeError(
+                    f"Expected `{completion.type}.coerce_output_value({value!r})` to return non-nullable value,"
+                    f" returned: {coerced!r}"
+                )
+            return coerced
+        if path is None:
+            path = Path(parent_path, plan.key, plan.parent_type.name)
+        if kind == _OBJECT:
+            if completion.is_type_of is not None:
+                if info is None:
+                    info = self._info(run, plan, path)
+                accepted = completion.is_type_of(value, info)
+                if self.is_awaitable(accepted):
+                    return self._complete_object_after(run, completion, value, path, accepted, plan)
+                if not accepted:
+                    raise _invalid_return_type(completion, value, plan.nodes)
+            return self._execute_fields(run, completion.fields, value, path)
+        return self._complete_list(run, plan, completion, value, path, info)
+
+    async def _complete_object_after(
+        self, run: _Run, completion: _Completion, value: Any, path: Path, accepted: Awaitable[Any], plan: _Field
+    ) -> Any:
+        if not await accepted:
+            raise _invalid_return_type(completion, value, plan.nodes)
+        fields = self._execute_fields(run, completion.fields, value, path)
+        if type(fields) is not dict and self.is_awaitable(fields):
+            return await fields
+        return fields
+
+    def _complete_list(
+        self, run: _Run, plan: _Field, completion: _Completion, value: Any, path: Path, info: Any
+    ) -> Any:
+        if hasattr(value, "__aiter__"):
+            return self._complete_async_iterable(run, plan, completion, value, path, info)
+        if not is_iterable(value):
+            raise GraphQLError(
+                f"Expected Iterable, but did not find one for field '{plan.parent_type.name}.{plan.name}'."
+            )
+        return self._complete_items(run, plan, completion, value, path, info)
+
+    async def _complete_async_iterable(
+        self, run: _Run, plan: _Field, completion: _Completion, value: Any, path: Path, info: Any
+    ) -> Any:
+        items = [item async for item in value]
+        completed = self._complete_items(run, plan, completion, items, path, info)
+        if type(completed) is not list and self.is_awaitable(completed):
+            return await completed
+        return completed
+
+    def _complete_items(
+        self, run: _Run, plan: _Field, completion: _Completion, items: Iterable[Any], path: Path, info: Any
+    ) -> Any:
+        item = completion.item
+        assert item is not None
+        is_awaitable = self.is_awaitable
+        leaf = item.kind == _LEAF
+        completed: list[Any] = []
+        append = completed.append
+        pending: list[int] | None = None
+        iterator = iter(items)
+        index = 0
+        try:
+            for value in iterator:
+                item_path = None if leaf else Path(path, index, None)
+                if type(value) not in _PLAIN and is_awaitable(value):
+                    if item_path is None:
+                        item_path = Path(path, index, None)
+                    append(self._complete_awaitable_item(run, plan, item, value, item_path, info))
+                    if pending is None:
+                        pending = []
+                    pending.append(index)
+                else:
+                    try:
+                        done = self._complete(run, plan, item, value, item_path, None, info)
+                        if not leaf and type(done) is not dict and is_awaitable(done):
+                            append(self._await_item(run, plan, item, done, item_path))  # type: ignore[arg-type]
+                            if pending is None:
+                                pending = []
+                            pending.append(index)
+                        else:
+                            append(done)
+                    except Exception as raw_error:
+                        if item_path is None:
+                            item_path = Path(path, index, None)
+                        self._field_error(run, raw_error, plan.nodes, item.non_null, item_path)
+                        append(None)
+                index += 1
+        except Exception:
+            abandoned = [completed[i] for i in pending or ()]
+            abandoned.extend(value for value in iterator if is_awaitable(value))
+            if abandoned:
+                run.settle(abandoned)
+            raise
+        if pending is None:
+            return completed
+        return self._gather_items(completed, pending)
+
+    @staticmethod
+    async def _gather_items(completed: list[Any], pending: list[int]) -> list[Any]:
+        if len(pending) == 1:
+            index = pending[0]
+            completed[index] = await completed[index]
+        else:
+            awaited = await gather_with_cancel(*(completed[index] for index in pending))
+            for index, value in zip(pending, awaited, strict=True):
+                completed[index] = value
+        return completed
+
+    async def _complete_awaitable_item(
+        self, run: _Run, plan: _Field, item: _Completion, value: Any, path: Path, info: Any
+    ) -> Any:
+        try:
+            resolved = await value
+            completed = self._complete(run, plan, item, resolved, path, None, info)
+            if type(completed) is not dict and self.is_awaitable(completed):
+                completed = await completed
+        except Exception as raw_error:
+            self._field_error(run, raw_error, plan.nodes, item.non_null, path)
+            return None
+        return completed
+
+    async def _await_item(self, run: _Run, plan: _Field, item: _Completion, done: Awaitable[Any], path: Path) -> Any:
+        try:
+            return await done
+        except Exception as raw_error:
+            self._field_error(run, raw_error, plan.nodes, item.non_null, path)
+            return None
+
+
+def _invalid_return_type(completion: _Completion, value: Any, nodes: list[FieldNode]) -> GraphQLError:
+    from graphql.pyutils import inspect
+
+    return GraphQLError(f"Expected value of type '{completion.object_type}' but got: {inspect(value)}.", nodes)
+
+
+# -- compiling -------------------------------------------------------------------------------------
+
+
+def _uses_directives_or_variables(nodes: Iterable[Node]) -> tuple[bool, bool]:
+    """Whether any node in or below ``nodes`` carries a directive, and whether any is a variable."""
+    directives = variables = False
+    stack: list[Any] = list(nodes)
+    while stack:
+        current = stack.pop()
+        if isinstance(current, VariableNode):
+            variables = True
+            continue
+        if getattr(current, "directives", None):
+            directives = True
+        for key in current.keys:
+            if key == "loc":
+                continue
+            value = getattr(current, key, None)
+            if isinstance(value, Node):
+                stack.append(value)
+            elif isinstance(value, tuple | list):
+                stack.extend(item for item in value if isinstance(item, Node))
+    return directives, variables
+
+
+def _basic_attribute(definition: GraphQLField) -> str | None:
+    """The attribute a Strawberry basic field reads (no resolver, no field extension, the default
+    resolver ``getattr``), or None when the field's resolver must be called."""
+    resolve = definition.resolve
+    if resolve is None or getattr(resolve, "__name__", "") != "_get_basic_result":
+        return None
+    strawberry_field = (definition.extensions or {}).get("strawberry-definition")
+    if strawberry_field is None:
+        return None
+    if getattr(strawberry_field, "base_resolver", True) or getattr(strawberry_field, "extensions", True):
+        return None
+    if getattr(strawberry_field, "default_resolver", None) is not getattr:
+        return None
+    name = getattr(strawberry_field, "python_name", None)
+    return name if isinstance(name, str) else None
+
+
+class _Compiler:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        field_resolver: Callable[..., Any],
+    ) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.fragments: dict[str, FragmentDetails] = {}
+        for definition in document.definitions:
+            if isinstance(definition, FragmentDefinitionNode):
+                if definition.variable_definitions:
+                    raise Unsupported("fragment_variables")
+                self.fragments[definition.name.value] = FragmentDetails(definition, None)
+        self.variables = VariableValues({}, {})
+        self.field_resolver = field_resolver
+
+    def root(self) -> _Completion:
+        if self.operation.operation != OperationType.QUERY:
+            raise Unsupported(self.operation.operation.value)
+        root_type = self.schema.get_root_type(OperationType.QUERY)
+        if root_type is None:
+            raise Unsupported("no_query_type")
+        grouped = collect_fields(self.schema, self.fragments, self.variables, root_type, self.operation)
+        completion = _Completion(type=root_type, non_null=False, kind=_OBJECT, object_type=root_type)
+        completion.fields = self.fields(root_type, grouped.grouped_field_set)
+        return completion
+
+    def fields(self, parent_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]) -> list[_Field]:
+        plans = []
+        for key, details in grouped.items():
+            plans.append(self.field(parent_type, key, details))
+        return plans
+
+    def field(self, parent_type: GraphQLObjectType, key: str, details: list[FieldDetails]) -> _Field:
+        nodes = [detail.node for detail in details]
+        if any(detail.fragment_variable_values is not None or detail.defer_usage is not None for detail in details):
+            raise Unsupported("directives")
+        first = nodes[0]
+        name = first.name.value
+        if name == "__typename":
+            return _Field(
+                key=key,
+                name=name,
+                kind=_TYPENAME,
+                parent_type=parent_type,
+                definition=None,
+                nodes=nodes,
+                return_type=GraphQLNonNull(self.schema.type_map["String"]),  # type: ignore[arg-type]
+                non_null=True,
+                completion=None,
+                typename=parent_type.name,
+            )
+        if name.startswith("__"):
+            raise Unsupported("introspection")
+        definition = parent_type.fields.get(name)
+        if definition is None:  # a validated document selects only existing fields
+            raise Unsupported("unknown_field")
+        return_type = definition.type
+        completion = self.completion(return_type, details)
+        attribute = _basic_attribute(definition)
+        plan = _Field(
+            key=key,
+            name=name,
+            kind=_RESOLVE,
+            parent_type=parent_type,
+            definition=definition,
+            nodes=nodes,
+            return_type=return_type,
+            non_null=is_non_null_type(return_type),
+            completion=completion,
+            first_node=first,
+        )
+        if attribute is not None and not definition.args and not first.arguments:
+            plan.kind = _ATTRIBUTE
+            plan.attribute = attribute
+            plan.needs_info = False
+            return plan
+        plan.resolve = definition.resolve or self.field_resolver
+        plan.needs_info = True
+        if definition.args or first.arguments:
+            _, has_variables = _uses_directives_or_variables(first.arguments or ())
+            if not has_variables:
+                try:
+                    arguments = get_argument_values(definition, first, self.variables)
+                except Exception:  # coerced per request instead, where it is a field error
+                    arguments = None
+                if arguments is not None and all(isinstance(value, _IMMUTABLE) for value in arguments.values()):
+                    plan.arguments = arguments
+        else:
+            plan.arguments = {}
+        return plan
+
+    def completion(self, type_: GraphQLOutputType, details: list[FieldDetails]) -> _Completion:
+        non_null = is_non_null_type(type_)
+        inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+        if is_list_type(inner):
+            assert isinstance(inner, GraphQLList)
+            item = self.completion(inner.of_type, details)
+            return _Completion(type=inner, non_null=non_null, kind=_LIST, item=item)
+        if is_leaf_type(inner):
+            return _Completion(type=inner, non_null=non_null, kind=_LEAF, coerce=inner.coerce_output_value)
+        if is_abstract_type(inner):
+            raise Unsupported("abstract_type")
+        if not is_object_type(inner):
+            raise Unsupported("output_type")
+        assert isinstance(inner, GraphQLObjectType)
+        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, inner, details)
+        completion = _Completion(
+            type=inner, non_null=non_null, kind=_OBJECT, object_type=inner, is_type_of=inner.is_type_of
+        )
+        completion.fields = self.fields(inner, collected.grouped_field_set)
+        return completion
+
+
+def compile_plan(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    *,
+    build_resolve_info: Callable[..., Any],
+    is_awaitable: IsAwaitable,
+    field_resolver: Callable[..., Any] | None = None,
+) -> Plan:
+    """The plan of ``operation`` (a validated document's); raises `Unsupported`.
+
+    ``build_resolve_info`` is the executor class's method (called unbound with the run as self),
+    so resolvers receive the info they would receive from graphql-core with that executor class."""
+    from graphql.execution.executor import default_field_resolver
+
+    definitions = [operation, *(d for d in document.definitions if isinstance(d, FragmentDefinitionNode))]
+    directives, _ = _uses_directives_or_variables(definitions)
+    if directives:
+        raise Unsupported("directives")
+    compiler = _Compiler(schema, document, operation, field_resolver or default_field_resolver)
+    return Plan(schema, document, operation, compiler.root(), build_resolve_info, is_awaitable)

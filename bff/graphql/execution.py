@@ -1,0 +1,215 @@
+"""Executing cached, validated documents without Strawberry's per-request machinery.
+
+For a document `DocumentGate` has already parsed and validated (it is in the gate's caches),
+Strawberry's ``Schema.execute`` adds per request: an ``ExecutionContext``, fresh extension
+instances and their hook runner (``on_operation``, ``on_parse``, ``on_validate``, ``on_execute``,
+``get_results``), a middleware manager, then graphql-core's ``execute`` with the schema's executor
+class, ``process_errors`` (logging) and `BFFSchema`'s error mapping. `DirectExecution` does the
+same steps itself when that is equivalent, i.e. when every extension of the schema is one of
+`bff`'s own (`DocumentGate`, introspection off: ``AddValidationRules``) or implements no hook at
+all; any other extension (a team's tracing, Strawberry's directive support) keeps the whole
+request on ``Schema.execute``. A document seen for the first time goes through ``Schema.execute``
+too (it is parsed, validated and cached there).
+
+The same steps, in the same order: parse (the gate's cache), operation selection
+(`select_operation`), the operation type allowed for the method, validation (a cache hit), the
+variables and the cost (the gate's own check), then execution: graphql-core's ``execute`` with
+the schema's executor class (so resolvers get the same ``info``), or, when enabled and the
+operation compiles, the plan of `bff.graphql.compiled`. Errors are logged by the schema's
+``_process_errors`` and mapped by `to_graphql_error`, exactly as on the Strawberry path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Any
+
+from graphql import GraphQLError, OperationDefinitionNode, execute, specified_rules
+from graphql.execution.values import get_variable_values
+from strawberry.execution import optimized_is_awaitable
+from strawberry.extensions import AddValidationRules, SchemaExtension
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from bff.graphql.compiled import Plan, Unsupported, compile_plan
+from bff.graphql.documents import select_operation
+from bff.graphql.errors import BFFSchema, to_graphql_error
+from bff.graphql.limits import DocumentGate
+from bff.metrics import Metrics
+
+__all__ = ["DirectExecution"]
+
+_HOOKS = ("on_operation", "on_parse", "on_validate", "on_execute", "resolve", "get_results")
+#: plans (or the reason there is none) of this many (document, operation name) pairs
+PLAN_CACHE_SIZE = 512
+
+
+def _inert(extension: SchemaExtension) -> bool:
+    cls = type(extension)
+    return all(getattr(cls, hook) is getattr(SchemaExtension, hook) for hook in _HOOKS)
+
+
+class _Variables:
+    """What `DocumentGate` reads of Strawberry's execution context to check variables and cost."""
+
+    __slots__ = ("variables",)
+
+    def __init__(self, variables: dict[str, Any] | None) -> None:
+        self.variables = variables
+
+
+class DirectExecution:
+    """One per schema: decides once whether the schema allows the direct path, then serves it."""
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self.reason = self._ineligible(schema)
+        self._plans: OrderedDict[tuple[str, str | None], Plan | str] = OrderedDict()
+
+    def _ineligible(self, schema: Any) -> str | None:
+        """Why the direct path would not be equivalent to ``Schema.execute`` (None: it would)."""
+        if not isinstance(schema, BFFSchema):
+            return "not a BFFSchema"
+        if schema.config.enable_experimental_incremental_execution:
+            return "incremental execution"
+        rules: list[Any] = list(specified_rules)
+        gate: DocumentGate | None = None
+        for extension in schema.get_extensions():
+            if isinstance(extension, DocumentGate):
+                gate = extension
+            elif type(extension).on_operation is AddValidationRules.on_operation and all(
+                getattr(type(extension), hook) is getattr(SchemaExtension, hook) for hook in _HOOKS[1:]
+            ):
+                rules.extend(extension.validation_rules)  # type: ignore[attr-defined]
+            elif not _inert(extension):
+                return f"extension {type(extension).__name__} has hooks"
+        if gate is None:
+            return "no DocumentGate"
+        self.shared = gate.shared
+        self.rules = self.shared.rules(tuple(rules))
+        self.executor_class = schema.execution_context_class
+        return None
+
+    @property
+    def enabled(self) -> bool:
+        return self.reason is None
+
+    async def execute(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        context: Any,
+        operation_name: str | None,
+        allowed: set[OperationType],
+        *,
+        compiled: bool = True,
+        metrics: Metrics | None = None,
+    ) -> ExecutionResult | None:
+        """The result of a cached, validated document; None when the document is not cached (or
+        the schema does not allow this path): the caller then uses ``Schema.execute``. Raises what
+        ``Schema.execute`` raises for the request mistakes (`OperationSelectionError`,
+        ``InvalidOperationTypeError``)."""
+        if self.reason is not None or (query, self.rules) not in self.shared.valid:
+            return None
+        shared, schema = self.shared, self.schema
+        graphql_schema = schema._schema
+        document = await shared.documents.parse(query)
+        operation = select_operation(document, operation_name)
+        operation_type = OperationType(operation.operation.value)
+        if operation_type not in allowed:
+            raise InvalidOperationTypeError(operation_type)
+        errors = await shared.validate(graphql_schema, query, document, self.rules)  # a hit: [], the LRU touched
+        if not errors:
+            gate = DocumentGate(shared)
+            gate.execution_context = _Variables(variables)  # type: ignore[assignment]
+            errors = gate._variables_and_cost(graphql_schema, document, operation)
+        if errors:
+            return self._result(None, errors, query, variables, context, operation_name, allowed)
+        try:
+            plan = self._plan(query, operation_name, document, operation, metrics) if compiled else None
+            if plan is not None:
+                coerced = get_variable_values(graphql_schema, operation.variable_definitions or (), variables or {})
+                if isinstance(coerced, list):  # the gate accepted them: cannot happen
+                    return self._result(None, coerced, query, variables, context, operation_name, allowed)
+                result: Any = plan.execute(context, coerced)
+            else:
+                result = execute(
+                    graphql_schema,
+                    document,
+                    context_value=context,
+                    variable_values=variables,
+                    operation_name=operation.name.value if operation.name else None,
+                    is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+                    executor_class=self.executor_class,
+                    operation_extensions=None,
+                )
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # Strawberry answers these as one error too
+            error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+            return self._result(None, [error], query, variables, context, operation_name, allowed)
+        return self._result(result.data, result.errors, query, variables, context, operation_name, allowed)
+
+    def _plan(
+        self,
+        query: str,
+        operation_name: str | None,
+        document: Any,
+        operation: OperationDefinitionNode,
+        metrics: Metrics | None,
+    ) -> Plan | None:
+        key = (query, operation_name)
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                plan = compile_plan(
+                    self.schema._schema,
+                    document,
+                    operation,
+                    build_resolve_info=self.executor_class.build_resolve_info,
+                    is_awaitable=optimized_is_awaitable,
+                )
+            except Unsupported as exc:
+                plan = exc.reason
+            if self.executor_class is not StrawberryGraphQLCoreExecutionContext:
+                plan = "executor_class"  # a custom executor may complete values its own way
+            self._plans[key] = plan
+            if len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        if isinstance(plan, str):
+            if metrics is not None:
+                metrics.graphql_compiled.labels("fallback", plan).inc()
+            return None
+        if metrics is not None:
+            metrics.graphql_compiled.labels("compiled", "").inc()
+        return plan
+
+    def _result(
+        self,
+        data: dict[str, Any] | None,
+        errors: list[GraphQLError] | None,
+        query: str,
+        variables: dict[str, Any] | None,
+        context: Any,
+        operation_name: str | None,
+        allowed: set[OperationType],
+    ) -> ExecutionResult:
+        if errors:
+            # Strawberry's execution context exists only for the logs of the errors
+            execution_context = ExecutionContext(
+                query=query,
+                schema=self.schema,
+                allowed_operations=allowed,
+                context=context,
+                variables=variables,
+                provided_operation_name=operation_name,
+            )
+            self.schema._process_errors(errors, execution_context)
+            request_id = getattr(context, "request_id", None)
+            errors = [to_graphql_error(error, str(request_id) if request_id else None) for error in errors]
+        return ExecutionResult(data=data, errors=errors or None, extensions={})

@@ -1,0 +1,431 @@
+"""The compiled execution plan (bff.graphql.compiled) against graphql-core.
+
+Two layers: a small schema built to fail in every way the plan must reproduce (non-null errors
+propagating to the nearest nullable parent and to the root, list items failing, async and sync
+resolvers, serialization errors, DataLoader batching), compared in process with graphql-core's
+``execute``; and the differential test proper, over the demo schema served by the app: every query
+document found in the test suite, the demo's and the benchmark's queries, and a hypothesis-graphql
+corpus, each run three times per upstream scenario (healthy, anonymous, accounts down, catalog
+down, catalog answering errors or numbers that overflow Int), through Strawberry's path, graphql-core
+directly, and the compiled plan. The three must give the same ``data`` and the same set of errors
+(path and code; the in-process cases compare messages too); the order of errors may differ when several fail concurrently.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import strawberry
+from graphql import GraphQLError, OperationDefinitionNode, execute, parse, validate
+from graphql.execution.values import get_variable_values
+from hypothesis import HealthCheck, given, settings
+from hypothesis_graphql import queries
+from strawberry.dataloader import DataLoader
+from strawberry.execution import optimized_is_awaitable
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import Info
+
+from bff import QueryRejected, build_schema
+from bff.app import create_app
+from bff.demo.upstreams import accounts_app, catalog_app
+from bff.graphql.compiled import Unsupported, compile_plan
+from tests.conftest import make_settings
+from tests.support.servers import ThreadedApps, free_port
+from tests.support.sessions import store_session
+from tests.support.tokens import TestIssuer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# -- a schema that fails in every way ----------------------------------------------------------------
+
+
+class Ctx:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+        async def load(keys: Sequence[int]) -> list[Any]:
+            self.batches.append(list(keys))
+            return [ValueError("no such key") if key == 4 else key * 10 for key in keys]
+
+        self.loader = DataLoader(load_fn=load)
+
+
+@strawberry.interface
+class Named:
+    name: str | None
+
+
+@strawberry.type
+class Item(Named):
+    id: int
+    big: int
+    tags: list[str | None]
+
+    @strawberry.field
+    def must(self) -> int:
+        if self.id == 2:
+            raise ValueError("boom")
+        return self.id
+
+    @strawberry.field
+    async def later(self) -> str | None:
+        await asyncio.sleep(0)
+        if self.id == 3:
+            raise QueryRejected("no later")
+        return f"later{self.id}"
+
+    @strawberry.field
+    async def loaded(self, info: Info[Ctx, None]) -> int:
+        value: int = await info.context.loader.load(self.id)
+        return value
+
+    @strawberry.field
+    async def maybe_loaded(self, info: Info[Ctx, None]) -> int | None:
+        value: int = await info.context.loader.load(self.id)
+        return value
+
+    @strawberry.field
+    def path_seen(self, info: Info[Ctx, None]) -> str:
+        return ".".join(str(key) for key in info.path.as_list())
+
+
+def _items() -> list[Item]:
+    return [
+        Item(id=i, name=None if i == 3 else f"item{i}", big=2**40 if i == 5 else i, tags=["a", None, "b"])
+        for i in range(1, 6)
+    ]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self) -> list[Item]:
+        return _items()
+
+    @strawberry.field
+    async def async_items(self) -> list[Item | None]:
+        return list(_items())
+
+    @strawberry.field
+    def first_item(self) -> Item:
+        return _items()[0]
+
+    @strawberry.field
+    def broken_item(self) -> Item | None:
+        return _items()[1]
+
+    @strawberry.field
+    def echo(self, text: str, times: int = 1, words: list[str] | None = None) -> str:
+        return text * times + "".join(words or [])
+
+    @strawberry.field
+    async def fail(self) -> int:
+        raise QueryRejected("root failure")
+
+    @strawberry.field
+    def named(self) -> Named:
+        return _items()[0]
+
+
+SCHEMA = build_schema(query=Query)
+GQL = SCHEMA._schema
+
+
+def _both(query: str, variables: dict[str, Any] | None = None) -> tuple[Any, Any, Ctx, Ctx]:
+    document = parse(query)
+    assert validate(GQL, document) == []
+    operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    plan = compile_plan(
+        GQL,
+        document,
+        operation,
+        build_resolve_info=StrawberryGraphQLCoreExecutionContext.build_resolve_info,
+        is_awaitable=optimized_is_awaitable,
+    )
+
+    async def run() -> tuple[Any, Any, Ctx, Ctx]:
+        core_context, plan_context = Ctx(), Ctx()
+        core: Any = execute(
+            GQL,
+            document,
+            context_value=core_context,
+            variable_values=variables,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            executor_class=StrawberryGraphQLCoreExecutionContext,
+        )
+        if asyncio.iscoroutine(core):
+            core = await core
+        coerced = get_variable_values(GQL, operation.variable_definitions or (), variables or {})
+        assert not isinstance(coerced, list)
+        compiled: Any = plan.execute(plan_context, coerced)
+        if asyncio.iscoroutine(compiled):
+            compiled = await compiled
+        return core, compiled, core_context, plan_context
+
+    return asyncio.run(run())
+
+
+def _errors(result: Any) -> set[tuple[tuple[Any, ...], str]]:
+    return {(tuple(e.path or ()), e.message) for e in result.errors or ()}
+
+
+CASES = {
+    "plain": "{ items { id name big: id tags } }",
+    "serialize-error-in-list": "{ items { id big } }",
+    "non-null-item-error": "{ items { id must } }",
+    "nullable-list-item": "{ asyncItems { id must } }",
+    "async-nullable-error": "{ items { id later } }",
+    "loader-batches": "{ items { id loaded } firstItem { loaded } }",
+    "loader-error-nullable": "{ items { id maybeLoaded } }",
+    "root-propagation": "{ firstItem { id must } items { id } fail }",
+    "propagation-stops-at-nullable": "{ brokenItem { id must later } firstItem { id } }",
+    "typename-alias-merge": (
+        "{ __typename a: firstItem { __typename id } a: firstItem { name } b: items { ... on Item { id } ...F } }"
+        " fragment F on Named { name }"
+    ),
+    "info-path": "{ x: items { pathSeen } y: asyncItems { pathSeen } }",
+    "arguments": '{ echo(text: "ab", times: 2) e2: echo(text: "x", words: ["y", "z"]) }',
+}
+
+
+@pytest.mark.parametrize("query", CASES.values(), ids=CASES.keys())
+def test_plan_answers_as_graphql_core(query: str) -> None:
+    core, compiled, core_context, plan_context = _both(query)
+    assert compiled.data == core.data
+    assert _errors(compiled) == _errors(core)
+    # every error a plan reports is located like graphql-core's (nodes and path)
+    for error in compiled.errors or ():
+        assert error.locations and error.path
+    assert plan_context.batches == core_context.batches
+
+
+def test_failures_are_exercised() -> None:
+    """The cases above do fail: null propagation to the root, list items, serialization."""
+    _, compiled, _, _ = _both(CASES["root-propagation"])
+    assert compiled.data is None and ("fail",) in {path for path, _ in _errors(compiled)}
+    _, compiled, _, _ = _both(CASES["non-null-item-error"])  # items: [Item!]!, so up to the root
+    assert compiled.data is None and {path for path, _ in _errors(compiled)} == {("items", 1, "must")}
+    _, compiled, _, _ = _both(CASES["nullable-list-item"])
+    assert compiled.data["asyncItems"][1] is None and compiled.data["asyncItems"][0] == {"id": 1, "must": 1}
+    _, compiled, _, _ = _both(CASES["serialize-error-in-list"])
+    assert compiled.data is None and {path for path, _ in _errors(compiled)} == {("items", 4, "big")}
+    _, compiled, _, _ = _both(CASES["propagation-stops-at-nullable"])
+    assert compiled.data == {"brokenItem": None, "firstItem": {"id": 1}}
+    _, _, core_context, plan_context = _both(CASES["loader-batches"])
+    assert len(plan_context.batches) == len(core_context.batches) == 1
+
+
+def test_variables_in_arguments() -> None:
+    query = "query($t: String!, $n: Int, $w: [String!]) { echo(text: $t, times: $n, words: $w) }"
+    for variables in ({"t": "a", "n": 3}, {"t": "b", "w": ["c"]}, {"t": "z", "n": None}):
+        core, compiled, _, _ = _both(query, variables)
+        assert compiled.data == core.data and _errors(compiled) == _errors(core)
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("{ named { name } }", "abstract_type"),
+        ("query($s: Boolean!) { firstItem { id @skip(if: $s) } }", "directives"),
+        ("{ firstItem { ...F } } fragment F on Item { id @include(if: true) }", "directives"),
+        ("{ __schema { queryType { name } } }", "introspection"),
+        ('{ __type(name: "Item") { name } }', "introspection"),
+    ],
+)
+def test_unsupported_documents_are_refused(query: str, reason: str) -> None:
+    document = parse(query)
+    operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    with pytest.raises(Unsupported) as exc:
+        compile_plan(
+            GQL,
+            document,
+            operation,
+            build_resolve_info=StrawberryGraphQLCoreExecutionContext.build_resolve_info,
+            is_awaitable=optimized_is_awaitable,
+        )
+    assert exc.value.reason == reason
+
+
+# -- the differential test over the demo schema, through the app ---------------------------------------
+
+DEMO_SCHEMA = (ROOT / "schema" / "schema.graphql").read_text()
+HYPOTHESIS_EXAMPLES = 150
+
+
+def _collected_documents() -> list[str]:
+    """Query documents written anywhere in the tests, the demo, the example SPA and the scripts
+    that are valid against the demo schema (mutations left out: they change the upstream's data
+    between the runs compared, and they are not compiled)."""
+    from graphql import build_schema as build_sdl
+
+    sdl = build_sdl(DEMO_SCHEMA)
+    texts: list[str] = []
+    for path in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("bff/demo/**/*.py"), *ROOT.glob("scripts/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "{" in node.value:
+                texts.append(node.value)
+    for path in ROOT.glob("examples/spa/src/*.ts"):
+        texts.extend(re.findall(r"graphql\(`([^`]*)`\)", path.read_text()))
+    documents = []
+    for text in dict.fromkeys(texts):
+        try:
+            document = parse(text)
+        except GraphQLError:
+            continue
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if len(operations) != 1 or operations[0].operation.value != "query" or validate(sdl, document):
+            continue
+        documents.append(text)
+    return documents
+
+
+def _hypothesis_documents() -> list[str]:
+    found: list[str] = []
+
+    @settings(
+        max_examples=HYPOTHESIS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(queries(DEMO_SCHEMA))
+    def collect(query: str) -> None:
+        found.append(query)
+
+    collect()
+    return list(dict.fromkeys(found))
+
+
+EXTRA = [
+    # the benchmark's viewer query, and what stresses null propagation in the demo schema:
+    # totalCents (Int!) failing nulls its Order, the orders list and the viewer
+    "{ viewer { id name email orders { id placedAt totalCents items { quantity product { id name priceCents } } } } }",
+    '{ viewer { orders { totalCents } } searchProducts(query: "a") { id priceCents } }',
+    '{ a: searchProducts(query: "a", first: 3) { id } b: searchProducts(query: "lamp") { name priceCents } }',
+    "query($q: String!, $n: Int) { searchProducts(query: $q, first: $n) { id name __typename } }",
+    "{ viewer { ...U orders(first: 2) { ...O } } } fragment U on User { id email } fragment O on Order { id items { "
+    "product { ...P } } } fragment P on Product { name }",
+    "{ viewer { orders(first: 0) { id } } }",
+    "{ viewer { orders(first: 500) { id } } }",
+    "{ __typename }",
+]
+VARIABLES: dict[str, dict[str, Any]] = {EXTRA[3]: {"q": "a", "n": 2}}
+
+
+def _overflowing_catalog(request: httpx.Request) -> httpx.Response:
+    """The catalog answering prices that do not fit GraphQL's Int, one product in three."""
+    body = json.loads(request.content)
+    if "productsByIds" in body["query"]:
+        ids = body["variables"]["ids"]
+        products = [{"id": i, "name": f"p{i}", "priceCents": 2**40 if n % 3 == 1 else 100} for n, i in enumerate(ids)]
+        return httpx.Response(200, json={"data": {"productsByIds": products}})
+    products = [{"id": str(n), "name": f"p{n}", "priceCents": 2**40 if n == 2 else n} for n in range(4)]
+    return httpx.Response(200, json={"data": {"searchProducts": products}})
+
+
+def _catalog_errors(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"data": None, "errors": [{"message": "catalog db down"}]})
+
+
+SCENARIOS = ["healthy", "anonymous", "accounts-down", "catalog-down", "catalog-errors", "catalog-overflow"]
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[dict[str, Any]]:
+    issuer = TestIssuer()
+    upstream_apps = ThreadedApps(accounts_app(issuer.validator()), catalog_app(issuer.validator()))
+    upstream_apps.start()
+    try:
+        accounts_url, catalog_url = upstream_apps.urls
+        dead = f"http://127.0.0.1:{free_port()}"
+        variants: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
+            "healthy": ({"accounts": accounts_url, "catalog": f"{catalog_url}/graphql"}, None),
+            "anonymous": ({"accounts": accounts_url, "catalog": f"{catalog_url}/graphql"}, None),
+            "accounts-down": ({"accounts": dead, "catalog": f"{catalog_url}/graphql"}, None),
+            "catalog-down": ({"accounts": accounts_url, "catalog": f"{dead}/graphql"}, None),
+            "catalog-errors": (
+                {"accounts": accounts_url, "catalog": "http://catalog/graphql"},
+                {"catalog": httpx.MockTransport(_catalog_errors)},
+            ),
+            "catalog-overflow": (
+                {"accounts": accounts_url, "catalog": "http://catalog/graphql"},
+                {"catalog": httpx.MockTransport(_overflowing_catalog)},
+            ),
+        }
+        apps = {}
+        for index, (name, (urls, transports)) in enumerate(variants.items()):
+            # a schema of its own per app (another max_cost): its own document caches, so that the
+            # first run of each document in each scenario goes through Strawberry's path
+            bff_settings = make_settings(
+                upstreams={key: {"url": url} for key, url in urls.items()}, max_cost=5000 + index
+            )
+            apps[name] = create_app(bff_settings, transports=transports)
+        servers = ThreadedApps(*apps.values())
+        servers.start()
+        try:
+            cookies = {
+                name: servers.call(store_session(app.state.resources, issuer.token("alice")))
+                for name, app in apps.items()
+            }
+            yield {"apps": apps, "urls": dict(zip(apps, servers.urls, strict=True)), "cookies": cookies}
+        finally:
+            servers.stop()
+    finally:
+        upstream_apps.stop()
+
+
+def _outcome(body: dict[str, Any]) -> tuple[Any, set[tuple[tuple[Any, ...], str]]]:
+    # not the message: an upstream's breaker opens during the run ("unreachable", then "failing")
+    errors = {(tuple(e.get("path") or ()), e.get("extensions", {}).get("code", "")) for e in body.get("errors", [])}
+    return body.get("data", "absent"), errors
+
+
+def _compiled_count(app: Any, outcome: str) -> float:
+    total = 0.0
+    for metric in app.state.resources.metrics.graphql_compiled.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["outcome"] == outcome:
+                total += sample.value
+    return total
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_differential_demo(demo: dict[str, Any], scenario: str) -> None:
+    app_name = scenario
+    app = demo["apps"][app_name]
+    headers = {} if scenario == "anonymous" else {"Cookie": f"bff_session={demo['cookies'][app_name]}"}
+    documents = [*_collected_documents(), *EXTRA, *_hypothesis_documents()]
+    compiled_before = _compiled_count(app, "compiled")
+    fallback_before = _compiled_count(app, "fallback")
+    mismatches = []
+    with_errors = 0
+    with httpx.Client(base_url=demo["urls"][app_name], headers=headers, timeout=30) as client:
+        for query in documents:
+            payload = {"query": query, "variables": VARIABLES.get(query)}
+            outcomes = []
+            for compiled in (None, False, True):  # Strawberry (caches the document), graphql-core, plan
+                if compiled is not None:
+                    app.state.resources.settings.compiled_execution = compiled
+                response = client.post("/graphql", json=payload)
+                outcomes.append((response.status_code, *_outcome(response.json())))
+            app.state.resources.settings.compiled_execution = True
+            with_errors += bool(outcomes[2][2])
+            if not outcomes[0] == outcomes[1] == outcomes[2]:
+                mismatches.append((query, outcomes))
+    assert app.state.resources.settings.max_cost == 5000 + SCENARIOS.index(scenario)
+    compiled_runs = _compiled_count(app, "compiled") - compiled_before
+    fallback_runs = _compiled_count(app, "fallback") - fallback_before
+    print(
+        f"\n{scenario}: {len(documents)} documents, {compiled_runs:.0f} compiled, {fallback_runs:.0f} fell back, "
+        f"{with_errors} answered with errors, {len(mismatches)} mismatches"
+    )
+    assert not mismatches, mismatches[:3]
+    # the test compares something: most documents ran compiled, and failures were among them
+    assert len(documents) * 0.8 <= compiled_runs <= len(documents)
+    if scenario != "healthy":
+        assert with_errors >= 0.3 * len(documents)
