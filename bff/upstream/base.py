@@ -138,9 +138,7 @@ class UpstreamClient:
     def _refused(self) -> UpstreamUnauthorized:
         return UpstreamUnauthorized(self.name, f"Upstream {self.name!r} refused the session's token", status=401)
 
-    async def _attempts(
-        self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any
-    ) -> Response:
+    async def _attempts(self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any) -> Response:
         if not (idempotent and self.retry_connect_errors):
             return await self._send(method, url, token, **kwargs)
         # One retry with jitter, only when the connection was never made (nothing reached the upstream).

@@ -26,8 +26,14 @@ class RestClient(UpstreamClient):
     async def _get(self, path: str, params: dict[str, Any] | None) -> Any:
         return self.json(await self.request("GET", path, params=params))
 
-    async def post_json(self, path: str, body: Any) -> Any:
-        return self.json(await self.request("POST", path, json=body))
+    async def post_json(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
+        """POST and decode. Not retried on a connect failure unless the caller says the call is
+        idempotent (the upstream would do the same thing twice harmlessly)."""
+        return self.json(await self.request("POST", path, json=body, idempotent=idempotent))
+
+    async def put_json(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
+        """PUT and decode; idempotent by HTTP's definition, so a connect failure is retried once."""
+        return self.json(await self.request("PUT", path, json=body, idempotent=idempotent))
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
