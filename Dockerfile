@@ -5,16 +5,23 @@
 #   COPY . /src/app
 #   RUN pip install --no-cache-dir /src/app
 #   ENV BFF_SCHEMA=team_bff.schema:schema
-FROM python:3.11-slim AS build
+# Pin the base image by digest in production (python:3.11-slim@sha256:...), as your registry
+# resolves it; the digest is not pinned here because this project's build machines cannot reach
+# a container registry to read it.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+# the pinned dependency set, OpenTelemetry included (scripts/lock), then bff itself
+COPY requirements/runtime.lock ./requirements/runtime.lock
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY bff ./bff
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 bff
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl && rm -rf /wheels
 USER bff
 ENV BFF_ENV=production
 # package.module:attribute of the schema to serve (a schema built with bff.build_schema)
