@@ -211,7 +211,10 @@ class TokenManager:
             raise Unauthenticated("The identity provider ended the session") from None
         except AuthProviderUnavailable:
             self.metrics.token_refresh.labels("provider_error").inc()
-            self._backoff[current.id] = time.monotonic() + _BACKOFF_SECONDS
+            now = time.monotonic()
+            if len(self._backoff) > 10_000:  # a long outage over many sessions: keep only live entries
+                self._backoff = {key: until for key, until in self._backoff.items() if until > now}
+            self._backoff[current.id] = now + _BACKOFF_SECONDS
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release_refresh(current.id, holder)  # the call is over: others may try
             raise
