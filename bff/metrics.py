@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 MAX_NAME_CHARS = 64
@@ -68,6 +68,14 @@ class Metrics:
             registry=r,
         )
         self.logins = Counter("bff_logins", "Completed and failed sign-ins", ["outcome"], registry=r)
+        self.streams_open = Gauge("bff_streams_open", "Open subscription streams", registry=r)
+        self.stream_events = Counter("bff_stream_events", "Events sent on subscription streams", registry=r)
+        self.streams_ended = Counter(
+            "bff_streams_ended", "Subscription streams ended, by reason", ["reason"], registry=r
+        )
+        self.streams_refused = Counter(
+            "bff_streams_refused", "Subscription streams refused by a limit", ["limit"], registry=r
+        )
         # exported at 0 from the start, so dashboards and alerts see every outcome
         for outcome in (
             "success",

@@ -22,6 +22,7 @@ from bff.sessions.crypto import SessionCrypto, UnknownKey
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore, UnverifiedId
+from bff.sessions.streams import StreamRegistry
 from bff.settings import Settings, UpstreamSettings, mask_url
 from bff.telemetry import traced_transport
 from bff.upstream.aio import AiohttpUpstream
@@ -45,6 +46,7 @@ class Resources:
     breakers: AsyncCircuitBreakerFactory | None = None
     service_tokens: ServiceTokens | None = None
     rejections: RejectionCooldown | None = None
+    streams: StreamRegistry | None = None
 
     @property
     def session_cookie(self) -> CookiePolicy:
@@ -226,6 +228,13 @@ async def open_resources(
         store=store,
         breakers=circuit_breakers(settings.breaker_threshold, settings.breaker_cooldown_seconds),
         rejections=RejectionCooldown(settings.upstream_unauthorized_cooldown_seconds),
+        streams=StreamRegistry(
+            store,
+            metrics,
+            per_session=settings.streams_per_session,
+            per_process=settings.streams_per_process,
+            keep_alive=settings.stream_keeps_session_alive,
+        ),
     )
     try:
         if isinstance(store, RedisSessionStore):
@@ -267,6 +276,8 @@ async def open_resources(
         startup = asyncio.create_task(_log_startup_checks(resources)) if log_checks else None
         yield resources
     finally:
+        if resources.streams is not None:
+            await resources.streams.shutdown()
         if startup is not None:
             startup.cancel()
             with contextlib.suppress(asyncio.CancelledError):

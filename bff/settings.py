@@ -168,6 +168,13 @@ class Settings(BaseSettings):
     otel_enabled: bool = False
     #: cached, validated queries run by a compiled plan (bff.graphql.compiled); off: graphql-core
     compiled_execution: bool = True
+    #: subscriptions (GraphQL over SSE on /graphql): limits, keep-alive and lifetime of a stream
+    streams_per_session: int = Field(default=10, gt=0)
+    streams_per_process: int = Field(default=1000, gt=0)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_max_seconds: float = Field(default=3600.0, gt=0)
+    #: whether an open stream counts as activity for the idle timeout
+    stream_keeps_session_alive: bool = False
 
     @field_validator(
         "cors_origins", "login_return_origins", "native_redirect_uris", "session_previous_secrets", mode="before"

@@ -72,12 +72,34 @@ def _unauthorized() -> Response:
     )
 
 
-def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette:
+ORDER_STATUSES = ("PLACED", "PACKED", "SHIPPED", "DELIVERED")
+
+
+def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step: float = 5.0) -> Starlette:
     """GET /me, GET /users/{id}/orders?limit=N (a user sees only their own orders, newest placed
-    first) and POST /orders {"items": [{"productId", "quantity"}]} -> 201 with the new order (kept in
-    memory; 422 for an unknown product)."""
+    first), POST /orders {"items": [{"productId", "quantity"}]} -> 201 with the new order (kept in
+    memory; 422 for an unknown product) and GET /orders/{id}/status -> {"orderId", "status"} (one of
+    `ORDER_STATUSES`, advancing every ``status_step`` seconds from the first look, unless set in
+    ``app.state.statuses``; 404 for another user's order)."""
     stats = UpstreamStats()
     placed: dict[str, list[dict[str, Any]]] = {}
+    statuses: dict[str, str] = {}
+    first_look: dict[str, float] = {}
+
+    async def order_status(request: Request) -> Response:
+        sub = await _authorize(request, validator, stats)
+        if sub is None:
+            return _unauthorized()
+        order_id = request.path_params["order_id"]
+        if not order_id.startswith(f"o-{sub}-"):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        stats.calls["GET /orders/{id}/status"] += 1
+        await asyncio.sleep(latency)
+        status = statuses.get(order_id)
+        if status is None:
+            step = int((time.monotonic() - first_look.setdefault(order_id, time.monotonic())) / status_step)
+            status = ORDER_STATUSES[min(step, len(ORDER_STATUSES) - 1)]
+        return JSONResponse({"orderId": order_id, "status": status})
 
     async def me(request: Request) -> Response:
         started = time.monotonic()
@@ -137,11 +159,13 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlett
             Route("/me", me),
             Route("/users/{user_id}/orders", user_orders),
             Route("/orders", place_order, methods=["POST"]),
+            Route("/orders/{order_id}/status", order_status),
         ],
         exception_handlers={_CannotValidate: _cannot_validate},
     )
     app.state.stats = stats
     app.state.placed = placed
+    app.state.statuses = statuses
     return app
 
 

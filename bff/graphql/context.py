@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from bff.errors import Unauthenticated, UpstreamError
+from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticated, UpstreamError
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session
@@ -45,6 +45,8 @@ class Context(BaseContext):
         self._cookie_cleared = False
         # every upstream call of this request must end by then (each call's timeout is bounded by it)
         self.deadline = time.monotonic() + resources.settings.request_timeout_seconds
+        #: whether reading the session counts as activity (a stream's reads only if configured so)
+        self.touch = True
 
     # session -----------------------------------------------------------------------------------
     async def session(self) -> Session | None:
@@ -57,7 +59,7 @@ class Context(BaseContext):
         return await asyncio.shield(self._session_task)
 
     async def _read_session(self, session_id: str) -> Session | None:
-        session = await self.resources.store.get(session_id)
+        session = await self.resources.store.get(session_id, touch=self.touch)
         if session is not None and self.request is not None:
             # for the access log: the subject and a hash of the id, never the id
             self.request.state.user_sub = session.sub
@@ -88,6 +90,54 @@ class Context(BaseContext):
             return
         self._cookie_cleared = True
         self.response.headers.append("set-cookie", self._cookie.clear())
+
+    def renew(self) -> None:
+        """Start over as if for a new request: the session is read again (its token made fresh
+        again if due, through the same single-flight refresh as every request of the session),
+        upstream clients and DataLoaders are new, and the upstream deadline starts again. A
+        subscription's context is renewed before each event that calls upstreams."""
+        self._session_task = None
+        self._fresh_task = None
+        self._clients.clear()
+        self._loaders.clear()
+        self.deadline = time.monotonic() + self.resources.settings.request_timeout_seconds
+
+    async def poll(
+        self,
+        upstream: str,
+        path: str,
+        *,
+        interval: float,
+        params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[Any]:
+        """For a subscription over an upstream that has no stream: ``GET path`` on the REST
+        ``upstream`` every ``interval`` seconds with the session's fresh token, yielding the JSON
+        body whenever it differs from the last one yielded (the first answer is always yielded).
+
+        Each poll renews the context (`renew`). `Unauthenticated` (no session, or the IdP refused
+        the refresh) ends the iteration by propagating; an IdP or session-store outage, an
+        upstream error or timeout skip that poll and try again after ``interval``::
+
+            @strawberry.subscription
+            async def order_status(self, info: Info[Context, None], id: strawberry.ID) -> AsyncIterator[str]:
+                async for body in info.context.poll("accounts", f"/orders/{id}/status", interval=2):
+                    yield body["status"]
+        """
+        unset = object()
+        last: Any = unset
+        while True:
+            self.renew()
+            try:
+                body = await self.rest(upstream).get_json(path, params)
+            except (AuthProviderUnavailable, StoreUnavailable, UpstreamError) as exc:
+                if isinstance(exc, UpstreamError) and exc.code == "UPSTREAM_UNAUTHORIZED":
+                    raise
+                log.info("poll of %s %s skipped: %s", upstream, path, type(exc).__name__)
+            else:
+                if body != last:
+                    last = body
+                    yield body
+            await asyncio.sleep(interval)
 
     # TokenSource -------------------------------------------------------------------------------
     async def access_token(self) -> str:

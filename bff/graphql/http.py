@@ -28,8 +28,10 @@ from strawberry.types.graphql import OperationType
 from bff.graphql.context import Context
 from bff.graphql.execution import DirectExecution
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
+from bff.graphql.subscriptions import EventStream, wants_event_stream
 from bff.metrics import OperationLabels, loggable_name
 from bff.resources import Resources
+from bff.sessions.streams import StreamLimitExceeded
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 _OPERATION_NAME = re.compile(r"\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
@@ -126,6 +128,8 @@ class GraphQLHTTPHandler:
         self.direct = DirectExecution(schema)
 
     async def __call__(self, request: Request) -> Response:
+        if request.method == "POST" and wants_event_stream(request.headers.get("accept")):
+            return await self._event_stream(request)
         media = negotiate(request.headers.get("accept"))
         try:
             if request.method == "GET" and self.graphiql and self._wants_html(request):
@@ -152,6 +156,39 @@ class GraphQLHTTPHandler:
             headers={**headers, **NO_STORE},
         )
         # the context's sub-response carries Set-Cookie (a cleared cookie after UNAUTHENTICATED)
+        sub_response = context.response
+        if sub_response is not None:
+            response.headers.raw.extend((k, v) for k, v in sub_response.headers.raw if k == b"set-cookie")
+        return response
+
+    async def _event_stream(self, request: Request) -> Response:
+        """GraphQL over SSE (graphql-sse, distinct connections): any operation, subscriptions too."""
+        resources: Resources = request.state.resources
+        try:
+            payload = await self._payload(request)
+            if isinstance(payload, list):
+                raise RequestError(400, "a stream runs one operation, not a batch")
+            query, variables, operation_name, extensions, document_id = _params(payload)
+            try:
+                document = self.persisted.resolve(query, extensions, document_id)
+            except PersistedQueryError as exc:
+                raise RequestError(exc.status, str(exc), code=exc.code) from None
+            if document is None:
+                raise RequestError(400, "the request has no query")
+            context = await self._context(request)
+            assert resources.streams is not None
+            try:
+                stream = resources.streams.open(context.session_id)
+            except StreamLimitExceeded as exc:
+                raise RequestError(429, str(exc), code=exc.code) from None
+        except RequestError as exc:
+            return self._error(exc, JSON)
+        context.touch = resources.settings.stream_keeps_session_alive
+        request.state.graphql_operation = loggable_name(_operation_name(operation_name, query))
+        headers = dict(NO_STORE)
+        response = EventStream(self.schema, resources, context, stream).response(
+            document, variables, operation_name, headers
+        )
         sub_response = context.response
         if sub_response is not None:
             response.headers.raw.extend((k, v) for k, v in sub_response.headers.raw if k == b"set-cookie")

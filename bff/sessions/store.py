@@ -83,8 +83,9 @@ class SessionStore(ABC):
         the same clock, whatever its own says (see `RedisSessionStore.clock_offset`)."""
         return time.time()
 
-    async def get(self, session_id: str) -> Session | None:
+    async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
         """The live session, or None (absent, expired, tampered, or written under a retired key).
+        ``touch=False``: a look that does not count as activity (the idle timeout is not pushed).
 
         Raises `StoreUnavailable` when the record is encrypted under a key this replica does not
         know yet (a rolling secret rotation): the session is kept, nothing is concluded."""
@@ -107,7 +108,7 @@ class SessionStore(ABC):
             return None
         session.last_seen = max(session.last_seen, record.seen)
         # Push the idle TTL forward, but not on every request: a write per minute is plenty.
-        if now - session.last_seen > min(60.0, self.idle_seconds / 10):
+        if touch and now - session.last_seen > min(60.0, self.idle_seconds / 10):
             session.last_seen = now
             await self._touch(session_id, now, self._ttl(session, now))
         return session

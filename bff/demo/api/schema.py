@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from bff import build_schema
-from bff.demo.api.types import Mutation, Query
+from bff.demo.api.types import Mutation, Query, Subscription
 
-schema = build_schema(query=Query, mutation=Mutation)
+schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription)

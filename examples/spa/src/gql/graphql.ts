@@ -49,6 +49,12 @@ export type OrderLineInput = {
   quantity: Scalars['Int']['input'];
 };
 
+export type OrderStatus = {
+  __typename?: 'OrderStatus';
+  orderId: Scalars['ID']['output'];
+  status: Scalars['String']['output'];
+};
+
 export type Product = {
   __typename?: 'Product';
   id: Scalars['ID']['output'];
@@ -67,6 +73,16 @@ export type Query = {
 export type QuerySearchProductsArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
   query: Scalars['String']['input'];
+};
+
+export type Subscription = {
+  __typename?: 'Subscription';
+  orderStatusChanged: OrderStatus;
+};
+
+
+export type SubscriptionOrderStatusChangedArgs = {
+  orderId: Scalars['ID']['input'];
 };
 
 export type User = {

@@ -1,0 +1,165 @@
+"""Open streams (subscriptions) per session, and ending them when their session ends.
+
+Every replica keeps its own registry. For each session with at least one open stream, one watcher
+waits for the store's change announcements of that session (`SessionStore.wait_for_change`: Redis
+pub/sub across replicas, in-process for the memory store) and then looks whether the session still
+exists (a look that does not count as activity). Logout, back-channel logout and revocation delete
+the session and announce it, so their streams end at once on every replica; expiry is announced by
+no one, so the watcher also looks when the session's idle or absolute deadline is due, and at least
+every ``recheck_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bff.errors import BFFError, StoreUnavailable
+from bff.metrics import Metrics
+from bff.sessions.store import SessionStore
+
+log = logging.getLogger("bff")
+
+#: why a stream ended (the label values of ``bff_streams_ended_total``)
+REASONS = (
+    "complete",
+    "client_closed",
+    "session_ended",
+    "unauthenticated",
+    "max_duration",
+    "shutdown",
+    "error",
+)
+
+
+class StreamLimitExceeded(BFFError):
+    """Too many open streams for this session or this process."""
+
+    code = "TOO_MANY_STREAMS"
+
+
+class Stream:
+    """One open stream. ``ended`` is set (with ``reason``) when it must stop."""
+
+    __slots__ = ("ended", "opened_at", "reason", "session_id")
+
+    def __init__(self, session_id: str | None) -> None:
+        self.session_id = session_id
+        self.ended = asyncio.Event()
+        self.reason: str | None = None
+        self.opened_at = time.monotonic()
+
+    def end(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.ended.set()
+
+
+class StreamRegistry:
+    def __init__(
+        self,
+        store: SessionStore,
+        metrics: Metrics,
+        *,
+        per_session: int,
+        per_process: int,
+        keep_alive: bool = False,
+        recheck_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.per_session = per_session
+        self.per_process = per_process
+        self.keep_alive = keep_alive  # whether the watcher's look counts as activity
+        self.recheck_seconds = recheck_seconds
+        self._open: set[Stream] = set()
+        self._by_session: dict[str, set[Stream]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.closing = False
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open(self, session_id: str | None) -> Stream:
+        """Register a stream; raises `StreamLimitExceeded` when a limit is reached."""
+        if self.closing:
+            raise StreamLimitExceeded("the server is shutting down")
+        if len(self._open) >= self.per_process:
+            self.metrics.streams_refused.labels("per_process").inc()
+            raise StreamLimitExceeded(f"this server holds its maximum of {self.per_process} open streams")
+        if session_id:
+            mine = self._by_session.setdefault(session_id, set())
+            if len(mine) >= self.per_session:
+                self.metrics.streams_refused.labels("per_session").inc()
+                raise StreamLimitExceeded(f"this session already has its maximum of {self.per_session} open streams")
+        stream = Stream(session_id or None)
+        self._open.add(stream)
+        self._empty.clear()
+        self.metrics.streams_open.inc()
+        if session_id:
+            self._by_session[session_id].add(stream)
+            if session_id not in self._watchers:
+                self._watchers[session_id] = asyncio.create_task(self._watch(session_id), name="bff-stream-watch")
+        return stream
+
+    def close(self, stream: Stream, reason: str) -> None:
+        """Forget a stream that stopped (its first reason counts)."""
+        stream.end(reason)
+        if stream not in self._open:
+            return
+        self._open.discard(stream)
+        if not self._open:
+            self._empty.set()
+        self.metrics.streams_open.dec()
+        self.metrics.streams_ended.labels(stream.reason or reason).inc()
+        session_id = stream.session_id
+        if session_id is None:
+            return
+        mine = self._by_session.get(session_id)
+        if mine is not None:
+            mine.discard(stream)
+            if not mine:
+                del self._by_session[session_id]
+                watcher = self._watchers.pop(session_id, None)
+                if watcher is not None:
+                    watcher.cancel()
+
+    def end_session(self, session_id: str, reason: str = "session_ended") -> None:
+        for stream in list(self._by_session.get(session_id, ())):
+            stream.end(reason)
+
+    async def _watch(self, session_id: str) -> None:
+        deadline = 0.0
+        while True:
+            timeout = self.recheck_seconds
+            if deadline:
+                timeout = max(0.05, min(timeout, deadline - self.store.now() + 0.05))
+            await self.store.wait_for_change(session_id, timeout)
+            try:
+                session = await self.store.get(session_id, touch=self.keep_alive)
+            except StoreUnavailable:
+                deadline = 0.0
+                await asyncio.sleep(1.0)  # a store outage ends nothing: look again
+                continue
+            if session is None:
+                self.end_session(session_id)
+                return
+            deadline = min(
+                session.created_at + self.store.absolute_seconds, session.last_seen + self.store.idle_seconds
+            )
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them to go."""
+        self.closing = True
+        for stream in list(self._open):
+            stream.end("shutdown")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), grace)
+        for watcher in list(self._watchers.values()):
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher

@@ -1,0 +1,165 @@
+"""GraphQL over SSE on /graphql (graphql-sse, distinct connections) with the memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bff.app import create_app
+from bff.testing import serve
+from tests.conftest import Bff, Upstreams, make_settings
+from tests.support.tokens import TestIssuer
+
+SUBSCRIBE = {
+    "query": "subscription S($id: ID!) { orderStatusChanged(orderId: $id) { orderId status } }",
+    "variables": {"id": "o-alice-1"},
+}
+SSE = {"Accept": "text/event-stream"}
+WAIT = 10.0  # generous bound for one event on a loaded 2-core machine
+
+
+class Events:
+    """Reads ``event:``/``data:`` pairs off an open SSE response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+        self.raw: list[str] = []
+
+    async def next(self, timeout: float = WAIT) -> tuple[str, Any]:
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> tuple[str, Any]:
+        name, data = None, None
+        async for line in self.lines:
+            self.raw.append(line)
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                text = line.removeprefix("data: ")
+                data = json.loads(text) if text else None
+            elif line == "" and name is not None:
+                return name, data
+        raise EOFError("the stream closed")
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    client: httpx.AsyncClient, body: dict[str, Any] = SUBSCRIBE, **kwargs: Any
+) -> AsyncIterator[Events]:
+    async with client.stream("POST", "/graphql", json=body, headers={**SSE, **kwargs.pop("headers", {})}) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        yield Events(response)
+
+
+@pytest.fixture
+async def limited(upstreams: Upstreams) -> AsyncIterator[Bff]:
+    settings = make_settings(upstreams=upstreams.settings(), streams_per_session=1, stream_heartbeat_seconds=0.2)
+    app = create_app(settings)
+    async with serve(app) as url:
+        yield Bff(app, url, settings)
+
+
+async def test_a_stream_delivers_the_status_and_each_change(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
+    token = issuer.token()
+    cookie = await bff.session_for(token)
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    async with bff.client(cookie) as client, subscribe(client) as events:
+        assert await events.next() == (
+            "next",
+            {"data": {"orderStatusChanged": {"orderId": "o-alice-1", "status": "PLACED"}}},
+        )
+        upstreams.accounts.state.statuses["o-alice-1"] = "SHIPPED"
+        _name, data = await events.next()
+        assert data["data"]["orderStatusChanged"]["status"] == "SHIPPED"
+        async with bff.client() as plain:
+            metrics = (await plain.get("/metrics")).text
+        assert "bff_streams_open 1.0" in metrics
+        assert token not in "\n".join(events.raw)
+        assert cookie not in "\n".join(events.raw)
+    # the client went away: the stream is forgotten
+    await asyncio.wait_for(bff.resources.streams._empty.wait(), WAIT)
+    assert len(bff.resources.streams) == 0
+
+
+async def test_a_query_over_sse_is_one_next_then_complete(bff: Bff, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token())
+    async with bff.client(cookie) as client, subscribe(client, {"query": "{ viewer { id } }"}) as events:
+        assert await events.next() == ("next", {"data": {"viewer": {"id": "alice"}}})
+        assert (await events.next())[0] == "complete"
+
+
+async def test_the_session_handle_works_too(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token())
+    handle = bff.resources.crypto.sign(bff.resources.crypto.unsign(cookie), "native")
+    upstreams.accounts.state.statuses["o-alice-1"] = "PACKED"
+    async with bff.client() as client, subscribe(client, headers={"Authorization": f"Session {handle}"}) as events:
+        _name, data = await events.next()
+        assert data["data"]["orderStatusChanged"]["status"] == "PACKED"
+
+
+async def test_logout_ends_the_stream_within_a_second(bff: Bff, upstreams: Upstreams, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token())
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    async with bff.client(cookie) as client, subscribe(client) as events:
+        await events.next()
+        async with bff.client(cookie) as other:
+            assert (await other.post("/auth/logout", headers={"X-CSRF": "1"})).status_code < 400
+        started = time.monotonic()
+        name, data = await events.next()
+        assert name == "next"
+        assert data["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert (await events.next())[0] == "complete"
+        assert time.monotonic() - started < 1.0
+    async with bff.client() as plain:
+        metrics = (await plain.get("/metrics")).text
+    assert 'bff_streams_ended_total{reason="session_ended"} 1.0' in metrics
+
+
+async def test_no_session_is_an_unauthenticated_event(bff: Bff) -> None:
+    async with bff.client() as client, subscribe(client) as events:
+        _name, data = await events.next()
+        assert data["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert (await events.next())[0] == "complete"
+
+
+async def test_streams_per_session_limit_is_a_clear_error(
+    limited: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    cookie = await limited.session_for(issuer.token())
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    async with limited.client(cookie) as client, subscribe(client) as events:
+        await events.next()
+        second = await client.post("/graphql", json=SUBSCRIBE, headers=SSE)
+        assert second.status_code == 429
+        error = second.json()["errors"][0]
+        assert error["extensions"]["code"] == "TOO_MANY_STREAMS"
+        assert "maximum of 1 open streams" in error["message"]
+        # heartbeats are comment lines, between events
+        await asyncio.sleep(0.5)
+        upstreams.accounts.state.statuses["o-alice-1"] = "SHIPPED"
+        await events.next()
+        assert any(line.startswith(":") for line in events.raw)
+
+
+async def test_csrf_and_foreign_origin_are_refused(bff: Bff, issuer: TestIssuer) -> None:
+    cookie = await bff.session_for(issuer.token())
+    async with bff.client(cookie) as client:
+        form = await client.post(
+            "/graphql",
+            content=json.dumps(SUBSCRIBE),
+            headers={**SSE, "Content-Type": "text/plain"},
+        )
+        assert form.status_code == 403
+        foreign = await client.post("/graphql", json=SUBSCRIBE, headers={**SSE, "Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+    assert len(bff.resources.streams) == 0
