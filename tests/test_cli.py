@@ -64,7 +64,8 @@ def test_check_passes_on_the_embedded_defaults_except_sign_in() -> None:
     result = _run("check", "--timeout", "2")
     assert 'BFF_SCHEMA = "bff.demo.api:schema"' in result.stdout
     assert (
-        "[ok] schema: bff.demo.api:schema: query, mutation, subscription; max depth 12, cost 5000; introspection on" in result.stdout
+        "[ok] schema: bff.demo.api:schema: query, mutation, subscription; max depth 12, cost 5000; introspection on"
+        in result.stdout
     )
     assert "[ok] session store: memory reachable" in result.stdout
     assert "[FAIL] identity provider: not configured: set BFF_OIDC_ISSUER and BFF_OIDC_CLIENT_ID" in result.stdout
