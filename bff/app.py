@@ -29,7 +29,7 @@ from bff.graphql.persisted import PersistedDocuments, load_manifest
 from bff.graphql.schema import HOW_TO_BUILD, SchemaError, for_settings
 from bff.logs import configure_logging
 from bff.resources import open_resources
-from bff.settings import Settings, describe_errors
+from bff.settings import Settings, invalid_configuration
 from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
@@ -174,7 +174,7 @@ def app_from_env() -> FastAPI:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise SystemExit("bff: invalid configuration:\n  " + "\n  ".join(describe_errors(exc))) from None
+        raise SystemExit("bff: " + invalid_configuration(exc)) from None
     configure_logging(settings.log_level, json=True)
     _route_uvicorn_logs()
     try:

@@ -40,14 +40,14 @@ def export_schema(reference: str | None, output: Path | None, check: bool) -> in
     from pydantic import ValidationError
 
     from bff.graphql.schema import SchemaError
-    from bff.settings import describe_errors
+    from bff.settings import invalid_configuration
 
     try:
         sdl = schema_sdl(_schema_ref(reference))
     except SchemaError as exc:
         return _fail(str(exc))
     except ValidationError as exc:
-        return _fail("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
+        return _fail(invalid_configuration(exc))
     if check:
         path = output or DEFAULT_SCHEMA_PATH
         current = path.read_text() if path.exists() else ""
@@ -74,14 +74,14 @@ def serve(args: argparse.Namespace) -> int:
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.logs import configure_logging
-    from bff.settings import Settings, describe_errors
+    from bff.settings import Settings, invalid_configuration
 
     if args.schema:
         os.environ["BFF_SCHEMA"] = args.schema  # for every worker's app_from_env
     try:
         settings = Settings()  # fail fast on bad configuration, before forking workers
     except ValidationError as exc:
-        print("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)), file=sys.stderr)
+        print(invalid_configuration(exc), file=sys.stderr)
         return 2
     try:
         for_settings(load_schema(settings.schema_ref), settings)
@@ -120,12 +120,12 @@ def check(args: argparse.Namespace) -> int:
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.resources import PartCheck, check_parts, open_resources
-    from bff.settings import Settings, describe_errors, mask_url
+    from bff.settings import Settings, invalid_configuration, mask_url
 
     try:
         settings = Settings()
     except ValidationError as exc:
-        print("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
+        print(invalid_configuration(exc))
         return 1
     shown = json.loads(settings.model_dump_json())  # SecretStr values come out as "**********"
     shown["session_store"] = mask_url(settings.session_store)
@@ -169,7 +169,7 @@ def demo(args: argparse.Namespace) -> int:
 
     from bff.demo.stack import build_demo_app
     from bff.graphql.schema import SchemaError
-    from bff.settings import Settings, describe_errors
+    from bff.settings import Settings, invalid_configuration
 
     if os.environ.get("BFF_ENV") == "production":
         print("bff demo runs a development identity provider and refuses BFF_ENV=production", file=sys.stderr)
@@ -180,7 +180,7 @@ def demo(args: argparse.Namespace) -> int:
         # only the schema and the upstreams come from the environment; the rest is the demo's
         environment = Settings()
     except ValidationError as exc:
-        return _fail("invalid configuration:\n  " + "\n  ".join(describe_errors(exc)))
+        return _fail(invalid_configuration(exc))
     configure_logging("info", json=False)
     base = f"http://{args.host}:{args.port}"
     try:

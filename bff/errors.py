@@ -10,7 +10,8 @@
     │   ├── UpstreamTimeout       UPSTREAM_TIMEOUT
     │   └── UpstreamUnauthorized  UPSTREAM_UNAUTHORIZED: the upstream refused a freshly refreshed
     │                             token too (session kept; no more forced refreshes for a cooldown)
-    └── QueryRejected             a query over a limit (BAD_USER_INPUT)
+    ├── QueryRejected             a query over a limit (BAD_USER_INPUT)
+    └── StreamLimitExceeded       TOO_MANY_STREAMS (HTTP 429): too many open subscriptions
 
 Lower-level errors (httpx, authlib, redis) are translated into these at the layer boundary, in one
 place per layer; `graphql.errors` maps them to GraphQL errors in one place.
@@ -72,6 +73,13 @@ class StoreUnavailable(BFFError):
 class QueryRejected(BFFError):
     code = "BAD_USER_INPUT"
     public_message = "The query was rejected"
+
+
+class StreamLimitExceeded(BFFError):
+    """Too many open streams (subscriptions) for this session or this process."""
+
+    code = "TOO_MANY_STREAMS"
+    public_message = "Too many open streams"
 
 
 class UpstreamError(BFFError):

@@ -190,8 +190,7 @@ def upstream_client(
         return AiohttpUpstream(
             upstream.url,
             timeout=upstream.timeout_seconds,
-            max_connections=upstream.max_connections,
-            max_keepalive=upstream.max_keepalive_connections,
+            max_connections=upstream.max_connections,  # aiohttp keeps idle connections up to this
         )
     limits = httpx.Limits(
         max_connections=upstream.max_connections,

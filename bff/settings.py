@@ -61,6 +61,11 @@ def mask_url(value: str) -> str:
     return value
 
 
+def invalid_configuration(error: ValidationError) -> str:
+    """The message for a configuration that cannot start: one line per invalid variable."""
+    return "invalid configuration:\n  " + "\n  ".join(describe_errors(error))
+
+
 def describe_errors(error: ValidationError) -> list[str]:
     """One line per invalid setting, named as the environment variable a user sets."""
     lines = []

@@ -40,7 +40,7 @@ END = "<!-- hostile-documents:end -->"
 
 
 async def in_process(copies: int) -> list[tuple[str, int, float, float, str]]:
-    from bff.api import build_schema
+    from bff import build_schema
 
     schema = build_schema(StubQuery)
     settle_heap()

@@ -81,3 +81,27 @@ async def sign_in_users(urls: list[str], count: int) -> list[str]:
             await browser_login(browser, urls[i % len(urls)], f"user{i}")
             cookies.append(browser.cookies["bff_session"])
     return cookies
+
+
+def introspecting_upstreams(issuer: str, procs: list[subprocess.Popen[bytes]]) -> dict[str, int]:
+    """The demo upstreams, validating tokens by introspection at ``issuer`` (the e2e oidc-provider's
+    resource-server client); their processes join ``procs``; their ports."""
+    from tests.support.servers import free_port
+
+    ports = {"accounts": free_port(), "catalog": free_port()}
+    introspection = ("--introspection-client-id", "resource-server", "--introspection-client-secret", "resource-secret")
+    for name, port in ports.items():
+        procs.append(demo_upstream(name, port, issuer, *introspection))
+    return ports
+
+
+def replica_settings(issuer: str, redis_url: str, upstream_ports: dict[str, int], secret: str) -> dict[str, str]:
+    """The BFF_ settings every replica of a refresh benchmark shares (the e2e IdP's ``bff`` client)."""
+    return {
+        "BFF_OIDC_ISSUER": issuer,
+        "BFF_OIDC_CLIENT_ID": "bff",
+        "BFF_OIDC_CLIENT_SECRET": "bff-secret",
+        "BFF_SESSION_STORE": redis_url,
+        "BFF_SESSION_SECRET": secret,
+        **upstream_settings(upstream_ports),
+    }

@@ -29,7 +29,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from benchkit import bff_serve, demo_upstream, sign_in_users, stop_all, upstream_settings, wait_http, wait_stack
+from benchkit import (
+    bff_serve,
+    introspecting_upstreams,
+    replica_settings,
+    sign_in_users,
+    stop_all,
+    wait_http,
+    wait_stack,
+)
 
 from tests.support.servers import OIDCProvider, RedisServer, free_port
 
@@ -65,18 +73,8 @@ async def main() -> int:
     replicas: dict[int, subprocess.Popen[bytes]] = {}
     down: set[int] = set()
     try:
-        upstream_ports = {"accounts": free_port(), "catalog": free_port()}
-        for name, port in upstream_ports.items():
-            introspection = ("--introspection-client-id", "resource-server", "--introspection-client-secret")
-            procs.append(demo_upstream(name, port, idp.issuer, *introspection, "resource-secret"))
-        shared = {
-            "BFF_OIDC_ISSUER": idp.issuer,
-            "BFF_OIDC_CLIENT_ID": "bff",
-            "BFF_OIDC_CLIENT_SECRET": "bff-secret",
-            "BFF_SESSION_STORE": redis.url,
-            "BFF_SESSION_SECRET": "soak-shared-secret",
-            **upstream_settings(upstream_ports),
-        }
+        upstream_ports = introspecting_upstreams(idp.issuer, procs)
+        shared = replica_settings(idp.issuer, redis.url, upstream_ports, "soak-shared-secret")
         for i, port in enumerate(ports):
             replicas[i] = bff_serve(port, shared)
         urls = wait_stack(ports, upstream_ports)

@@ -16,20 +16,19 @@ LAYER = {
     "errors": 0,
     "settings": 0,
     "metrics": 0,
+    "tasks": 0,
     "sessions": 1,
     "upstream": 1,
     "auth": 1,
     "resources": 2,
     "graphql": 3,
     "web": 3,
-    "api": 4,
     "app": 4,
     "cli": 4,
     "testing": 4,
 }
-#: may import bff.demo: the CLI and the test utilities wire the dev IdP in; bff.api is the 0.1 name
-#: of the demo API (now bff.demo.api), kept as an alias
-DEMO_USERS = {"cli", "testing", "api"}
+#: may import bff.demo: the CLI and the test utilities wire the dev IdP in
+DEMO_USERS = {"cli", "testing"}
 FORBIDDEN_PAIRS = {("graphql", "web"), ("web", "graphql")}
 FRAMEWORKS = {"fastapi": 3, "strawberry": 3, "starlette": 3}
 

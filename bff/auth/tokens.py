@@ -36,6 +36,7 @@ from bff.errors import AuthProviderUnavailable, InvalidGrant, StoreUnavailable, 
 from bff.metrics import Metrics
 from bff.sessions.models import Session, TokenSet
 from bff.sessions.store import Claim, SessionStore
+from bff.tasks import shared_task
 from bff.telemetry import span
 
 log = logging.getLogger("bff.auth")
@@ -133,14 +134,12 @@ class TokenManager:
         if task is not None:
             self.metrics.token_refresh.labels("coalesced").inc()
             return task
-        task = asyncio.create_task(self._refresh(session_id, rejected_token), name="bff-token-refresh")
+        task = shared_task(self._refresh(session_id, rejected_token), name="bff-token-refresh")
         self._inflight[session_id] = task
 
         def done(finished: asyncio.Task[Session]) -> None:
             if self._inflight.get(session_id) is finished:
                 del self._inflight[session_id]
-            if not finished.cancelled():
-                finished.exception()  # retrieved here: background refreshes have no other reader
 
         task.add_done_callback(done)
         return task

@@ -16,6 +16,7 @@ from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticate
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session
+from bff.tasks import shared_task
 from bff.upstream import GraphQLClient, RestClient, TokenSource
 
 L = TypeVar("L", bound=DataLoader[Any, Any])
@@ -54,8 +55,7 @@ class Context(BaseContext):
         if self.session_id is None:
             return None
         if self._session_task is None:
-            self._session_task = asyncio.ensure_future(self._read_session(self.session_id))
-            self._session_task.add_done_callback(_retrieve)
+            self._session_task = shared_task(self._read_session(self.session_id))
         return await asyncio.shield(self._session_task)
 
     async def _read_session(self, session_id: str) -> Session | None:
@@ -69,8 +69,7 @@ class Context(BaseContext):
     async def fresh_session(self) -> Session:
         """The session with a fresh access token: refreshed at most once per request, lazily."""
         if self._fresh_task is None:
-            self._fresh_task = asyncio.ensure_future(self._freshen(None))
-            self._fresh_task.add_done_callback(_retrieve)
+            self._fresh_task = shared_task(self._freshen(None))
         return await asyncio.shield(self._fresh_task)
 
     async def _freshen(self, rejected: str | None) -> Session:
@@ -149,8 +148,7 @@ class Context(BaseContext):
         if current.tokens.access_token == rejected:
             task = self._fresh_task
             if task is not None and task.done() and task.result() is current:
-                self._fresh_task = asyncio.ensure_future(self._freshen(rejected))
-                self._fresh_task.add_done_callback(_retrieve)
+                self._fresh_task = shared_task(self._freshen(rejected))
         return (await self.fresh_session()).tokens.access_token
 
     def upstream_tokens(self, name: str) -> TokenSource:
@@ -206,13 +204,6 @@ class Context(BaseContext):
             loader = factory(self)
             self._loaders[key] = loader
         return loader
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Shared tasks are awaited through `asyncio.shield`: a failure whose awaiters all went away
-    must still count as retrieved (no "Task exception was never retrieved" at error level)."""
-    if not task.cancelled():
-        task.exception()
 
 
 class _AnonymousAware:

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, execute, specified_rules
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues
 from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -50,15 +50,6 @@ PLAN_CACHE_SIZE = 512
 def _inert(extension: SchemaExtension) -> bool:
     cls = type(extension)
     return all(getattr(cls, hook) is getattr(SchemaExtension, hook) for hook in _HOOKS)
-
-
-class _Variables:
-    """What `DocumentGate` reads of Strawberry's execution context to check variables and cost."""
-
-    __slots__ = ("variables",)
-
-    def __init__(self, variables: dict[str, Any] | None) -> None:
-        self.variables = variables
 
 
 class DirectExecution:
@@ -93,10 +84,6 @@ class DirectExecution:
         self.executor_class = schema.execution_context_class
         return None
 
-    @property
-    def enabled(self) -> bool:
-        return self.reason is None
-
     async def execute(
         self,
         query: str,
@@ -122,19 +109,15 @@ class DirectExecution:
         if operation_type not in allowed:
             raise InvalidOperationTypeError(operation_type)
         errors = await shared.validate(graphql_schema, query, document, self.rules)  # a hit: [], the LRU touched
+        coerced: VariableValues | None = None
         if not errors:
-            gate = DocumentGate(shared)
-            gate.execution_context = _Variables(variables)  # type: ignore[assignment]
-            errors = gate._variables_and_cost(graphql_schema, document, operation)
+            coerced, errors = shared.variables_and_cost(graphql_schema, document, operation, variables)
         if errors:
             return self._result(None, errors, query, variables, context, operation_name, allowed)
         try:
             plan = self._plan(query, operation_name, document, operation, metrics) if compiled else None
-            if plan is not None:
-                coerced = get_variable_values(graphql_schema, operation.variable_definitions or (), variables or {})
-                if isinstance(coerced, list):  # the gate accepted them: cannot happen
-                    return self._result(None, coerced, query, variables, context, operation_name, allowed)
-                result: Any = plan.execute(context, coerced)
+            if plan is not None and coerced is not None:
+                result: Any = plan.execute(context, coerced)  # the values the cost check coerced
             else:
                 result = execute(
                     graphql_schema,

@@ -25,13 +25,13 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from bff.errors import StreamLimitExceeded
 from bff.graphql.context import Context
 from bff.graphql.execution import DirectExecution
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
 from bff.graphql.subscriptions import EventStream, wants_event_stream
 from bff.metrics import OperationLabels, loggable_name
 from bff.resources import Resources
-from bff.sessions.streams import StreamLimitExceeded
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 _OPERATION_NAME = re.compile(r"\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
@@ -169,12 +169,8 @@ class GraphQLHTTPHandler:
             if isinstance(payload, list):
                 raise RequestError(400, "a stream runs one operation, not a batch")
             query, variables, operation_name, extensions, document_id = _params(payload)
-            try:
-                document = self.persisted.resolve(query, extensions, document_id)
-            except PersistedQueryError as exc:
-                raise RequestError(exc.status, str(exc), code=exc.code) from None
-            if document is None:
-                raise RequestError(400, "the request has no query")
+            name = _operation_name(operation_name, query)
+            document = self._document(query, extensions, document_id)
             context = await self._context(request)
             assert resources.streams is not None
             try:
@@ -184,7 +180,7 @@ class GraphQLHTTPHandler:
         except RequestError as exc:
             return self._error(exc, JSON)
         context.touch = resources.settings.stream_keeps_session_alive
-        request.state.graphql_operation = loggable_name(_operation_name(operation_name, query))
+        request.state.graphql_operation = loggable_name(name)
         headers = dict(NO_STORE)
         response = EventStream(self.schema, resources, context, stream).response(
             document, variables, operation_name, headers
@@ -259,6 +255,16 @@ class GraphQLHTTPHandler:
             context.end_session()  # a cookie that names no session is cleared, whatever the query asks
         return context
 
+    def _document(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str:
+        """The document to run: the query, or the persisted one the request names by hash."""
+        try:
+            document = self.persisted.resolve(query, extensions, document_id)
+        except PersistedQueryError as exc:
+            raise RequestError(exc.status, str(exc), code=exc.code) from None
+        if document is None:
+            raise RequestError(400, "the request has no query", code="BAD_REQUEST")
+        return document
+
     async def _run(
         self, request: Request, context: Context, data: Any, media: str
     ) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -268,12 +274,7 @@ class GraphQLHTTPHandler:
         try:
             query, variables, operation_name, extensions, document_id = _params(data)
             name = _operation_name(operation_name, query)
-            try:
-                document = self.persisted.resolve(query, extensions, document_id)
-            except PersistedQueryError as exc:
-                raise RequestError(exc.status, str(exc), code=exc.code) from None
-            if document is None:
-                raise RequestError(400, "the request has no query", code="BAD_REQUEST")
+            document = self._document(query, extensions, document_id)
             allowed = (
                 {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
             )

@@ -47,7 +47,7 @@ from graphql import (
     validate,
     value_from_ast,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -337,6 +337,34 @@ class _Shared:
                 self.valid.popitem(last=False)
         return errors
 
+    def variables_and_cost(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: dict[str, Any] | None,
+    ) -> tuple[VariableValues | None, list[GraphQLError]]:
+        """The operation's coerced variables (defaults applied) and the errors that refuse it:
+        variables of the wrong type (BAD_USER_INPUT) or a cost over the limit, computed on the
+        coerced values so that it does not depend on how the query is written."""
+        coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {}, 20)
+        if isinstance(coerced, list):
+            return None, [
+                GraphQLError(error.message, nodes=error.nodes, extensions={"code": BAD_USER_INPUT}) for error in coerced
+            ]
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        limits = self.limits
+        cost = CostCalculator(schema, fragments, coerced.coerced, limits).operation(operation)
+        if cost <= limits.max_cost:
+            return coerced, []
+        return coerced, [
+            _too_complex(
+                f"Query cost exceeds the limit of {limits.max_cost}; ask for fewer items",
+                [operation],
+                maxCost=limits.max_cost,
+            )
+        ]
+
     def _check(self, schema: GraphQLSchema, document: DocumentNode, rules: Any) -> list[GraphQLError]:
         shape_error = ShapeChecker(self.limits).check(document)
         return [shape_error] if shape_error is not None else _validate(schema, document, rules)
@@ -379,31 +407,9 @@ class DocumentGate(SchemaExtension):
             rules = self.shared.rules(tuple(context.validation_rules))
             errors = await self.shared.validate(schema, context.query, document, rules)
             if not errors:
-                errors = self._variables_and_cost(schema, document, operation)
+                _, errors = self.shared.variables_and_cost(schema, document, operation, context.variables)
             context.pre_execution_errors = errors
         yield
-
-    def _variables_and_cost(
-        self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
-    ) -> list[GraphQLError]:
-        context = self.execution_context
-        coerced = get_variable_values(schema, operation.variable_definitions or (), context.variables or {}, 20)
-        if isinstance(coerced, list):
-            return [
-                GraphQLError(error.message, nodes=error.nodes, extensions={"code": BAD_USER_INPUT}) for error in coerced
-            ]
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        limits = self.shared.limits
-        cost = CostCalculator(schema, fragments, coerced.coerced, limits).operation(operation)
-        if cost <= limits.max_cost:
-            return []
-        return [
-            _too_complex(
-                f"Query cost exceeds the limit of {limits.max_cost}; ask for fewer items",
-                [operation],
-                maxCost=limits.max_cost,
-            )
-        ]
 
 
 def extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:

@@ -156,5 +156,5 @@ class SessionCrypto:
 
     @staticmethod
     def fingerprint(session_id: str) -> str:
-        """A short, non-reversible tag for logs (never log the id itself)."""
-        return hashlib.sha256(session_id.encode()).hexdigest()[:12]
+        """A short, non-reversible tag for logs (never log the id itself): the start of its `tag`."""
+        return SessionCrypto.tag(session_id)[:12]

@@ -14,15 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
-from bff.errors import BFFError, StoreUnavailable
+from bff.errors import StoreUnavailable, StreamLimitExceeded
 from bff.metrics import Metrics
 from bff.sessions.store import SessionStore
 
 log = logging.getLogger("bff")
 
-#: why a stream ended (the label values of ``bff_streams_ended_total``)
 REASONS = (
     "complete",
     "client_closed",
@@ -34,22 +32,15 @@ REASONS = (
 )
 
 
-class StreamLimitExceeded(BFFError):
-    """Too many open streams for this session or this process."""
-
-    code = "TOO_MANY_STREAMS"
-
-
 class Stream:
     """One open stream. ``ended`` is set (with ``reason``) when it must stop."""
 
-    __slots__ = ("ended", "opened_at", "reason", "session_id")
+    __slots__ = ("ended", "reason", "session_id")
 
     def __init__(self, session_id: str | None) -> None:
         self.session_id = session_id
         self.ended = asyncio.Event()
         self.reason: str | None = None
-        self.opened_at = time.monotonic()
 
     def end(self, reason: str) -> None:
         if self.reason is None:

@@ -44,11 +44,10 @@ class AiohttpUpstream:
     """One pooled aiohttp session per upstream for the whole process (created on first use, in the
     running loop)."""
 
-    def __init__(self, base_url: str, *, timeout: float, max_connections: int, max_keepalive: int) -> None:
+    def __init__(self, base_url: str, *, timeout: float, max_connections: int) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = httpx.Timeout(timeout)
         self._limit = max_connections
-        self._keepalive = max_keepalive
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bff.tasks import shared_task
 from bff.upstream.base import UpstreamClient
 
 
@@ -18,8 +19,7 @@ class RestClient(UpstreamClient):
         key = (path, tuple(sorted((k, str(v)) for k, v in (params or {}).items())))
         task = self._gets.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._get(path, params))
-            task.add_done_callback(_retrieve)  # a failure seen by no awaiter must not be logged as lost
+            task = shared_task(self._get(path, params))
             self._gets[key] = task
         return await asyncio.shield(task)
 
@@ -34,8 +34,3 @@ class RestClient(UpstreamClient):
     async def put_json(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
         """PUT and decode; idempotent by HTTP's definition, so a connect failure is retried once."""
         return self.json(await self.request("PUT", path, json=body, idempotent=idempotent))
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

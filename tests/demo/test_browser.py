@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,25 +9,15 @@ from typing import Any
 import pytest
 
 from bff.demo.stack import build_demo_app
-from tests.support.servers import free_port, require_binary, serve
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.servers import free_port, serve
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
 async def browser_page() -> AsyncIterator[Any]:
-    executable = os.environ.get("BFF_TEST_CHROMIUM") or shutil.which("chromium") or ""
-    if not executable:
-        require_binary("chromium", "apt-get install chromium")
+    executable = chromium_path()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

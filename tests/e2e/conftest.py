@@ -36,11 +36,17 @@ def bff_ports() -> list[int]:
 
 
 @pytest.fixture
-def idp(idp_options: dict[str, Any], bff_ports: list[int]) -> Iterator[OIDCProvider]:
+def backchannel_logout_uri(bff_ports: list[int]) -> str:
+    """Where the IdP sends logout tokens (a test may put a recorder there instead)."""
+    return f"http://127.0.0.1:{bff_ports[0]}/auth/backchannel-logout"
+
+
+@pytest.fixture
+def idp(idp_options: dict[str, Any], bff_ports: list[int], backchannel_logout_uri: str) -> Iterator[OIDCProvider]:
     options = dict(idp_options)
     provider = OIDCProvider(
         redirect_uris=[f"http://127.0.0.1:{p}/auth/callback" for p in bff_ports],
-        backchannel_logout_uri=f"http://127.0.0.1:{bff_ports[0]}/auth/backchannel-logout",
+        backchannel_logout_uri=backchannel_logout_uri,
         **{k: str(v) for k, v in options.items()},
     )
     provider.start()

@@ -4,9 +4,8 @@ each token acts once; a replay, on any replica, ends nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from bff.sessions.models import Session, TokenSet
 from tests.conftest import Bff
 from tests.e2e.conftest import Stack
 from tests.support.browser import browser_login, sign_in_at_idp
-from tests.support.servers import OIDCProvider, RedisServer, free_port, serve
+from tests.support.servers import RedisServer, free_port, serve
 
 
 @dataclass
@@ -47,17 +46,8 @@ def recorder_port() -> int:
 
 
 @pytest.fixture
-def idp(idp_options: dict[str, Any], bff_ports: list[int], recorder_port: int) -> Iterator[OIDCProvider]:
-    provider = OIDCProvider(
-        redirect_uris=[f"http://127.0.0.1:{p}/auth/callback" for p in bff_ports],
-        backchannel_logout_uri=f"http://127.0.0.1:{recorder_port}/backchannel",
-        **{k: str(v) for k, v in idp_options.items()},
-    )
-    provider.start()
-    try:
-        yield provider
-    finally:
-        provider.stop()
+def backchannel_logout_uri(recorder_port: int) -> str:
+    return f"http://127.0.0.1:{recorder_port}/backchannel"
 
 
 @pytest.fixture

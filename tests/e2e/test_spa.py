@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.servers import free_port, require_binary, running
 from tests.support.spa import (
     ARTIFACTS,
@@ -28,7 +28,6 @@ from tests.support.spa import (
 )
 
 ACCESS_TTL = 8  # seconds: the demo IdP's access tokens; the test waits past it
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 @pytest.fixture
@@ -38,9 +37,7 @@ def npx() -> str:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    executable = os.environ.get("BFF_TEST_CHROMIUM") or shutil.which("chromium")
-    if not executable:
-        require_binary("chromium", "apt-get install chromium")
+    executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

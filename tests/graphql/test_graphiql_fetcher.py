@@ -3,26 +3,21 @@ it shows the status and the text instead of "Unexpected token ... is not valid J
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Any
 
 from bff.app import create_app
 from tests.conftest import Upstreams, make_settings
-from tests.support.servers import require_binary, serve
-
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-quic"]
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.servers import serve
 
 
 async def test_graphiql_shows_status_and_text_of_a_non_json_answer(upstreams: Upstreams) -> None:
-    executable = os.environ.get("BFF_TEST_CHROMIUM") or shutil.which("chromium") or ""
-    if not executable:
-        require_binary("chromium", "apt-get install chromium")
+    executable = chromium_path()
     from playwright.async_api import async_playwright
 
     app = create_app(make_settings(upstreams=upstreams.settings()))
     async with serve(app) as url, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = await browser.new_page()
 

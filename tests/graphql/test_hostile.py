@@ -12,9 +12,9 @@ import httpx
 import pytest
 import strawberry
 
-from bff.api import build_schema
-from bff.api.types import Product, User
+from bff import build_schema
 from bff.app import settle_heap
+from bff.demo.api.types import Product, User
 from bff.graphql.limits import Limits
 from tests.conftest import Bff
 from tests.support.hostile import FAMILIES, chain, fits, largest

@@ -8,9 +8,9 @@ import pytest
 import strawberry
 from strawberry.types import Info
 
-from bff.api import build_schema
-from bff.api.types import Query as DemoQuery
+from bff import build_schema
 from bff.app import create_app
+from bff.demo.api.types import Query as DemoQuery
 from bff.graphql.context import Context
 from tests.conftest import Bff, Upstreams, make_settings
 from tests.support.servers import serve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from typing import Any
 from urllib.parse import urljoin
@@ -70,3 +71,23 @@ async def signed_in_cookie(bff: Any, user: str = "alice") -> str:
         cookie = browser.cookies.get("bff_session")
     assert cookie
     return str(cookie)
+
+
+#: flags for Debian's chromium in a container: no sandbox, no GPU, nothing reaching the network
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's chromium (or ``BFF_TEST_CHROMIUM``) for Playwright's ``executable_path``; missing:
+    a failure under CI, else a skip (`tests.support.servers.missing_component`)."""
+    from tests.support.servers import require_binary
+
+    return os.environ.get("BFF_TEST_CHROMIUM") or require_binary("chromium", "apt-get install chromium")

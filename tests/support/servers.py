@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -45,14 +45,19 @@ def cluster_port() -> int:
         return port
 
 
+def missing_component(message: str) -> NoReturn:
+    """A real component the tests need is absent: under CI (``CI`` set, as ``.ci/run`` does) a
+    failure, never a skip that would hide it; on a developer's machine a skip with the install hint."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str, how: str) -> str:
-    """The binary's path. Missing: a failure under CI (never hide a real component), else a skip."""
+    """The binary's path, or `missing_component`."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed ({how})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_component(f"{name} is not installed ({how})")
     return path
 
 
@@ -170,10 +175,7 @@ class OIDCProvider:
     def __init__(self, *, redirect_uris: list[str], access_ttl: int = 60, **env: str) -> None:
         self.node = require_binary("node", "install Node.js 20+ and run npm ci in tests/e2e/idp")
         if not (IDP_DIR / "node_modules" / "oidc-provider").exists():
-            message = "oidc-provider is not installed: run 'npm ci' in tests/e2e/idp"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            missing_component("oidc-provider is not installed: run 'npm ci' in tests/e2e/idp")
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.env = {

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.servers import require_binary
+from tests.support.servers import missing_component, require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SPA_DIR = ROOT / "examples" / "spa"
@@ -28,10 +27,7 @@ def require_spa_packages() -> str:
     require_binary("node", "install Node.js 20+ and run 'npm ci' in examples/spa")
     npx = require_binary("npx", "install npm and run 'npm ci' in examples/spa")
     if not (SPA_DIR / "node_modules" / "vite" / "package.json").exists():
-        message = "the example SPA's packages are not installed: run 'npm ci' in examples/spa"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_component("the example SPA's packages are not installed: run 'npm ci' in examples/spa")
     return npx
 
 

@@ -71,7 +71,7 @@ APP = Starlette(
 @pytest.fixture
 async def upstream() -> object:
     async with serve(APP) as url:
-        http = AiohttpUpstream(url, timeout=0.5, max_connections=10, max_keepalive=5)
+        http = AiohttpUpstream(url, timeout=0.5, max_connections=10)
         yield http
         await http.aclose()
 
@@ -101,7 +101,7 @@ async def test_failures_map_like_httpx(upstream: AiohttpUpstream) -> None:
 
 
 async def test_refused_connection_is_unreachable_not_a_timeout() -> None:
-    http = AiohttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10, max_keepalive=5)
+    http = AiohttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10)
     try:
         client = GraphQLClient("catalog", http, Tokens(), endpoint=f"{http.base_url}/graphql")
         with pytest.raises(UpstreamError, match="unreachable") as refused:
