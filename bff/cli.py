@@ -71,6 +71,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from bff import serving
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.logs import configure_logging
@@ -95,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(
+    config = uvicorn.Config(
         "bff.app:app_from_env",
         factory=True,
         host=args.host,
@@ -107,7 +108,8 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
-    return 0
+    # not uvicorn.run: streams must end (with `complete`) when shutdown starts, in every worker
+    return 0 if serving.run(config) else 3
 
 
 def check(args: argparse.Namespace) -> int:
@@ -167,6 +169,7 @@ def demo(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from bff import serving
     from bff.demo.stack import build_demo_app
     from bff.graphql.schema import SchemaError
     from bff.settings import Settings, invalid_configuration
@@ -199,8 +202,10 @@ def demo(args: argparse.Namespace) -> int:
         f"    sign in   {base}/auth/login?return_to=/graphql\n",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
-    return 0
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
+    return 0 if serving.run(config) else 3
 
 
 def demo_upstream(args: argparse.Namespace) -> int:
