@@ -27,6 +27,7 @@ from bff.graphql.errors import BFFSchema
 from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
 from bff.graphql.persisted import PersistedDocuments, load_manifest
 from bff.graphql.schema import HOW_TO_BUILD, SchemaError, for_settings
+from bff.graphql.websocket import GraphQLWebSocketHandler
 from bff.logs import configure_logging
 from bff.resources import open_resources
 from bff.settings import Settings, invalid_configuration
@@ -94,6 +95,8 @@ def create_app(
         batch_max_operations=settings.batch_max_operations,
     )
     app.add_api_route("/graphql", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    # subscriptions over graphql-transport-ws on the same path (the Origin rule: CSRFMiddleware)
+    app.router.add_websocket_route("/graphql", GraphQLWebSocketHandler(schema, handler).handle)
     if settings.graphiql_enabled:
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)

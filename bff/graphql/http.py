@@ -89,7 +89,13 @@ def _json_param(raw: str | None, name: str) -> dict[str, Any] | None:
     return value
 
 
-def _params(data: Any) -> tuple[str | None, dict[str, Any] | None, str | None, dict[str, Any] | None, str | None]:
+#: query, variables, operationName, extensions, documentId
+Params = tuple[str | None, dict[str, Any] | None, str | None, dict[str, Any] | None, str | None]
+
+
+def request_params(data: Any) -> Params:
+    """The operation of a JSON body (or a WebSocket ``subscribe`` payload), its types checked;
+    raises `RequestError`."""
     if not isinstance(data, dict):
         raise RequestError(400, "the request body must be a JSON object {query, variables, operationName}")
     query, variables = data.get("query"), data.get("variables")
@@ -168,9 +174,9 @@ class GraphQLHTTPHandler:
             payload = await self._payload(request)
             if isinstance(payload, list):
                 raise RequestError(400, "a stream runs one operation, not a batch")
-            query, variables, operation_name, extensions, document_id = _params(payload)
+            query, variables, operation_name, extensions, document_id = request_params(payload)
             name = _operation_name(operation_name, query)
-            document = self._document(query, extensions, document_id)
+            document = self.document(query, extensions, document_id)
             context = await self._context(request)
             assert resources.streams is not None
             try:
@@ -255,7 +261,7 @@ class GraphQLHTTPHandler:
             context.end_session()  # a cookie that names no session is cleared, whatever the query asks
         return context
 
-    def _document(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str:
+    def document(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str:
         """The document to run: the query, or the persisted one the request names by hash."""
         try:
             document = self.persisted.resolve(query, extensions, document_id)
@@ -272,9 +278,9 @@ class GraphQLHTTPHandler:
         started = time.perf_counter()
         name: str | None = None
         try:
-            query, variables, operation_name, extensions, document_id = _params(data)
+            query, variables, operation_name, extensions, document_id = request_params(data)
             name = _operation_name(operation_name, query)
-            document = self._document(query, extensions, document_id)
+            document = self.document(query, extensions, document_id)
             allowed = (
                 {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
             )

@@ -1,23 +1,29 @@
-"""Subscriptions over Server-Sent Events on ``/graphql`` (the graphql-sse protocol, "distinct
-connections" mode): ``POST /graphql`` with ``Accept: text/event-stream`` and the usual JSON body
-answers ``200 text/event-stream`` with ``event: next`` (one execution result each) and a final
-``event: complete``.
+"""Subscriptions on ``/graphql``: the stream loop both transports share (`stream_results`) and the
+SSE transport (the WebSocket one, ``graphql-transport-ws``, is `bff.graphql.websocket`).
+
+GraphQL over SSE is the graphql-sse protocol, "distinct connections" mode: ``POST /graphql`` with
+``Accept: text/event-stream`` and the usual JSON body answers ``200 text/event-stream`` with
+``event: next`` (one execution result each) and a final ``event: complete``.
 
 A stream is registered with the session's `StreamRegistry` before it starts (limits), ends when its
-session ends on any replica (an ``UNAUTHENTICATED`` error event, then ``complete``), when the IdP
-refuses a refresh (same), after ``stream_max_seconds`` and on shutdown (``complete``). Comment lines
-keep idle connections alive every ``stream_heartbeat_seconds``.
+session ends on any replica (an ``UNAUTHENTICATED`` error, then complete), when the IdP refuses a
+refresh (same), after ``stream_max_seconds`` and on shutdown (complete). Over SSE, comment lines
+keep idle connections alive every ``stream_heartbeat_seconds``; over WebSocket, server pings do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
 
 import orjson
+from graphql import GraphQLError
 from starlette.responses import StreamingResponse
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from bff.graphql.context import Context
@@ -26,8 +32,13 @@ from bff.resources import Resources
 from bff.sessions.streams import Stream
 
 EVENT_STREAM = "text/event-stream"
-_ALL = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
+#: a stream may run any operation: a query or mutation is one result, then complete
+ALL_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
 SESSION_ENDED = {"message": "The session has ended", "extensions": {"code": "UNAUTHENTICATED"}}
+
+#: what `stream_results` yields: a result to send, the errors of a document that never ran, or
+#: a quiet ``heartbeat`` interval gone by
+Item = tuple[Literal["next", "error", "heartbeat"], Any]
 
 
 def wants_event_stream(accept: str | None) -> bool:
@@ -36,13 +47,8 @@ def wants_event_stream(accept: str | None) -> bool:
     )
 
 
-def _event(name: str, data: Any = None) -> bytes:
-    payload = b"" if data is None else orjson.dumps(data)
-    return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
-
-
-def _formatted(result: Any, context: Context) -> tuple[dict[str, Any], bool]:
-    """The event payload of one result, and whether it says the session is gone."""
+def result_payload(result: Any, context: Context) -> tuple[dict[str, Any], bool]:
+    """The payload of one result (errors mapped as over HTTP), and whether it says the session is gone."""
     body: dict[str, Any] = {}
     data = getattr(result, "data", None)
     if data is not None or not getattr(result, "errors", None):
@@ -62,6 +68,134 @@ def _formatted(result: Any, context: Context) -> tuple[dict[str, Any], bool]:
     if extensions:
         body["extensions"] = extensions
     return body, unauthenticated
+
+
+async def stream_results(
+    schema: Any,
+    resources: Resources,
+    context: Context,
+    stream: Stream,
+    document: str,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    *,
+    heartbeat: float | None,
+) -> AsyncGenerator[Item, None]:
+    """Run one operation for a transport: ``("next", payload)`` per result; ``("error", errors)``
+    once, and nothing after, for a document that never ran (syntax, validation, limits);
+    ``("heartbeat", None)`` after ``heartbeat`` seconds without a result (None: never).
+
+    Ends when the operation does, when a result says UNAUTHENTICATED, after
+    ``stream_max_seconds``, or when ``stream`` is ended by the registry (logout on any replica,
+    shutdown); a session that ended yields the ``SESSION_ENDED`` error first. Either way the
+    stream is closed in the registry with its reason (`Stream.reason`), which the transport reads
+    afterwards to choose how to close."""
+    settings = resources.settings
+    registry = resources.streams
+    assert registry is not None
+    metrics = resources.metrics
+    reason = "complete"
+    source: Any = None
+    pending: asyncio.Task[Any] | None = None
+    ended = asyncio.ensure_future(stream.ended.wait())
+    loop = asyncio.get_running_loop()
+    until = loop.time() + settings.stream_max_seconds
+    first = True
+    try:
+        source = await schema.stream(
+            document,
+            variable_values=variables,
+            context_value=context,
+            operation_name=operation_name,
+            allowed_operation_types=ALL_OPERATIONS,
+        )
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            left = until - loop.time()
+            if left <= 0:
+                reason = "max_duration"
+                break
+            done, _ = await asyncio.wait(
+                {pending, ended},
+                timeout=left if heartbeat is None else min(heartbeat, left),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if ended in done:
+                reason = stream.reason or "session_ended"
+                if reason == "session_ended":
+                    metrics.stream_events.inc()
+                    yield "next", {"errors": [SESSION_ENDED]}
+                break
+            if pending not in done:
+                yield "heartbeat", None
+                continue
+            task, pending = pending, None
+            try:
+                result = task.result()
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                refused = _refusal(exc, context) if first else None
+                if refused is None:
+                    raise
+                metrics.stream_events.inc()
+                yield "error", refused
+                break
+            metrics.stream_events.inc()
+            if first and isinstance(result, PreExecutionError):
+                yield "error", _pre_execution_errors(result, context)
+                break
+            body, unauthenticated = result_payload(result, context)
+            first = False
+            yield "next", body
+            if unauthenticated:
+                reason = "unauthenticated"
+                break
+    except (asyncio.CancelledError, GeneratorExit):
+        reason = "client_closed"
+        raise
+    except Exception:
+        reason = "error"
+        raise
+    finally:
+        ended.cancel()
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        if source is not None:
+            with contextlib.suppress(Exception):
+                await source.aclose()
+        registry.close(stream, reason)
+
+
+def _pre_execution_errors(result: PreExecutionError, context: Context) -> list[dict[str, Any]]:
+    """The errors of a document that never ran; Strawberry wraps its operation-selection errors
+    (which the HTTP handler answers 400) in GraphQL errors that would otherwise be masked."""
+    formatted = []
+    for error in result.errors or []:
+        original = error.original_error
+        refused = _refusal(original, context) if isinstance(original, Exception) else None
+        formatted.extend(refused or [dict(to_graphql_error(error, context.request_id).formatted)])
+    return formatted
+
+
+def _refusal(exc: Exception, context: Context) -> list[dict[str, Any]] | None:
+    """The errors of a document refused before execution by raising, as the HTTP handler answers
+    them (the document gate raises from its parse hook, which Strawberry's stream does not catch)."""
+    if isinstance(exc, GraphQLError):
+        return [dict(to_graphql_error(exc, context.request_id).formatted)]
+    if isinstance(exc, CannotGetOperationTypeError):
+        return [{"message": exc.as_http_error_reason(), "extensions": {"code": "BAD_REQUEST"}}]
+    if isinstance(exc, MissingQueryError):
+        return [{"message": "the request has no query", "extensions": {"code": "BAD_REQUEST"}}]
+    return None
+
+
+def _event(name: str, data: Any = None) -> bytes:
+    payload = b"" if data is None else orjson.dumps(data)
+    return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
 
 
 class EventStream:
@@ -85,72 +219,23 @@ class EventStream:
     async def _events(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None
     ) -> AsyncIterator[bytes]:
-        settings = self.resources.settings
-        registry = self.resources.streams
-        assert registry is not None
-        metrics = self.resources.metrics
-        stream = self.stream
-        reason = "complete"
-        source: Any = None
-        pending: asyncio.Task[Any] | None = None
-        ended = asyncio.ensure_future(stream.ended.wait())
-        loop = asyncio.get_running_loop()
-        until = loop.time() + settings.stream_max_seconds
-        try:
-            yield b": open\n\n"
-            source = await self.schema.stream(
-                document,
-                variable_values=variables,
-                context_value=self.context,
-                operation_name=operation_name,
-                allowed_operation_types=_ALL,
-            )
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(source))
-                left = until - loop.time()
-                if left <= 0:
-                    reason = "max_duration"
-                    break
-                done, _ = await asyncio.wait(
-                    {pending, ended},
-                    timeout=min(settings.stream_heartbeat_seconds, left),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if ended in done:
-                    reason = stream.reason or "session_ended"
-                    if reason == "session_ended":
-                        yield _event("next", {"errors": [SESSION_ENDED]})
-                        metrics.stream_events.inc()
-                    break
-                if pending not in done:
+        yield b": open\n\n"
+        results = stream_results(
+            self.schema,
+            self.resources,
+            self.context,
+            self.stream,
+            document,
+            variables,
+            operation_name,
+            heartbeat=self.resources.settings.stream_heartbeat_seconds,
+        )
+        async with contextlib.aclosing(results):
+            async for kind, payload in results:
+                if kind == "heartbeat":
                     yield b": keep-alive\n\n"
-                    continue
-                task, pending = pending, None
-                try:
-                    result = task.result()
-                except StopAsyncIteration:
-                    break
-                body, unauthenticated = _formatted(result, self.context)
-                yield _event("next", body)
-                metrics.stream_events.inc()
-                if unauthenticated:
-                    reason = "unauthenticated"
-                    break
-            yield _event("complete")
-        except asyncio.CancelledError:
-            reason = "client_closed"
-            raise
-        except Exception:
-            reason = "error"
-            raise
-        finally:
-            ended.cancel()
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            if source is not None:
-                with contextlib.suppress(Exception):
-                    await source.aclose()
-            registry.close(stream, reason)
+                elif kind == "error":  # graphql-sse has no error event: a next with the errors
+                    yield _event("next", {"errors": payload})
+                else:
+                    yield _event("next", payload)
+        yield _event("complete")

@@ -69,6 +69,8 @@ class StreamRegistry:
         self._by_session: dict[str, set[Stream]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.closing = False
+        #: set when the process starts shutting down, for connections that hold no stream yet
+        self.draining = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -146,6 +148,7 @@ class StreamRegistry:
     async def shutdown(self, grace: float = 2.0) -> None:
         """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them to go."""
         self.closing = True
+        self.draining.set()
         for stream in list(self._open):
             stream.end("shutdown")
         with contextlib.suppress(TimeoutError):

@@ -219,7 +219,12 @@ class CSRFMiddleware:
     """On protected paths: a request carrying the session cookie must be a JSON POST or carry a
     non-empty X-CSRF header (forms and simple requests cannot do either cross-site); a present
     Origin must be ours or allow-listed. Requests authenticated by ``Authorization: Session``
-    carry no ambient credential and skip the CSRF half."""
+    carry no ambient credential and skip the CSRF half.
+
+    A WebSocket upgrade is not bound by the same-origin policy, so a foreign page could open one
+    with the user's cookie (cross-site WebSocket hijacking): its Origin, when present, must be
+    allowed, and one that carries the session cookie must carry an Origin (browsers always send
+    one). It is refused before the upgrade with 403."""
 
     def __init__(
         self,
@@ -238,14 +243,16 @@ class CSRFMiddleware:
         return any(path == p or path.startswith(p + "/") for p in self.paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._protected(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or not self._protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         reason = self.refusal(scope)
-        if reason is not None:
+        if reason is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
             await send_json(send, 403, {"errors": [{"message": reason, "extensions": {"code": "FORBIDDEN"}}]})
-            return
-        await self.app(scope, receive, send)
+        else:
+            await self._refuse_upgrade(scope, receive, send, reason)
 
     def refusal(self, scope: Scope) -> str | None:
         headers = Headers(scope=scope)
@@ -256,6 +263,8 @@ class CSRFMiddleware:
             return None
         if not self._has_session_cookie(headers.get("cookie", "")):
             return None
+        if scope["type"] == "websocket":
+            return None if origin is not None else "A WebSocket with the session cookie must send an Origin header"
         method = scope["method"]
         if method in ("GET", "HEAD") and not scope.get("query_string"):
             return None  # the GraphiQL page itself: no data, no side effect
@@ -265,6 +274,23 @@ class CSRFMiddleware:
         if headers.get("x-csrf", "").strip():
             return None
         return "CSRF check failed: send JSON with POST, or an X-CSRF header"
+
+    @staticmethod
+    async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+        """403 before the handshake: with the JSON body of HTTP refusals where the server can send
+        one (the ASGI denial-response extension), else a bare close, which servers answer 403."""
+        await receive()  # websocket.connect
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return
+        payload = json.dumps({"errors": [{"message": reason, "extensions": {"code": "FORBIDDEN"}}]}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": payload})
 
     def _has_session_cookie(self, cookie_header: str) -> bool:
         prefix = self.cookie_name + "="
