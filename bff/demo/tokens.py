@@ -3,7 +3,9 @@ opaque token checked by RFC 7662 introspection."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +21,23 @@ class TokenValidator(Protocol):
     async def subject(self, token: str) -> str | None:
         """The token's subject if it is valid now, else None."""
         ...
+
+
+async def token_expiry(validator: TokenValidator, token: str) -> float | None:
+    """When a token ``validator`` has just accepted expires (epoch seconds): the validator's own
+    answer if it has one (`IntrospectionValidator` remembers the IdP's ``exp``), else a JWT's
+    ``exp`` claim (its signature was checked by the validator), else None (not known). An
+    upstream stream is closed then, as real resource servers do."""
+    known = getattr(validator, "expires_at", None)
+    if known is not None:
+        value = known(token)
+        return None if value is None else float(value)
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -90,3 +109,8 @@ class IntrospectionValidator:
             self._active.clear()  # a demo's bound: forget everything rather than grow
         self._active[key] = (str(subject), float(body["exp"]))
         return str(subject)
+
+    def expires_at(self, token: str) -> float | None:
+        """The ``exp`` of a token `subject` accepted (from the IdP's introspection answer)."""
+        known = self._active.get(hashlib.sha256(token.encode()).hexdigest())
+        return None if known is None else known[1]

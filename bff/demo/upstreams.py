@@ -10,8 +10,10 @@ import asyncio
 import functools
 import inspect
 import json
+import secrets
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +21,11 @@ from typing import Any
 from graphql import DocumentNode, ExecutionResult, GraphQLError, build_schema, execute, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bff.demo import data
-from bff.demo.tokens import TokenValidator
+from bff.demo.tokens import TokenValidator, token_expiry
 
 
 @dataclass
@@ -73,33 +75,94 @@ def _unauthorized() -> Response:
 
 
 ORDER_STATUSES = ("PLACED", "PACKED", "SHIPPED", "DELIVERED")
+#: how often an open order-events stream looks at the order (statuses live in this process's memory)
+EVENTS_TICK_SECONDS = 0.05
+#: a comment line on an idle order-events stream this often, so that clients' idle timeouts hold
+EVENTS_HEARTBEAT_SECONDS = 15.0
 
 
 def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step: float = 5.0) -> Starlette:
     """GET /me, GET /users/{id}/orders?limit=N (a user sees only their own orders, newest placed
     first), POST /orders {"items": [{"productId", "quantity"}]} -> 201 with the new order (kept in
-    memory; 422 for an unknown product) and GET /orders/{id}/status -> {"orderId", "status"} (one of
+    memory; 422 for an unknown product), GET /orders/{id}/status -> {"orderId", "status"} (one of
     `ORDER_STATUSES`, advancing every ``status_step`` seconds from the first look, unless set in
-    ``app.state.statuses``; 404 for another user's order)."""
+    ``app.state.statuses``; 404 for another user's order) and GET /orders/{id}/events, the same
+    as Server-Sent Events (see `order_events`)."""
     stats = UpstreamStats()
     placed: dict[str, list[dict[str, Any]]] = {}
     statuses: dict[str, str] = {}
     first_look: dict[str, float] = {}
+    # each order's statuses in the order they were reached: status n (from 1) is event id
+    # "<instance>.n", so that an id from before a restart is never taken for one of this run's
+    history: dict[str, list[str]] = {}
+    instance = secrets.token_hex(4)
 
-    async def order_status(request: Request) -> Response:
+    def status_now(order_id: str) -> list[str]:
+        """The order's history, brought up to now (steps of the clock no one looked at included)."""
+        seen = history.setdefault(order_id, [])
+        status = statuses.get(order_id)
+        if status is None:
+            step = int((time.monotonic() - first_look.setdefault(order_id, time.monotonic())) / status_step)
+            step = min(step, len(ORDER_STATUSES) - 1)
+            reached = ORDER_STATUSES.index(seen[-1]) if seen and seen[-1] in ORDER_STATUSES else -1
+            seen.extend(ORDER_STATUSES[reached + 1 : step + 1] if reached < step else ())
+            status = ORDER_STATUSES[step]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        return seen
+
+    async def own_order(request: Request, route: str) -> tuple[str, str] | Response:
+        """(order id, bearer token) of a caller's own order, or the answer refusing it."""
         sub = await _authorize(request, validator, stats)
         if sub is None:
             return _unauthorized()
         order_id = request.path_params["order_id"]
         if not order_id.startswith(f"o-{sub}-"):
             return JSONResponse({"error": "not found"}, status_code=404)
-        stats.calls["GET /orders/{id}/status"] += 1
+        stats.calls[route] += 1
         await asyncio.sleep(latency)
-        status = statuses.get(order_id)
-        if status is None:
-            step = int((time.monotonic() - first_look.setdefault(order_id, time.monotonic())) / status_step)
-            status = ORDER_STATUSES[min(step, len(ORDER_STATUSES) - 1)]
-        return JSONResponse({"orderId": order_id, "status": status})
+        return order_id, request.headers["authorization"].partition(" ")[2].strip()
+
+    async def order_status(request: Request) -> Response:
+        found = await own_order(request, "GET /orders/{id}/status")
+        if isinstance(found, Response):
+            return found
+        order_id, _token = found
+        return JSONResponse({"orderId": order_id, "status": status_now(order_id)[-1]})
+
+    async def order_events(request: Request) -> Response:
+        """``event: status`` with ``{"orderId", "status"}``: the current status, then each change,
+        ``id:`` counting the order's statuses. With ``Last-Event-ID`` it resumes after that status
+        (nothing twice); an id it does not know (from before a restart) starts over with the
+        current status. The stream is closed when the bearer token it was opened with expires."""
+        found = await own_order(request, "GET /orders/{id}/events")
+        if isinstance(found, Response):
+            return found
+        order_id, token = found
+        expires = await token_expiry(validator, token)
+        last_instance, _, last = request.headers.get("last-event-id", "").partition(".")
+        sent = int(last) if last_instance == instance and last.isdigit() else None
+
+        async def events() -> AsyncIterator[bytes]:
+            nonlocal sent
+            seen = status_now(order_id)
+            if sent is None or sent > len(seen):
+                sent = len(seen) - 1
+            quiet_since = time.monotonic()
+            while expires is None or time.time() < expires:
+                seen = status_now(order_id)
+                for n in range(sent + 1, len(seen) + 1):
+                    body = json.dumps({"orderId": order_id, "status": seen[n - 1]})
+                    yield f"id: {instance}.{n}\nevent: status\ndata: {body}\n\n".encode()
+                    quiet_since = time.monotonic()
+                sent = len(seen)
+                if time.monotonic() - quiet_since >= EVENTS_HEARTBEAT_SECONDS:
+                    yield b": keep-alive\n\n"
+                    quiet_since = time.monotonic()
+                await asyncio.sleep(EVENTS_TICK_SECONDS)
+            stats.calls["closed on expiry /orders/{id}/events"] += 1
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     async def me(request: Request) -> Response:
         started = time.monotonic()
@@ -160,12 +223,14 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step
             Route("/users/{user_id}/orders", user_orders),
             Route("/orders", place_order, methods=["POST"]),
             Route("/orders/{order_id}/status", order_status),
+            Route("/orders/{order_id}/events", order_events),
         ],
         exception_handlers={_CannotValidate: _cannot_validate},
     )
     app.state.stats = stats
     app.state.placed = placed
     app.state.statuses = statuses
+    app.state.history = history
     return app
 
 

@@ -4,9 +4,10 @@ and DataLoaders. Cheap to build: nothing is read until a resolver asks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -17,7 +18,7 @@ from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session
 from bff.tasks import shared_task
-from bff.upstream import GraphQLClient, RestClient, TokenSource
+from bff.upstream import Backoff, GraphQLClient, RestClient, TokenSource, UpstreamEvent, follow
 
 L = TypeVar("L", bound=DataLoader[Any, Any])
 log = logging.getLogger("bff")
@@ -137,6 +138,46 @@ class Context(BaseContext):
                     last = body
                     yield body
             await asyncio.sleep(interval)
+
+    async def events(
+        self,
+        upstream: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        idle_timeout: float | None = 60.0,
+        backoff: Backoff | None = None,
+    ) -> AsyncGenerator[UpstreamEvent, None]:
+        """For a subscription over an upstream that streams: ``GET path`` on the REST ``upstream``
+        as Server-Sent Events with the session's fresh token, yielding each event (`UpstreamEvent`:
+        ``event``, ``data`` parsed as JSON, ``id``) for as long as the subscription lasts.
+
+        When the upstream ends its stream (as resource servers do when the token it was opened
+        with expires) or it fails (unreachable, timeout, 5xx, an IdP or session-store outage), the
+        context is renewed (`renew`: the session re-read, its token refreshed through the
+        single-flight refresh if due) and the stream reopened with ``Last-Event-ID`` after a short
+        `Backoff`, growing while attempts fail. A 401 on opening forces one refresh, as for every
+        call. `Unauthenticated` (no session, or the IdP refused the refresh) and an upstream that
+        refuses a fresh token (``UPSTREAM_UNAUTHORIZED``) end the iteration by propagating.
+        ``idle_timeout``: seconds without a byte (events or comments) after which the stream is
+        taken for dead and reopened::
+
+            @strawberry.subscription
+            async def order_status(self, info: Info[Context, None], id: strawberry.ID) -> AsyncIterator[str]:
+                async for event in info.context.events("accounts", f"/orders/{id}/events"):
+                    yield event.data["status"]
+        """
+
+        def connect(last_event_id: str | None) -> AsyncGenerator[UpstreamEvent, None]:
+            self.renew()
+            return self.rest(upstream).events(path, params, last_event_id=last_event_id, idle_timeout=idle_timeout)
+
+        retry_on = (AuthProviderUnavailable, StoreUnavailable, UpstreamError)
+        async with contextlib.aclosing(
+            follow(connect, name=upstream, retry_on=retry_on, backoff=backoff or Backoff())
+        ) as events:
+            async for event in events:
+                yield event
 
     # TokenSource -------------------------------------------------------------------------------
     async def access_token(self) -> str:

@@ -3,5 +3,15 @@
 from bff.upstream.base import RejectionCooldown, TokenSource, UpstreamClient
 from bff.upstream.graphql import GraphQLClient
 from bff.upstream.rest import RestClient
+from bff.upstream.sse import Backoff, UpstreamEvent, follow
 
-__all__ = ["GraphQLClient", "RejectionCooldown", "RestClient", "TokenSource", "UpstreamClient"]
+__all__ = [
+    "Backoff",
+    "GraphQLClient",
+    "RejectionCooldown",
+    "RestClient",
+    "TokenSource",
+    "UpstreamClient",
+    "UpstreamEvent",
+    "follow",
+]

@@ -13,12 +13,50 @@ instrumentation is httpx's).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 import httpx
 import orjson
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """aiohttp's exceptions as httpx's, for requests and for reading streams."""
+    try:
+        yield
+    except (aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError) as exc:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            raise httpx.ConnectTimeout(f"connect timed out: {url}") from exc
+        raise httpx.ReadTimeout(f"timed out: {url}") from exc
+    except TimeoutError as exc:  # the total timeout
+        raise httpx.ReadTimeout(f"timed out: {url}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(f"cannot connect: {url}") from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
+        raise httpx.RequestError(f"{type(exc).__name__}: {url}") from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """A streamed body: each chunk as soon as it arrives (never buffered to a size)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+        self.response = response
+        self.url = url
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            with _translated(self.url):
+                chunk = await self.response.content.readany()
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        # a stream left before its end cannot go back to the pool: its connection is closed
+        self.response.close()
 
 
 class UpstreamResponse:
@@ -91,7 +129,7 @@ class AiohttpUpstream:
         options: dict[str, Any] = {}
         if seconds is not None:  # else the session's own (the upstream's configured timeout)
             options["timeout"] = aiohttp.ClientTimeout(total=seconds)
-        try:
+        with _translated(url):
             async with self._client().request(
                 method,
                 self._url(url),
@@ -103,16 +141,47 @@ class AiohttpUpstream:
             ) as response:
                 body = await response.read()
                 return UpstreamResponse(response.status, response.headers, body)
-        except (aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError) as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise httpx.ConnectTimeout(f"connect timed out: {url}") from exc
-            raise httpx.ReadTimeout(f"timed out: {url}") from exc
-        except TimeoutError as exc:  # the total timeout
-            raise httpx.ReadTimeout(f"timed out: {url}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(f"cannot connect: {url}") from exc
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
-            raise httpx.RequestError(f"{type(exc).__name__}: {url}") from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """An answer whose body is read as it arrives (``aiter_bytes``, ``aiter_lines``), as
+        httpx's ``AsyncClient.stream`` gives it. ``timeout.connect`` bounds connecting,
+        ``timeout.read`` each wait for more of the body; there is no total. Raises httpx's
+        exceptions, while opening and while reading."""
+        timeout = timeout or self.timeout
+        options = aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect, sock_read=timeout.read)
+        query = {k: str(v) for k, v in params.items()} if params else None
+        async with contextlib.AsyncExitStack() as opened:
+            with _translated(url):
+                answer = await opened.enter_async_context(
+                    self._client().request(
+                        method,
+                        self._url(url),
+                        headers=dict(headers or {}),
+                        params=query,
+                        allow_redirects=False,
+                        auto_decompress=False,  # httpx decodes, as its Content-Encoding says
+                        timeout=options,
+                    )
+                )
+            response = httpx.Response(
+                answer.status,
+                headers=answer.raw_headers,
+                stream=_Body(answer, url),
+                request=httpx.Request(method, self._url(url)),
+            )
+            try:
+                yield response
+            finally:
+                await response.aclose()
 
     async def get(self, url: str, *, timeout: float | None = None) -> UpstreamResponse:
         return await self.request("GET", url, timeout=timeout)

@@ -1,16 +1,16 @@
 """The shared part of upstream clients: bearer tokens, one 401 retry, the request deadline, a
 retry on connect errors for idempotent calls, a circuit breaker per upstream, error mapping, metrics.
 
-Transport and status errors are translated to the `bff.errors` tree in ONE place (`_send`),
-after httpx's own `map_httpcore_exceptions`.
+Transport errors are translated to the `bff.errors` tree in ONE place (`UpstreamClient.translated`),
+after httpx's own `map_httpcore_exceptions`; answers' statuses in another (`_checked`, `_refusal`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import stamina
@@ -24,6 +24,7 @@ from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
 #: an app-wide pooled client: aiohttp directly in production, httpx for tests and OpenTelemetry
 HTTPClient = httpx.AsyncClient | AiohttpUpstream
 Response = httpx.Response | UpstreamResponse
+T = TypeVar("T")
 
 
 class RejectionCooldown:
@@ -109,12 +110,40 @@ class UpstreamClient:
     async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Response:
         """Send with the user's bearer token; on 401 refresh once and retry once. If the fresh token
         is refused too, `UpstreamUnauthorized` (the session is kept) and a cooldown starts."""
-        idempotent = method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
+        retry = (
+            method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
+        ) and self.retry_connect_errors
+
+        async def send(token: str | None) -> Response:
+            return await self._attempts(retry, lambda: self._send(method, url, token, **kwargs))
+
+        return await self._authorized(send)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, idle_timeout: float | None, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """An answer read as it arrives (Server-Sent Events, see `bff.upstream.sse`). Opening it is
+        a request like any other: the token with one refresh on 401, a retry if the connection was
+        never made, the breaker, the deadline, metrics. Once open, the deadline no longer applies:
+        ``idle_timeout`` bounds each wait for more of the body (None: no bound); read it inside
+        `translated` so that a broken stream becomes an `UpstreamError` too."""
+
+        async def send(token: str | None) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
+            return await self._attempts(
+                self.retry_connect_errors, lambda: self._open(method, url, token, idle_timeout, **kwargs)
+            )
+
+        response, opened = await self._authorized(send)
+        async with opened:
+            yield response
+
+    async def _authorized(self, send: Callable[[str | None], Awaitable[T]]) -> T:
         if self.tokens is None:
-            return await self._attempts(method, url, None, idempotent, **kwargs)
+            return await send(None)
         token = await self.tokens.access_token()
         try:
-            return await self._attempts(method, url, token, idempotent, **kwargs)
+            return await send(token)
         except UpstreamUnauthorized:
             if token is None:
                 raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
@@ -122,7 +151,7 @@ class UpstreamClient:
                 raise self._refused() from None
             token = await self.tokens.refreshed_access_token(token)
         try:
-            return await self._attempts(method, url, token, idempotent, **kwargs)
+            return await send(token)
         except UpstreamUnauthorized:
             if self.rejections is not None and self.principal is not None:
                 self.rejections.start(self.name, self.principal)
@@ -138,15 +167,15 @@ class UpstreamClient:
     def _refused(self) -> UpstreamUnauthorized:
         return UpstreamUnauthorized(self.name, f"Upstream {self.name!r} refused the session's token", status=401)
 
-    async def _attempts(self, method: str, url: str, token: str | None, idempotent: bool, **kwargs: Any) -> Response:
-        if not (idempotent and self.retry_connect_errors):
-            return await self._send(method, url, token, **kwargs)
+    async def _attempts(self, retry: bool, send: Callable[[], Awaitable[T]]) -> T:
+        if not retry:
+            return await send()
         # One retry with jitter, only when the connection was never made (nothing reached the upstream).
         async for attempt in stamina.retry_context(
             on=_ConnectFailed, attempts=2, wait_initial=0.05, wait_max=0.2, wait_jitter=0.05, timeout=None
         ):
             with attempt:
-                return await self._send(method, url, token, **kwargs)
+                return await send()
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
@@ -161,52 +190,107 @@ class UpstreamClient:
         except OpenedState:
             raise UpstreamError(self.name, f"Upstream {self.name!r} is failing; not calling it for a while") from None
 
-    def _timeout(self) -> httpx.Timeout | None:
+    def _remaining(self) -> float | None:
         if self.deadline is None:
             return None
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise UpstreamTimeout(self.name, "The request's deadline passed before the upstream call")
+        return remaining
+
+    def _timeout(self) -> httpx.Timeout | None:
+        remaining = self._remaining()
+        if remaining is None:
+            return None
         configured = self.http.timeout.read or remaining
         return httpx.Timeout(min(configured, remaining))
 
-    async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
-        headers = dict(kwargs.pop("headers", None) or {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        timeout = self._timeout()
-        if timeout is not None:
-            kwargs["timeout"] = timeout
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """The one translation of transport errors (httpx's, which `bff.upstream.aio` raises too)
+        into the `bff.errors` tree, for requests and for reading streams."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
+        except httpx.ConnectError as exc:
+            raise _ConnectFailed(self.name, f"Upstream {self.name!r} is unreachable") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(self.name, f"Upstream {self.name!r} failed ({type(exc).__name__})") from exc
+
+    @contextlib.asynccontextmanager
+    async def _exchange(self) -> AsyncIterator[list[str]]:
+        """Breaker, metrics and error translation around sending one request; the caller puts the
+        answer's status in the yielded list (its 5xx counts as a failure of the breaker)."""
         started = time.perf_counter()
-        status = "error"
+        status = ["error"]
         try:
             async with self._breaker():
                 try:
-                    response: Response = await self.http.request(method, url, headers=headers, **kwargs)
-                except httpx.TimeoutException as exc:
-                    status = "timeout"
-                    raise UpstreamTimeout(self.name, f"Upstream {self.name!r} timed out") from exc
-                except httpx.ConnectError as exc:
-                    raise _ConnectFailed(self.name, f"Upstream {self.name!r} is unreachable") from exc
-                except httpx.HTTPError as exc:
-                    raise UpstreamError(self.name, f"Upstream {self.name!r} failed ({type(exc).__name__})") from exc
-                status = str(response.status_code)
-                if response.status_code >= 500:
-                    raise UpstreamError(
-                        self.name,
-                        f"Upstream {self.name!r} answered HTTP {response.status_code}",
-                        status=response.status_code,
-                    )
+                    with self.translated():
+                        yield status
+                except UpstreamTimeout:
+                    status[0] = "timeout"
+                    raise
         finally:
             if self.metrics is not None:
-                self.metrics.upstream_duration.labels(self.name, status).observe(time.perf_counter() - started)
-        if response.status_code == 401:
-            raise UpstreamUnauthorized(self.name, status=401)
-        if response.status_code >= 400:
-            raise UpstreamError(
-                self.name, f"Upstream {self.name!r} answered HTTP {response.status_code}", status=response.status_code
-            )
+                self.metrics.upstream_duration.labels(self.name, status[0]).observe(time.perf_counter() - started)
+
+    def _headers(self, token: str | None, kwargs: dict[str, Any]) -> dict[str, str]:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _checked(self, status_code: int) -> None:
+        if status_code >= 500:
+            raise UpstreamError(self.name, f"Upstream {self.name!r} answered HTTP {status_code}", status=status_code)
+
+    def _refusal(self, status_code: int) -> UpstreamError | None:
+        if status_code == 401:
+            return UpstreamUnauthorized(self.name, status=401)
+        if status_code >= 400:
+            return UpstreamError(self.name, f"Upstream {self.name!r} answered HTTP {status_code}", status=status_code)
+        return None
+
+    async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
+        headers = self._headers(token, kwargs)
+        timeout = self._timeout()
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        async with self._exchange() as status:
+            response: Response = await self.http.request(method, url, headers=headers, **kwargs)
+            status[0] = str(response.status_code)
+            self._checked(response.status_code)
+        refusal = self._refusal(response.status_code)
+        if refusal is not None:
+            raise refusal
         return response
+
+    async def _open(
+        self, method: str, url: str, token: str | None, idle_timeout: float | None, **kwargs: Any
+    ) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
+        headers = self._headers(token, kwargs)
+        remaining = self._remaining()  # the deadline bounds opening the stream, not reading it
+        connect = self.http.timeout.connect
+        if remaining is not None:
+            connect = remaining if connect is None else min(connect, remaining)
+        timeout = httpx.Timeout(connect, read=idle_timeout)
+        opened = contextlib.AsyncExitStack()
+        try:
+            async with self._exchange() as status:
+                response = await opened.enter_async_context(
+                    self.http.stream(method, url, headers=headers, timeout=timeout, **kwargs)
+                )
+                status[0] = str(response.status_code)
+                self._checked(response.status_code)
+            refusal = self._refusal(response.status_code)
+            if refusal is not None:
+                raise refusal
+        except BaseException:
+            await opened.aclose()
+            raise
+        return response, opened
 
     def json(self, response: Response) -> Any:
         try:

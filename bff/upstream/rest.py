@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from bff.tasks import shared_task
 from bff.upstream.base import UpstreamClient
+from bff.upstream.sse import UpstreamEvent, read_events
 
 
 class RestClient(UpstreamClient):
@@ -34,3 +36,22 @@ class RestClient(UpstreamClient):
     async def put_json(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
         """PUT and decode; idempotent by HTTP's definition, so a connect failure is retried once."""
         return self.json(await self.request("PUT", path, json=body, idempotent=idempotent))
+
+    async def events(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        last_event_id: str | None = None,
+        idle_timeout: float | None = 60.0,
+    ) -> AsyncGenerator[UpstreamEvent, None]:
+        """``GET path`` as Server-Sent Events, each event's data parsed as JSON, until the upstream
+        ends the stream (one connection: `bff.upstream.sse.follow` reconnects). Opening it is like
+        any GET (the token, one refresh on 401, the deadline); ``idle_timeout`` bounds the wait for
+        each next byte (upstreams send comments to keep an idle stream alive)."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        async with self.stream("GET", path, params=params, headers=headers, idle_timeout=idle_timeout) as response:
+            async for event in read_events(self, response):
+                yield event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bff import build_schema
-from bff.demo.api.types import Mutation, Query, Subscription
+from bff.demo.api.live import Subscription
+from bff.demo.api.types import Mutation, Query
 
 schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription)

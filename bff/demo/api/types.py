@@ -4,7 +4,7 @@ Written only against the public API (`bff.Context`, `bff.errors`), as a team's o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -162,30 +162,3 @@ class Mutation:
         # post_json sends a POST, which the upstream client never retries (not idempotent); a call
         # that is safe to repeat says so: request("PUT", path, json=body, idempotent=True)
         return Order.from_json(await info.context.rest("accounts").post_json("/orders", body))
-
-
-#: seconds between two looks at an order's status (the accounts service has no stream to follow)
-ORDER_STATUS_POLL_SECONDS = 1.0
-
-
-@strawberry.type
-class OrderStatus:
-    order_id: strawberry.ID
-    status: str
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> OrderStatus:
-        with _shape("accounts"):
-            return cls(order_id=strawberry.ID(str(data["orderId"])), status=str(data["status"]))
-
-
-@strawberry.type
-class Subscription:
-    @strawberry.subscription
-    async def order_status_changed(
-        self, info: Info[Context, None], order_id: strawberry.ID
-    ) -> AsyncIterator[OrderStatus]:
-        """The order's status now, then each time it changes (the accounts service is polled)."""
-        path = f"/orders/{quote(str(order_id), safe='')}/status"
-        async for body in info.context.poll("accounts", path, interval=ORDER_STATUS_POLL_SECONDS):
-            yield OrderStatus.from_json(body)
