@@ -88,6 +88,7 @@ class _Connection:
         self.acknowledged = False
         self.closing = False  # no new operations: the connection is about to close
         self.closed = False
+        self.held = False  # counted by the registry until the close is sent
         self.operations: dict[str, _Operation] = {}
         self.background: list[asyncio.Task[None]] = []
         self._send_lock = asyncio.Lock()
@@ -103,10 +104,12 @@ class _Connection:
         if from_cookie and session_id is not None and self.session_id is None:
             # a cookie that names no live session is cleared wherever it is read
             headers.append((b"set-cookie", self.resources.session_cookie.clear().encode()))
-        await websocket.accept(subprotocol=PROTOCOL, headers=headers)
-        self.background.append(asyncio.create_task(self._init_timeout(), name="bff-ws-init"))
         registry = self.resources.streams
         assert registry is not None
+        await websocket.accept(subprotocol=PROTOCOL, headers=headers)
+        registry.hold()  # shutdown waits for our 1001
+        self.held = True
+        self.background.append(asyncio.create_task(self._init_timeout(), name="bff-ws-init"))
         self.background.append(asyncio.create_task(self._on_drain(registry.draining), name="bff-ws-drain"))
         try:
             while True:
@@ -125,6 +128,12 @@ class _Connection:
             for task in tasks:
                 with contextlib.suppress(BaseException):
                     await task
+            self._release()
+
+    def _release(self) -> None:
+        if self.held and self.resources.streams is not None:
+            self.held = False
+            self.resources.streams.release()
 
     async def _live(self, session_id: str | None) -> str | None:
         """The id of a live session, or None: the credential is checked at connect time."""
@@ -166,6 +175,7 @@ class _Connection:
         self.closed = True
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await self.websocket.close(code, reason)
+        self._release()
 
     async def _end(self, code: int, reason: str, stream_reason: str | None = None) -> None:
         """Close the connection once its operations have said their last word (``complete``, or

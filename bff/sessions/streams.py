@@ -73,6 +73,9 @@ class StreamRegistry:
         self.draining = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._held = 0  # connections that must say goodbye before shutdown goes on
+        self._released = asyncio.Event()
+        self._released.set()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -121,6 +124,18 @@ class StreamRegistry:
                 if watcher is not None:
                     watcher.cancel()
 
+    def hold(self) -> None:
+        """Count a connection that closes itself when `draining` is set (a WebSocket: ``complete``
+        for each operation, then 1001): `shutdown` waits for its `release` as for a stream."""
+        self._held += 1
+        self._released.clear()
+
+    def release(self) -> None:
+        self._held -= 1
+        if self._held <= 0:
+            self._held = 0
+            self._released.set()
+
     def end_session(self, session_id: str, reason: str = "session_ended") -> None:
         for stream in list(self._by_session.get(session_id, ())):
             stream.end(reason)
@@ -146,13 +161,14 @@ class StreamRegistry:
             )
 
     async def shutdown(self, grace: float = 2.0) -> None:
-        """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them to go."""
+        """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them, and
+        for the connections held open, to go."""
         self.closing = True
         self.draining.set()
         for stream in list(self._open):
             stream.end("shutdown")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), grace)
+            await asyncio.wait_for(asyncio.gather(self._empty.wait(), self._released.wait()), grace)
         for watcher in list(self._watchers.values()):
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -163,3 +163,21 @@ async def test_csrf_and_foreign_origin_are_refused(bff: Bff, issuer: TestIssuer)
         foreign = await client.post("/graphql", json=SUBSCRIBE, headers={**SSE, "Origin": "https://evil.example"})
         assert foreign.status_code == 403
     assert len(bff.resources.streams) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("subscription { orderStatusChanged(orderId: ", "GRAPHQL_PARSE_FAILED"),
+        ("{" * 5000 + "}" * 5000, "GRAPHQL_PARSE_FAILED"),
+        ("query A { __typename } query B { __typename }", "BAD_REQUEST"),
+        ("subscription { nope }", "GRAPHQL_VALIDATION_FAILED"),
+    ],
+)
+async def test_a_refused_document_is_an_error_event_then_complete(bff: Bff, query: str, code: str) -> None:
+    async with bff.client() as client, subscribe(client, {"query": query}) as events:
+        name, data = await events.next()
+        assert name == "next"
+        assert data["errors"][0]["extensions"]["code"] == code, data
+        assert (await events.next())[0] == "complete"
+    assert len(bff.resources.streams) == 0

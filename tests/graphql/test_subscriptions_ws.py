@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bff.app import create_app
-from bff.testing import serve
+from bff.serving import Server
+from bff.testing import free_port, serve
 from tests.conftest import Bff, Upstreams, make_settings
 from tests.support.tokens import TestIssuer
 
@@ -375,6 +377,34 @@ async def test_limits_max_duration_and_shutdown(limited: Bff, upstreams: Upstrea
     assert 'bff_streams_ended_total{reason="max_duration"} 1.0' in text
     assert 'bff_streams_ended_total{reason="shutdown"} 1.0' in text
     assert 'bff_streams_refused_total{limit="per_session"} 1.0' in text
+
+
+async def test_server_shutdown_completes_subscriptions_then_closes_1001(
+    upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """`bff.serving.Server` (what `bff serve` runs): at shutdown every operation gets ``complete`` and
+    every connection 1001, before uvicorn would close what is left with 1012, and the process stops at once."""
+    settings = make_settings(upstreams=upstreams.settings())
+    app = create_app(settings)
+    port = free_port()
+    server = Server(uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=10))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    bff = Bff(app, f"http://127.0.0.1:{port}", settings)
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    cookie = await bff.session_for(issuer.token())
+    async with connect(bff, cookie=cookie) as ws, connect(bff) as idle:
+        await ws.subscribe("1")
+        assert (await ws.next())["type"] == "next"
+        started = time.monotonic()
+        server.should_exit = True  # what SIGTERM does
+        assert await ws.next() == {"id": "1", "type": "complete"}
+        assert await ws.closed() == (1001, "Server shutting down")
+        assert await idle.closed() == (1001, "Server shutting down")
+    await asyncio.wait_for(serving, WAIT)
+    assert time.monotonic() - started < 3.0
 
 
 async def test_http_still_refuses_what_it_refused(bff: Bff, issuer: TestIssuer) -> None:
