@@ -82,7 +82,7 @@ class _Connection:
         self.resources: Resources = websocket.state.resources
         self.request_id = uuid.uuid4().hex
         self.session_id: str | None = None
-        self.header_auth = False  # the upgrade carried Authorization: it wins over the init payload
+        self.header_auth = False  # the upgrade carried Authorization: Session, which wins over the init payload
         self.params: dict[str, Any] = {}
         self.init_received = False
         self.acknowledged = False
@@ -97,7 +97,7 @@ class _Connection:
     async def serve(self) -> None:
         websocket = self.websocket
         authorization = websocket.headers.get("authorization")
-        self.header_auth = authorization is not None
+        self.header_auth = (authorization or "").lower().startswith("session ")
         session_id, from_cookie = self.resources.session_credentials(authorization, websocket.cookies)
         self.session_id = await self._live(session_id)
         headers: list[tuple[bytes, bytes]] = []
