@@ -1,12 +1,12 @@
 """Open streams (subscriptions) per session, and ending them when their session ends.
 
 Every replica keeps its own registry. For each session with at least one open stream, one watcher
-waits for the store's change announcements of that session (`SessionStore.wait_for_change`: Redis
-pub/sub across replicas, in-process for the memory store) and then looks whether the session still
-exists (a look that does not count as activity). Logout, back-channel logout and revocation delete
-the session and announce it, so their streams end at once on every replica; expiry is announced by
-no one, so the watcher also looks when the session's idle or absolute deadline is due, and at least
-every ``recheck_seconds``.
+looks whether the session still exists (a look that does not count as activity), at once and then
+after each of the store's change announcements of that session (`SessionStore.wait_for_change`:
+Redis pub/sub across replicas, in-process for the memory store). Logout, back-channel logout and
+revocation delete the session and announce it, so their streams end at once on every replica;
+expiry is announced by no one, so the watcher also looks when the session's idle or absolute
+deadline is due, and at least every ``recheck_seconds``.
 """
 
 from __future__ import annotations
@@ -141,24 +141,34 @@ class StreamRegistry:
             stream.end(reason)
 
     async def _watch(self, session_id: str) -> None:
-        deadline = 0.0
+        """Look at the session at once, then whenever a change is announced, its idle or absolute
+        deadline is due, or ``recheck_seconds`` have gone by; end its streams when it is gone.
+
+        The wait for the next announcement starts before each look, so one made while the look is
+        under way (a logout racing it) wakes the next wait instead of being missed."""
         while True:
-            timeout = self.recheck_seconds
-            if deadline:
-                timeout = max(0.05, min(timeout, deadline - self.store.now() + 0.05))
-            await self.store.wait_for_change(session_id, timeout)
+            change = asyncio.ensure_future(self.store.wait_for_change(session_id, self.recheck_seconds))
             try:
-                session = await self.store.get(session_id, touch=self.keep_alive)
-            except StoreUnavailable:
-                deadline = 0.0
-                await asyncio.sleep(1.0)  # a store outage ends nothing: look again
-                continue
-            if session is None:
-                self.end_session(session_id)
-                return
-            deadline = min(
-                session.created_at + self.store.absolute_seconds, session.last_seen + self.store.idle_seconds
-            )
+                await asyncio.sleep(0)  # the waiter registers in its first step
+                try:
+                    session = await self.store.get(session_id, touch=self.keep_alive)
+                except StoreUnavailable:
+                    timeout = 1.0  # a store outage ends nothing: look again
+                else:
+                    if session is None:
+                        self.end_session(session_id)
+                        return
+                    deadline = min(
+                        session.created_at + self.store.absolute_seconds,
+                        session.last_seen + self.store.idle_seconds,
+                    )
+                    timeout = max(0.05, min(self.recheck_seconds, deadline - self.store.now() + 0.05))
+                await asyncio.wait({change}, timeout=timeout)
+            finally:
+                if not change.done():
+                    change.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await change
 
     async def shutdown(self, grace: float = 2.0) -> None:
         """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them, and

@@ -1,0 +1,70 @@
+"""The stream registry's watcher against the memory store: it looks at a session at once (an expiry
+is announced by no one) and misses no announcement made while it looks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bff.metrics import Metrics
+from bff.sessions.crypto import SessionCrypto
+from bff.sessions.memory import MemorySessionStore
+from bff.sessions.models import Session, TokenSet
+from bff.sessions.streams import StreamRegistry
+
+
+def _session() -> Session:
+    now = time.time()
+    return Session(
+        id=Session.new_id(),
+        sub="alice",
+        sid=None,
+        tokens=TokenSet(access_token="at", refresh_token="rt", expires_at=now + 60, issued_at=now),
+        created_at=now,
+        last_seen=now,
+        claims={},
+    )
+
+
+def _registry(store: MemorySessionStore) -> StreamRegistry:
+    return StreamRegistry(store, Metrics(), per_session=5, per_process=10, recheck_seconds=30.0)
+
+
+async def test_an_idle_expiry_ends_the_stream_at_its_deadline_not_a_recheck_later() -> None:
+    store = MemorySessionStore(SessionCrypto(["secret"]), idle_seconds=1, absolute_seconds=3600)
+    session = _session()
+    await store.create(session)
+    registry = _registry(store)
+    stream = registry.open(session.id)
+    started = time.monotonic()
+    await asyncio.wait_for(stream.ended.wait(), 3)
+    assert stream.reason == "session_ended"
+    assert 0.9 <= time.monotonic() - started < 2.0
+    registry.close(stream, "session_ended")
+    await registry.shutdown(0.1)
+
+
+class _LogoutDuringTheFirstLook(MemorySessionStore):
+    """The first look reads the session, which a logout deletes (and announces) before the look returns."""
+
+    looks = 0
+
+    async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
+        session = await super().get(session_id, touch=touch)
+        self.looks += 1
+        if self.looks == 1:
+            await self.delete(session_id)
+        return session
+
+
+async def test_a_logout_announced_while_the_watcher_looks_is_not_missed() -> None:
+    store = _LogoutDuringTheFirstLook(SessionCrypto(["secret"]), idle_seconds=3600, absolute_seconds=7200)
+    session = _session()
+    await store.create(session)
+    registry = _registry(store)
+    stream = registry.open(session.id)
+    await asyncio.wait_for(stream.ended.wait(), 1)
+    assert stream.reason == "session_ended"
+    assert store.looks == 2
+    registry.close(stream, "session_ended")
+    await registry.shutdown(0.1)
