@@ -74,3 +74,46 @@ async def test_graphiql_sign_in_query_sign_out(browser_page: Any) -> None:
             "document.querySelector('.graphiql-response')?.innerText.includes('UNAUTHENTICATED')", timeout=15000
         )
         await page.screenshot(path=str(ARTIFACTS / "graphiql-signed-out.png"))
+
+
+SUBSCRIPTION = """subscription Status {
+  orderStatusChanged(orderId: "o-alice-1") { orderId status }
+}
+"""
+
+
+async def test_graphiql_runs_the_demo_subscription_over_sse(browser_page: Any) -> None:
+    page = browser_page
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = build_demo_app(base, access_ttl=300)
+    async with serve(app, port):
+        await page.goto(f"{base}/auth/login?return_to=/graphql")
+        await page.get_by_role("button", name="Alice Example").click()
+        await page.wait_for_url(f"{base}/graphql")
+        await page.get_by_test_id("user").filter(has_text="Signed in as Alice Example").wait_for()
+        editor = page.locator(".graphiql-query-editor .CodeMirror")
+        await editor.filter(has_text="query Viewer").wait_for()  # GraphiQL has restored its tab
+        await editor.evaluate("(node, text) => node.CodeMirror.setValue(text)", SUBSCRIPTION)
+        # GraphiQL takes an edit in after a debounce (its operation name too): wait until it saved it
+        await page.wait_for_function(
+            "JSON.parse(localStorage.getItem('graphiql:tabState') || '{}').tabs?.[0]?.operationName === 'Status'"
+        )
+        await page.locator(".graphiql-execute-button").click()
+        # the demo order advances every 5 s: its first status, then the next one, in the same run
+        for status in ("PLACED", "PACKED"):
+            await page.wait_for_function(
+                f"document.querySelector('.graphiql-response')?.innerText.includes('\"{status}\"')", timeout=15000
+            )
+        assert "o-alice-1" in await _result_text(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "graphiql-subscription.png"))
+        streams = app.state.resources.streams
+        assert len(streams) == 1  # one SSE stream, open on the BFF
+        # the execute button is a stop button while the subscription runs: the stream ends
+        await page.locator(".graphiql-execute-button").click()
+        for _ in range(100):
+            if len(streams) == 0:
+                break
+            await page.wait_for_timeout(50)
+        assert len(streams) == 0
