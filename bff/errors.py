@@ -11,7 +11,9 @@
     │   └── UpstreamUnauthorized  UPSTREAM_UNAUTHORIZED: the upstream refused a freshly refreshed
     │                             token too (session kept; no more forced refreshes for a cooldown)
     ├── QueryRejected             a query over a limit (BAD_USER_INPUT)
-    └── StreamLimitExceeded       TOO_MANY_STREAMS (HTTP 429): too many open subscriptions
+    ├── StreamLimitExceeded       TOO_MANY_STREAMS (HTTP 429): too many open subscriptions
+    └── ShuttingDown              SHUTTING_DOWN (HTTP 503, Retry-After): a stream asked for while
+                                  the server shuts down
 
 Lower-level errors (httpx, authlib, redis) are translated into these at the layer boundary, in one
 place per layer; `graphql.errors` maps them to GraphQL errors in one place.
@@ -80,6 +82,15 @@ class StreamLimitExceeded(BFFError):
 
     code = "TOO_MANY_STREAMS"
     public_message = "Too many open streams"
+
+
+class ShuttingDown(BFFError):
+    """A new stream refused because this server is shutting down: not the client's fault and not
+    a limit, so a 503 whose retry reaches another replica (``retry_after`` seconds later)."""
+
+    code = "SHUTTING_DOWN"
+    public_message = "The server is shutting down; try again"
+    retry_after: ClassVar[int] = 1
 
 
 class UpstreamError(BFFError):

@@ -174,6 +174,10 @@ async def test_once_shutdown_has_started_new_streams_are_refused(
             await serving.end_streams({"resources": bff.resources}, grace=2)
             await _ends_with_complete(events)
         refused = await client.post("/graphql", json=SUBSCRIBE, headers=SSE)
-    assert refused.status_code in (429, 503)
-    assert "shutting down" in refused.json()["errors"][0]["message"]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["content-type"].startswith("application/json")
+    error = refused.json()["errors"][0]
+    assert error["extensions"]["code"] == "SHUTTING_DOWN"
+    assert "shutting down" in error["message"]
     assert len(bff.resources.streams) == 0

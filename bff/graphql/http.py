@@ -25,7 +25,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from bff.errors import StreamLimitExceeded
+from bff.errors import ShuttingDown, StreamLimitExceeded
 from bff.graphql.context import Context
 from bff.graphql.execution import DirectExecution
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
@@ -183,6 +183,9 @@ class GraphQLHTTPHandler:
                 stream = resources.streams.open(context.session_id)
             except StreamLimitExceeded as exc:
                 raise RequestError(429, str(exc), code=exc.code) from None
+            except ShuttingDown as exc:
+                headers = {"Retry-After": str(exc.retry_after)}
+                raise RequestError(503, str(exc), code=exc.code, headers=headers) from None
         except RequestError as exc:
             return self._error(exc, JSON)
         context.touch = resources.settings.stream_keeps_session_alive

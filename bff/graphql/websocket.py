@@ -18,8 +18,9 @@ Close codes: 4400 malformed message, 4401 subscribe before ``connection_ack`` an
 connection's session has ended (after each of its operations got the ``UNAUTHENTICATED`` error and
 ``complete``; graphql-ws clients do not retry 4401), 4406 subprotocol not offered, 4408 no
 ``connection_init`` in time, 4409 duplicate operation id, 4429 second ``connection_init``, 1001 on
-shutdown (after ``complete`` for every operation; clients reconnect, elsewhere), 1009 message
-larger than ``BFF_MAX_BODY_BYTES``.
+shutdown (after ``complete`` for every operation, and an ``error`` with ``SHUTTING_DOWN`` for a
+``subscribe`` that arrives meanwhile; clients reconnect, elsewhere), 1009 message larger than
+``BFF_MAX_BODY_BYTES``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bff.errors import StoreUnavailable, StreamLimitExceeded
+from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
 from bff.graphql.context import Context
 from bff.graphql.http import GraphQLHTTPHandler, RequestError, request_params
 from bff.graphql.subscriptions import stream_results
@@ -254,15 +255,16 @@ class _Connection:
         if operation_id in self.operations:
             await self._close(4409, f"Subscriber for {operation_id[:64]} already exists")
             return
-        if self.closing:
-            return
         registry = self.resources.streams
         assert registry is not None
+        if self.closing and not registry.closing:
+            return  # the session has ended: the connection closes with 4401 in a moment
         try:
             query, variables, operation_name, extensions, document_id = request_params(payload)
             document = self.handler.http.document(query, extensions, document_id)
+            # refused with SHUTTING_DOWN once shutdown has begun: the 1001 close follows
             stream = registry.open(self.session_id)
-        except (RequestError, StreamLimitExceeded) as exc:
+        except (RequestError, StreamLimitExceeded, ShuttingDown) as exc:
             code = exc.code
             await self._send({"id": operation_id, "type": "error", "payload": [_error(str(exc), code)]})
             return

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 
-from bff.errors import StoreUnavailable, StreamLimitExceeded
+from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
 from bff.metrics import Metrics
 from bff.sessions.store import SessionStore
 
@@ -81,9 +81,10 @@ class StreamRegistry:
         return len(self._open)
 
     def open(self, session_id: str | None) -> Stream:
-        """Register a stream; raises `StreamLimitExceeded` when a limit is reached."""
+        """Register a stream; raises `StreamLimitExceeded` when a limit is reached, `ShuttingDown`
+        once `shutdown` has begun."""
         if self.closing:
-            raise StreamLimitExceeded("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         if len(self._open) >= self.per_process:
             self.metrics.streams_refused.labels("per_process").inc()
             raise StreamLimitExceeded(f"this server holds its maximum of {self.per_process} open streams")

@@ -379,6 +379,24 @@ async def test_limits_max_duration_and_shutdown(limited: Bff, upstreams: Upstrea
     assert 'bff_streams_refused_total{limit="per_session"} 1.0' in text
 
 
+async def test_a_subscribe_once_shutdown_has_begun_is_an_error_with_shutting_down(
+    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """Between the start of shutdown and the connection's 1001, a new operation is refused with
+    ``SHUTTING_DOWN`` (not ``TOO_MANY_STREAMS``: no limit was reached)."""
+    cookie = await bff.session_for(issuer.token())
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    registry = bff.resources.streams
+    async with connect(bff, cookie=cookie) as ws:
+        registry.closing = True  # what `StreamRegistry.shutdown` does first, before it drains connections
+        await ws.subscribe("1")
+        error = await ws.next()
+        assert error["id"] == "1" and error["type"] == "error", error
+        assert error["payload"][0]["extensions"]["code"] == "SHUTTING_DOWN"
+        await registry.shutdown()
+        assert await ws.closed() == (1001, "Server shutting down")
+
+
 async def test_server_shutdown_completes_subscriptions_then_closes_1001(
     upstreams: Upstreams, issuer: TestIssuer
 ) -> None:
