@@ -129,10 +129,10 @@ class UpstreamClient:
         ``idle_timeout`` bounds each wait for more of the body (None: no bound); read it inside
         `translated` so that a broken stream becomes an `UpstreamError` too."""
 
+        retry = method in ("GET", "HEAD", "OPTIONS") and self.retry_connect_errors
+
         async def send(token: str | None) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
-            return await self._attempts(
-                self.retry_connect_errors, lambda: self._open(method, url, token, idle_timeout, **kwargs)
-            )
+            return await self._attempts(retry, lambda: self._open(method, url, token, idle_timeout, **kwargs))
 
         response, opened = await self._authorized(send)
         async with opened:
