@@ -76,6 +76,13 @@ class Metrics:
         self.streams_refused = Counter(
             "bff_streams_refused", "Subscription streams refused by a limit", ["limit"], registry=r
         )
+        self.gc_pause = Histogram(
+            "bff_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (the whole process stops), by generation",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         # exported at 0 from the start, so dashboards and alerts see every outcome
         for outcome in (
             "success",

@@ -17,6 +17,7 @@ from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import ServiceTokens, TokenManager
 from bff.errors import BFFError, StoreUnavailable
 from bff.metrics import Metrics
+from bff.runtime import GCPauses
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.crypto import SessionCrypto, UnknownKey
 from bff.sessions.memory import MemorySessionStore
@@ -220,6 +221,8 @@ async def open_resources(
     crypto = session_crypto(settings)
     store = session_store(settings, crypto, metrics)
     startup: asyncio.Task[None] | None = None
+    pauses = GCPauses(metrics.gc_pause)
+    pauses.install()
     resources = Resources(
         settings=settings,
         metrics=metrics,
@@ -275,6 +278,7 @@ async def open_resources(
         startup = asyncio.create_task(_log_startup_checks(resources)) if log_checks else None
         yield resources
     finally:
+        pauses.remove()
         if resources.streams is not None:
             await resources.streams.shutdown()
         if startup is not None:

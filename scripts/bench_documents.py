@@ -4,7 +4,7 @@
 1. In process: every family of tests/support/hostile.py at the largest size the token limit
    allows, sent to the demo schema (resolvers stubbed, so the time is the work before execution);
    each copy differs by a comment so no cache helps. Reports the median and worst per family.
-Both settle the heap first, as `bff serve` does (`bff.app.settle_heap`).
+Both settle the heap first, as `bff serve` does (`bff.runtime.settle_heap`).
 
 2. Over HTTP: `bff` served by uvicorn in this process; 4 clients send every family (distinct
    copies) while a task measures how late the event loop wakes up from 5 ms sleeps, and another
@@ -28,8 +28,9 @@ from datetime import date
 import httpx
 from benchkit import ROOT
 
-from bff.app import create_app, settle_heap
+from bff.app import create_app
 from bff.graphql.limits import Limits
+from bff.runtime import settle_heap
 from tests.conftest import make_settings
 from tests.graphql.test_hostile import StubQuery
 from tests.support.hostile import FAMILIES, largest, token_count

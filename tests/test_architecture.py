@@ -17,6 +17,7 @@ LAYER = {
     "settings": 0,
     "metrics": 0,
     "tasks": 0,
+    "runtime": 0,
     "sessions": 1,
     "upstream": 1,
     "auth": 1,

@@ -67,6 +67,7 @@ from graphql.execution.collect_fields import FieldDetails, FragmentDetails, coll
 from graphql.execution.values import VariableValues, get_argument_values
 from graphql.pyutils import Path, gather_with_cancel, is_iterable
 from graphql.type.definition import GraphQLResolveInfoHelpers
+from strawberry.types.base import StrawberryMaybe, StrawberryOptional
 
 __all__ = ["Plan", "Unsupported", "compile_plan"]
 
@@ -545,6 +546,57 @@ def _basic_attribute(definition: GraphQLField) -> str | None:
     return name if isinstance(name, str) else None
 
 
+#: Python types of arguments that Strawberry passes to a resolver unchanged
+_PASSED_AS_IS = frozenset({str, int, float, bool})
+
+
+def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callable[..., Any] | None:
+    """For a Strawberry field whose resolver Strawberry would call plainly (no field extension,
+    no exception handler, arguments that need no conversion: scalars of the built-in types), a
+    function that calls it the same way without Strawberry's per-call wrapper (argument
+    conversion, the extension chain, and for async resolvers one more coroutine); None otherwise.
+    The resolver receives the same ``self``/root, ``info`` and keyword arguments."""
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    strawberry_field = (definition.extensions or {}).get("strawberry-definition")
+    resolve = definition.resolve
+    if strawberry_schema is None or strawberry_field is None or resolve is None:
+        return None
+    resolver = getattr(strawberry_field, "base_resolver", None)
+    if resolver is None or strawberry_field.extensions or strawberry_field.is_subscription:
+        return None
+    # the handlers Strawberry matched for this field at build time live in its wrapper's closure
+    cells = dict(zip(resolve.__code__.co_freevars, resolve.__closure__ or (), strict=True))
+    handlers = cells.get("field_exception_handlers")
+    if handlers is None or handlers.cell_contents:
+        return None
+    config = strawberry_schema.config
+    names: list[tuple[str, str]] = []
+    for argument in strawberry_field.arguments:
+        type_ = argument.type
+        if isinstance(type_, StrawberryOptional) and not isinstance(type_, StrawberryMaybe):
+            type_ = type_.of_type
+        if getattr(type_, "__supertype__", type_) not in _PASSED_AS_IS:  # NewTypes such as ID too
+            return None
+        names.append((config.name_converter.from_argument(argument), argument.python_name))
+    function = resolver.wrapped_func
+    if not callable(function):
+        return None
+    info_class = config.info_class
+    takes_self = resolver.self_parameter is not None
+    source_names = [p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None]
+    info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+
+    def call(source: Any, info: Any, **arguments: Any) -> Any:
+        kwargs = {python: arguments[name] for name, python in names if name in arguments}
+        for name in source_names:
+            kwargs[name] = source
+        if info_name is not None:
+            kwargs[info_name] = info_class(_raw_info=info, _field=strawberry_field)
+        return function(source, **kwargs) if takes_self else function(**kwargs)
+
+    return call
+
+
 class _Compiler:
     def __init__(
         self,
@@ -625,7 +677,7 @@ class _Compiler:
             plan.attribute = attribute
             plan.needs_info = False
             return plan
-        plan.resolve = definition.resolve or self.field_resolver
+        plan.resolve = _direct_resolver(self.schema, definition) or definition.resolve or self.field_resolver
         plan.needs_info = True
         if definition.args or first.arguments:
             _, has_variables = _uses_directives_or_variables(first.arguments or ())

@@ -17,7 +17,7 @@ import ast
 import asyncio
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis_graphql import queries
 from strawberry.dataloader import DataLoader
 from strawberry.execution import optimized_is_awaitable
+from strawberry.extensions import FieldExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import Info
 
 from bff import QueryRejected, build_schema
 from bff.app import create_app
 from bff.demo.upstreams import accounts_app, catalog_app
-from bff.graphql.compiled import Unsupported, compile_plan
+from bff.graphql.compiled import Unsupported, _direct_resolver, compile_plan
 from tests.conftest import make_settings
 from tests.support.servers import ThreadedApps, free_port
 from tests.support.sessions import store_session
@@ -104,6 +105,16 @@ def _items() -> list[Item]:
     ]
 
 
+class Shout(FieldExtension):
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        return str(next_(source, info, **kwargs)).upper()
+
+
+@strawberry.input
+class Doubled:
+    number: int
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -125,6 +136,23 @@ class Query:
     @strawberry.field
     def echo(self, text: str, times: int = 1, words: list[str] | None = None) -> str:
         return text * times + "".join(words or [])
+
+    @strawberry.field
+    async def greet(self, info: Info[Ctx, None], first_name: str, polite: bool | None = None) -> str:
+        return f"{'dear ' if polite else ''}{first_name} at {info.path.key}"
+
+    @strawberry.field
+    @staticmethod
+    def rooted(root: Query, times: int = 2) -> str:
+        return type(root).__name__ * times
+
+    @strawberry.field(extensions=[Shout()])
+    def shouted(self, text: str) -> str:
+        return text
+
+    @strawberry.field
+    def doubled(self, value: Doubled) -> int:
+        return value.number * 2
 
     @strawberry.field
     async def fail(self) -> int:
@@ -193,6 +221,10 @@ CASES = {
     ),
     "info-path": "{ x: items { pathSeen } y: asyncItems { pathSeen } }",
     "arguments": '{ echo(text: "ab", times: 2) e2: echo(text: "x", words: ["y", "z"]) }',
+    "direct-calls": (
+        '{ greet(firstName: "Ann") g2: greet(firstName: "Bo", polite: true) rooted r3: rooted(times: 3) '
+        'shouted(text: "hi") doubled(value: {number: 4}) }'
+    ),
 }
 
 
@@ -205,6 +237,15 @@ def test_plan_answers_as_graphql_core(query: str) -> None:
     for error in compiled.errors or ():
         assert error.locations and error.path
     assert plan_context.batches == core_context.batches
+
+
+def test_plain_resolvers_are_called_directly() -> None:
+    """Resolvers Strawberry would call plainly skip its wrapper; a field extension, an input type
+    or a list argument keep it (the answers are compared with graphql-core's by the cases above)."""
+    fields = GQL.query_type.fields  # type: ignore[union-attr]
+    direct = {name for name, definition in fields.items() if _direct_resolver(GQL, definition) is not None}
+    assert {"greet", "rooted", "items", "asyncItems", "fail"} <= direct
+    assert not direct & {"shouted", "doubled", "echo"}
 
 
 def test_failures_are_exercised() -> None:

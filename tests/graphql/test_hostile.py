@@ -13,9 +13,9 @@ import pytest
 import strawberry
 
 from bff import build_schema
-from bff.app import settle_heap
 from bff.demo.api.types import Product, User
 from bff.graphql.limits import Limits
+from bff.runtime import settle_heap
 from tests.conftest import Bff
 from tests.support.hostile import FAMILIES, chain, fits, largest
 
@@ -127,7 +127,7 @@ async def test_event_loop_stays_responsive_while_hostile_documents_arrive(bff: B
             health.append(time.perf_counter() - started)
             await asyncio.sleep(0.02)
 
-    # as `bff serve` does at worker start (bff.app.settle_heap): what the test run has built so far
+    # as `bff serve` does at worker start (bff.runtime.settle_heap): what the test run has built so far
     # (hundreds of tests' objects) must not be walked by every full collection during the storm
     settle_heap()
     try:
