@@ -4,6 +4,7 @@ The public surface a team builds on (everything else may move between versions):
 
     from bff import build_schema, Context           # your root types -> a schema with the safeguards
     from bff import UpstreamError, QueryRejected     # the error classes (each carries extensions.code)
+    from bff import selects                          # does this field select a path? (prefetch in one call)
     from bff import Settings, create_app             # configuration and the app factory
     import bff.testing                               # a signed-in test client, upstream mocks
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     "Limits": "bff.graphql.limits",
     "SchemaError": "bff.graphql.schema",
     "Context": "bff.graphql.context",
+    "selects": "bff.graphql.selection",
     "Settings": "bff.settings",
     "create_app": "bff.app",
     "load_schema": "bff.app",
@@ -51,6 +53,7 @@ __all__ = [
     "build_schema",
     "create_app",
     "load_schema",
+    "selects",
 ]
 
 if TYPE_CHECKING:
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
     from bff.graphql.context import Context
     from bff.graphql.limits import Limits
     from bff.graphql.schema import SchemaError, build_schema
+    from bff.graphql.selection import selects
     from bff.settings import Settings
 
 

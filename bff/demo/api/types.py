@@ -4,16 +4,16 @@ Written only against the public API (`bff.Context`, `bff.errors`), as a team's o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import strawberry
 from strawberry.types import Info
 
-from bff import Context, QueryRejected, UpstreamError
+from bff import Context, QueryRejected, UpstreamError, selects
 from bff.demo.api.loaders import product_loader
 
 MAX_PAGE = 100
@@ -53,14 +53,60 @@ class Product:
             )
 
 
+class CatalogProducts:
+    """The products of a page of orders, fetched in one catalog call (through the request's
+    DataLoader) before the orders are returned, so that ``product`` and ``totalCents`` read them
+    synchronously. A failed call is kept and raised by each field that reads it, so the errors
+    are where they were when each field loaded its own products: at ``items[i].product`` and at
+    ``totalCents``, with the same message and code."""
+
+    __slots__ = ("error", "found")
+
+    def __init__(self, found: dict[str, dict[str, Any] | None], error: Exception | None = None) -> None:
+        self.found = found
+        self.error = error
+
+    def get(self, product_id: str) -> dict[str, Any] | None:
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        return self.found.get(product_id)
+
+    @classmethod
+    async def fetch(cls, context: Context, orders: list[Order]) -> None:
+        """Load every product of ``orders`` in one call and give it to their items."""
+        ids = list(dict.fromkeys(item.product_id for order in orders for item in order.items))
+        try:
+            loaded = await context.loader("products", product_loader).load_many(ids)
+        except Exception as exc:  # raised by the fields that need it, like their own loads would
+            products = cls({}, exc)
+        else:
+            products = cls(dict(zip(ids, loaded, strict=True)))
+        for order in orders:
+            order.products = products
+            for item in order.items:
+                item.products = products
+
+
+def _needs_products(info: Info[Context, None]) -> bool:
+    """Whether the orders the current field returns will be asked for their products."""
+    return selects(info, "items.product") or selects(info, "totalCents")
+
+
 @strawberry.type
 class OrderItem:
     quantity: int
     product_id: strawberry.Private[str]
+    products: strawberry.Private[CatalogProducts | None] = None
 
     @strawberry.field
-    async def product(self, info: Info[Context, None]) -> Product | None:
-        data = await info.context.loader("products", product_loader).load(self.product_id)
+    def product(self, info: Info[Context, None]) -> Product | None:
+        if self.products is None:  # an item nobody prefetched for: load it (graphql-core awaits it)
+            return cast("Product | None", self._load(info.context))
+        data = self.products.get(self.product_id)
+        return Product.from_json(data) if data is not None else None
+
+    async def _load(self, context: Context) -> Product | None:
+        data = await context.loader("products", product_loader).load(self.product_id)
         return Product.from_json(data) if data is not None else None
 
 
@@ -69,17 +115,27 @@ class Order:
     id: strawberry.ID
     placed_at: datetime
     items: list[OrderItem]
+    products: strawberry.Private[CatalogProducts | None] = None
 
     @strawberry.field
-    async def total_cents(self, info: Info[Context, None]) -> int:
+    def total_cents(self, info: Info[Context, None]) -> int:
         """Sum of price x quantity; items whose product the catalog does not know count 0."""
-        loader = info.context.loader("products", product_loader)
-        products = await loader.load_many([item.product_id for item in self.items])
+        if self.products is None:  # an order nobody prefetched for (graphql-core awaits it)
+            return cast(int, self._load_total(info.context))
+        return self._total(self.products.get)
+
+    def _total(self, product: Callable[[str], dict[str, Any] | None]) -> int:
         total = 0
-        for item, product in zip(self.items, products, strict=True):
-            if product is not None:
-                total += Product.from_json(product).price_cents * item.quantity
+        for item in self.items:
+            data = product(item.product_id)
+            if data is not None:
+                total += Product.from_json(data).price_cents * item.quantity
         return total
+
+    async def _load_total(self, context: Context) -> int:
+        await CatalogProducts.fetch(context, [self])
+        assert self.products is not None
+        return self._total(self.products.get)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Order:
@@ -107,7 +163,10 @@ class User:
         data = await accounts.get_json(f"/users/{quote(str(self.id), safe='')}/orders", {"limit": limit})
         if not isinstance(data, list):
             raise UpstreamError("accounts", "Upstream 'accounts' answered an unexpected shape")
-        return [Order.from_json(order) for order in data[:limit]]
+        orders = [Order.from_json(order) for order in data[:limit]]
+        if _needs_products(info):  # every product of the page in one catalog call, before the orders
+            await CatalogProducts.fetch(info.context, orders)
+        return orders
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> User:
@@ -161,4 +220,7 @@ class Mutation:
         body = {"items": [{"productId": str(line.product_id), "quantity": line.quantity} for line in items]}
         # post_json sends a POST, which the upstream client never retries (not idempotent); a call
         # that is safe to repeat says so: request("PUT", path, json=body, idempotent=True)
-        return Order.from_json(await info.context.rest("accounts").post_json("/orders", body))
+        order = Order.from_json(await info.context.rest("accounts").post_json("/orders", body))
+        if _needs_products(info):
+            await CatalogProducts.fetch(info.context, [order])
+        return order

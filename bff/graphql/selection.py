@@ -1,0 +1,66 @@
+"""`selects`: whether the field being resolved selects a given path below it, so that a resolver
+can fetch in one call what its children will need (and leave their resolvers synchronous).
+
+Memoized per document node: a cached, validated document keeps its nodes, so after the first
+request the answer is one dict lookup. A pure function's cache, bounded, not app state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
+
+_MEMO: dict[tuple[int, str], tuple[Any, bool]] = {}
+_MEMO_SIZE = 4096
+
+
+def selects(info: Any, path: str) -> bool:
+    """Whether the current field's selection includes ``path``: field names below it separated by
+    dots (``"items.product"``), looked up through fragments and aliases. A field under ``@skip`` or
+    ``@include`` counts as selected (deciding would take the request's variables), so a prefetch
+    guarded by this may fetch a little more than needed, never less. ``info`` is Strawberry's
+    ``Info`` or graphql-core's ``GraphQLResolveInfo``."""
+    raw = getattr(info, "_raw_info", info)
+    nodes: list[FieldNode] = raw.field_nodes
+    key = (id(nodes[0]), path)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is nodes[0]:
+        return hit[1]
+    names = path.split(".")
+    result = any(_selects(node.selection_set, names, raw.fragments, set()) for node in nodes)
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[key] = (nodes[0], result)
+    return result
+
+
+def _selects(
+    selection_set: SelectionSetNode | None,
+    names: list[str],
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+) -> bool:
+    if selection_set is None:
+        return False
+    for field in _fields(selection_set, fragments, seen):
+        if field.name.value == names[0] and (
+            len(names) == 1 or _selects(field.selection_set, names[1:], fragments, seen)
+        ):
+            return True
+    return False
+
+
+def _fields(
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
+) -> Iterable[FieldNode]:
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            yield selection
+        elif isinstance(selection, InlineFragmentNode):
+            yield from _fields(selection.selection_set, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in seen:  # a validated document has no cycle
+                yield from _fields(fragment.selection_set, fragments, seen | {name})
