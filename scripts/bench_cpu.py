@@ -43,6 +43,7 @@ def main() -> int:
     stack = Stack(args.latency_ms)
     stack.start()
     results: dict[tuple[str, int], list[float]] = {}
+    errors: dict[tuple[str, int], int] = {}
     try:
         peer = stack.procs[-1]
         peer_url = f"http://127.0.0.1:{stack.peer_port}/graphql"
@@ -60,6 +61,7 @@ def main() -> int:
                     run = wrk(url, VIEWER, headers, c, args.duration)
                     used = cpu_seconds(stack.bff.pid) - before
                     results.setdefault((name, c), []).append(1000 * used / max(1.0, run.rps * args.duration))
+                    errors[(name, c)] = errors.get((name, c), 0) + run.errors
             for c in connections:
                 before = cpu_seconds(peer.pid)
                 run = wrk(peer_url, VIEWER, peer_headers, c, args.duration)
@@ -70,7 +72,8 @@ def main() -> int:
         stack.stop()
     print(f"CPU ms per viewer request (median of {args.rounds} alternated rounds, {args.latency_ms:g} ms upstreams)")
     for (name, c), values in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"  {name:>12} c={c:<3} {statistics.median(values):6.2f}  {[round(v, 2) for v in values]}")
+        failed = f"  {errors[(name, c)]} failed responses" if errors.get((name, c)) else ""
+        print(f"  {name:>12} c={c:<3} {statistics.median(values):6.2f}  {[round(v, 2) for v in values]}{failed}")
     return 0
 
 

@@ -166,10 +166,10 @@ class DirectExecution:
             self._plans.move_to_end(key)
         if isinstance(plan, str):
             if metrics is not None:
-                metrics.graphql_compiled.labels("fallback", plan).inc()
+                metrics.child(metrics.graphql_compiled, "fallback", plan).inc()
             return None
         if metrics is not None:
-            metrics.graphql_compiled.labels("compiled", "").inc()
+            metrics.child(metrics.graphql_compiled, "compiled", "").inc()
         return plan
 
     def _result(

@@ -76,7 +76,7 @@ class SessionStore(ABC):
             yield
         finally:
             if self.metrics is not None:
-                self.metrics.session_store_duration.labels(op).observe(time.perf_counter() - started)
+                self.metrics.child(self.metrics.session_store_duration, op).observe(time.perf_counter() - started)
 
     def now(self) -> float:
         """The store's clock (seconds since the epoch): every replica of a shared store decides with

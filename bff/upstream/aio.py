@@ -24,19 +24,26 @@ import orjson
 
 @contextlib.contextmanager
 def _translated(url: str) -> Iterator[None]:
-    """aiohttp's exceptions as httpx's, for requests and for reading streams."""
+    """aiohttp's exceptions as httpx's, for reading streams (`AiohttpUpstream.request` calls
+    `_translate` itself: a context manager per upstream call costs a generator and a cycle)."""
     try:
         yield
-    except (aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError) as exc:
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            raise httpx.ConnectTimeout(f"connect timed out: {url}") from exc
-        raise httpx.ReadTimeout(f"timed out: {url}") from exc
-    except TimeoutError as exc:  # the total timeout
-        raise httpx.ReadTimeout(f"timed out: {url}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(f"cannot connect: {url}") from exc
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
-        raise httpx.RequestError(f"{type(exc).__name__}: {url}") from exc
+    except _FAILURES as exc:
+        raise _translate(exc, url) from exc
+
+
+#: what aiohttp raises for a failed exchange (ValueError: a malformed answer)
+_FAILURES = (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError, ValueError)
+
+
+def _translate(exc: BaseException, url: str) -> httpx.HTTPError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(f"connect timed out: {url}")
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):  # TimeoutError: the total timeout
+        return httpx.ReadTimeout(f"timed out: {url}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(f"cannot connect: {url}")
+    return httpx.RequestError(f"{type(exc).__name__}: {url}")
 
 
 class _Body(httpx.AsyncByteStream):
@@ -129,7 +136,7 @@ class AiohttpUpstream:
         options: dict[str, Any] = {}
         if seconds is not None:  # else the session's own (the upstream's configured timeout)
             options["timeout"] = aiohttp.ClientTimeout(total=seconds)
-        with _translated(url):
+        try:
             async with self._client().request(
                 method,
                 self._url(url),
@@ -141,6 +148,8 @@ class AiohttpUpstream:
             ) as response:
                 body = await response.read()
                 return UpstreamResponse(response.status, response.headers, body)
+        except _FAILURES as exc:
+            raise _translate(exc, url) from exc
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -252,7 +252,8 @@ class UpstreamClient:
                 await breaker.__aexit__(None, None, None)
         finally:
             if self.metrics is not None:
-                self.metrics.upstream_duration.labels(self.name, status[0]).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.child(self.metrics.upstream_duration, self.name, status[0]).observe(elapsed)
 
     def _headers(self, token: str | None, kwargs: dict[str, Any]) -> dict[str, str]:
         headers = dict(kwargs.pop("headers", None) or {})
@@ -298,7 +299,8 @@ class UpstreamClient:
                 await breaker.__aexit__(None, None, None)
         finally:
             if self.metrics is not None:
-                self.metrics.upstream_duration.labels(self.name, label).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.child(self.metrics.upstream_duration, self.name, label).observe(elapsed)
         refusal = self._refusal(response.status_code)
         if refusal is not None:
             raise refusal

@@ -95,7 +95,7 @@ class AccessLogMiddleware:
             metrics = self.metrics or getattr(state.get("resources"), "metrics", None)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             if metrics is not None:
-                metrics.http_requests.labels(method, route, str(status)).observe(elapsed)
+                metrics.child(metrics.http_requests, method, route, str(status)).observe(elapsed)
             path: str = scope["path"]
             access_log.info(
                 "request",

@@ -10,7 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from bff import Context
-from bff.demo.api.types import _shape
+from bff.demo.api.types import SHAPE_ERRORS, shape_error
 
 
 @strawberry.type
@@ -20,8 +20,10 @@ class OrderStatus:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrderStatus:
-        with _shape("accounts"):
+        try:
             return cls(order_id=strawberry.ID(str(data["orderId"])), status=str(data["status"]))
+        except SHAPE_ERRORS:
+            raise shape_error("accounts") from None
 
 
 @strawberry.type

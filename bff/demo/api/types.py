@@ -4,8 +4,7 @@ Written only against the public API (`bff.Context`, `bff.errors`), as a team's o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import quote
@@ -21,12 +20,13 @@ MAX_ORDER_LINES = 20
 MAX_QUANTITY = 99
 
 
-@contextmanager
-def _shape(upstream: str) -> Iterator[None]:
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise UpstreamError(upstream, f"Upstream {upstream!r} answered an unexpected shape") from None
+#: what reading upstream JSON of an unexpected shape raises (caught by each ``from_json``, without
+#: a context manager: those run once per object of an answer)
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+
+
+def shape_error(upstream: str) -> UpstreamError:
+    return UpstreamError(upstream, f"Upstream {upstream!r} answered an unexpected shape")
 
 
 def _page(first: int | None) -> int:
@@ -45,12 +45,14 @@ class Product:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Product:
-        with _shape("catalog"):
+        try:
             return cls(
                 id=strawberry.ID(str(data["id"])),
                 name=str(data["name"]),
                 price_cents=int(data["priceCents"]),
             )
+        except SHAPE_ERRORS:
+            raise shape_error("catalog") from None
 
 
 class CatalogProducts:
@@ -60,16 +62,23 @@ class CatalogProducts:
     are where they were when each field loaded its own products: at ``items[i].product`` and at
     ``totalCents``, with the same message and code."""
 
-    __slots__ = ("error", "found")
+    __slots__ = ("error", "found", "parsed")
 
     def __init__(self, found: dict[str, dict[str, Any] | None], error: Exception | None = None) -> None:
         self.found = found
         self.error = error
+        self.parsed: dict[str, Product] = {}  # each product built once, however many items name it
 
-    def get(self, product_id: str) -> dict[str, Any] | None:
+    def get(self, product_id: str) -> Product | None:
         if self.error is not None:
             raise self.error.with_traceback(None)
-        return self.found.get(product_id)
+        product = self.parsed.get(product_id)
+        if product is None:
+            data = self.found.get(product_id)
+            if data is None:
+                return None
+            product = self.parsed[product_id] = Product.from_json(data)
+        return product
 
     @classmethod
     async def fetch(cls, context: Context, orders: list[Order]) -> None:
@@ -102,8 +111,7 @@ class OrderItem:
     def product(self, info: Info[Context, None]) -> Product | None:
         if self.products is None:  # an item nobody prefetched for: load it (graphql-core awaits it)
             return cast("Product | None", self._load(info.context))
-        data = self.products.get(self.product_id)
-        return Product.from_json(data) if data is not None else None
+        return self.products.get(self.product_id)
 
     async def _load(self, context: Context) -> Product | None:
         data = await context.loader("products", product_loader).load(self.product_id)
@@ -124,12 +132,12 @@ class Order:
             return cast(int, self._load_total(info.context))
         return self._total(self.products.get)
 
-    def _total(self, product: Callable[[str], dict[str, Any] | None]) -> int:
+    def _total(self, product: Callable[[str], Product | None]) -> int:
         total = 0
         for item in self.items:
-            data = product(item.product_id)
-            if data is not None:
-                total += Product.from_json(data).price_cents * item.quantity
+            found = product(item.product_id)
+            if found is not None:
+                total += found.price_cents * item.quantity
         return total
 
     async def _load_total(self, context: Context) -> int:
@@ -139,7 +147,7 @@ class Order:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Order:
-        with _shape("accounts"):
+        try:
             return cls(
                 id=strawberry.ID(str(data["id"])),
                 placed_at=datetime.fromisoformat(str(data["placedAt"]).replace("Z", "+00:00")),
@@ -148,6 +156,8 @@ class Order:
                     for item in data["items"]
                 ],
             )
+        except SHAPE_ERRORS:
+            raise shape_error("accounts") from None
 
 
 @strawberry.type
@@ -170,8 +180,10 @@ class User:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> User:
-        with _shape("accounts"):
+        try:
             return cls(id=strawberry.ID(str(data["id"])), name=str(data["name"]), email=str(data["email"]))
+        except SHAPE_ERRORS:
+            raise shape_error("accounts") from None
 
 
 SEARCH_PRODUCTS = """
