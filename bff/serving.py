@@ -7,16 +7,24 @@ reset (an incomplete chunked body), not ``event: complete``. `Server` ends the a
 soon as shutdown starts, before uvicorn waits for connections: each client gets ``complete`` and
 the process exits at once. `run` is ``uvicorn.run`` with that server in the process and in every
 ``--workers`` process (the first ones, a respawned one and those of a SIGHUP restart).
+
+Under plain ``uvicorn --factory bff.app:app_from_env`` (uvicorn's own server) the app's lifespan
+does the same through `SignalsEndStreams`: it wraps the SIGTERM/SIGINT handlers uvicorn installed,
+so that the streams end before uvicorn learns of the signal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -64,6 +72,89 @@ class Server(uvicorn.Server):
         if configured is not None:
             self.config.timeout_graceful_shutdown = max(0, round(configured - (time.monotonic() - started)))
         await super().shutdown(sockets)
+
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+class SignalsEndStreams:
+    """While installed, SIGTERM and SIGINT first end the app's streams (as `Server` does) and only
+    then reach uvicorn's handler, which starts its shutdown.
+
+    For a process run by plain uvicorn: `install` wraps the handlers only when they are those of
+    a `uvicorn.Server` that is not our `Server` (which ends the streams itself, so nothing runs
+    twice), and only in the main thread (the only one where signals can be handled). uvicorn's
+    handler is called once the streams are gone, not at once: its shutdown would otherwise close
+    every WebSocket with 1012 while the connection is still sending its ``complete`` and 1001
+    (that wait is bounded by ``grace``). A second signal meanwhile reaches uvicorn at once, after
+    the first: a second Ctrl+C forces the exit, as without the wrapper."""
+
+    def __init__(self, state: dict[str, Any], grace: float = DEFAULT_GRACE) -> None:
+        self.state = state
+        self.grace = grace
+        self._previous: dict[int, Handler] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: int | None = None  # the signal held back while the streams end
+        self._forwarded = False  # uvicorn has been told of a signal
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            owner = getattr(handler, "__self__", None)
+            if callable(handler) and isinstance(owner, uvicorn.Server) and not isinstance(owner, Server):
+                self._previous[sig] = handler
+                signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        """Put uvicorn's handlers back (unless someone has replaced ours since). uvicorn's are
+        kept: a handler of ours that someone restores later still passes signals on."""
+        for sig, handler in self._previous.items():
+            if signal.getsignal(sig) == self._handle:
+                signal.signal(sig, handler)
+        self._loop = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def _handle(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the main thread between two bytecodes, possibly in the middle of the event
+        # loop's own code: the loop is only asked, thread-safely, to start ending the streams.
+        loop = self._loop
+        if self._pending is None and not self._forwarded and loop is not None and not loop.is_closed():
+            self._pending = sig
+            loop.call_soon_threadsafe(self._start)
+            return
+        # a second signal: uvicorn gets both, in order (a second Ctrl+C forces the exit)
+        self._forward_pending()
+        self._forward(sig, frame)
+
+    def _start(self) -> None:
+        if self._loop is None:  # uninstalled meanwhile
+            self._forward_pending()
+            return
+        self._task = self._loop.create_task(self._end_streams_then_forward(), name="bff-shutdown")
+
+    async def _end_streams_then_forward(self) -> None:
+        try:
+            await end_streams(self.state, self.grace)
+        except Exception:  # never let this keep uvicorn from shutting down
+            log.exception("ending the streams for shutdown failed")
+        finally:
+            self._forward_pending()
+
+    def _forward_pending(self) -> None:
+        sig, self._pending = self._pending, None
+        if sig is not None:
+            self._forward(sig, None)
+
+    def _forward(self, sig: int, frame: FrameType | None) -> None:
+        self._forwarded = True
+        handler = self._previous.get(sig)
+        if handler is not None:
+            handler(sig, frame)
 
 
 class _Worker(multiprocess.Process):

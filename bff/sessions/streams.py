@@ -76,6 +76,7 @@ class StreamRegistry:
         self._held = 0  # connections that must say goodbye before shutdown goes on
         self._released = asyncio.Event()
         self._released.set()
+        self._shut_down: asyncio.Event | None = None  # set once `shutdown` has done its work
 
     def __len__(self) -> int:
         return len(self._open)
@@ -173,14 +174,22 @@ class StreamRegistry:
 
     async def shutdown(self, grace: float = 2.0) -> None:
         """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them, and
-        for the connections held open, to go."""
-        self.closing = True
-        self.draining.set()
-        for stream in list(self._open):
-            stream.end("shutdown")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(self._empty.wait(), self._released.wait()), grace)
-        for watcher in list(self._watchers.values()):
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+        for the connections held open, to go. Idempotent: several parties may start the shutdown
+        (`bff.serving`, a signal, the lifespan's end); the first does it, the others wait for it."""
+        if self._shut_down is not None:
+            await self._shut_down.wait()
+            return
+        self._shut_down = asyncio.Event()
+        try:
+            self.closing = True
+            self.draining.set()
+            for stream in list(self._open):
+                stream.end("shutdown")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(self._empty.wait(), self._released.wait()), grace)
+            for watcher in list(self._watchers.values()):
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
+        finally:
+            self._shut_down.set()

@@ -68,3 +68,24 @@ async def test_a_logout_announced_while_the_watcher_looks_is_not_missed() -> Non
     assert store.looks == 2
     registry.close(stream, "session_ended")
     await registry.shutdown(0.1)
+
+
+async def test_shutdown_is_idempotent_the_second_call_waits_for_the_first() -> None:
+    """`bff.serving`, a signal and the lifespan's end may each start the shutdown: it runs once."""
+    store = MemorySessionStore(SessionCrypto(["secret"]), idle_seconds=3600, absolute_seconds=7200)
+    registry = _registry(store)
+    stream = registry.open(None)
+
+    async def goes_after(delay: float) -> None:
+        await stream.ended.wait()
+        await asyncio.sleep(delay)
+        registry.close(stream, "shutdown")
+
+    closer = asyncio.create_task(goes_after(0.2))
+    first = asyncio.create_task(registry.shutdown(2.0))
+    await asyncio.sleep(0)
+    await registry.shutdown(0.0)  # with no grace, it would return at once if it ran again
+    assert first.done()
+    await closer
+    assert len(registry) == 0
+    await asyncio.wait_for(registry.shutdown(2.0), 0.1)  # done already: returns at once
