@@ -12,6 +12,8 @@ from typing import Any
 
 from graphql.error import GraphQLError
 from strawberry import Schema
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
 from bff.errors import BFFError
@@ -19,6 +21,10 @@ from bff.errors import BFFError
 log = logging.getLogger("bff.graphql")
 
 INTERNAL_MESSAGE = "Internal server error"
+#: Strawberry's refusals of a request that cannot run (an operationName naming nothing, several
+#: operations and no name, no query, an operation type not allowed): the client's mistake, which
+#: a stream reports through `BFFSchema.process_errors` (over HTTP the handler answers it first)
+CLIENT_MISTAKES = (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
 
 
 def _is_parse_failure(error: GraphQLError) -> bool:
@@ -86,7 +92,8 @@ class BFFSchema(Schema):
         request_id = _request_id(getattr(execution_context, "context", None))
         for error in errors:
             original = error.original_error
-            if original is None or isinstance(original, BFFError) or _is_parse_failure(error):
+            expected = isinstance(original, (BFFError, *CLIENT_MISTAKES)) or _is_parse_failure(error)
+            if original is None or expected:
                 log.info(
                     "graphql error: %s",
                     original.code if isinstance(original, BFFError) else error.message[:200],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -174,10 +175,16 @@ async def test_csrf_and_foreign_origin_are_refused(bff: Bff, issuer: TestIssuer)
         ("subscription { nope }", "GRAPHQL_VALIDATION_FAILED"),
     ],
 )
-async def test_a_refused_document_is_an_error_event_then_complete(bff: Bff, query: str, code: str) -> None:
+async def test_a_refused_document_is_an_error_event_then_complete(
+    bff: Bff, query: str, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client's mistake: an error event, and a one-line info log, never an error with a traceback."""
+    caplog.set_level(logging.INFO, logger="bff")
     async with bff.client() as client, subscribe(client, {"query": query}) as events:
         name, data = await events.next()
         assert name == "next"
         assert data["errors"][0]["extensions"]["code"] == code, data
         assert (await events.next())[0] == "complete"
     assert len(bff.resources.streams) == 0
+    mistakes = [r for r in caplog.records if r.name.startswith("bff") and (r.levelno >= logging.WARNING or r.exc_info)]
+    assert mistakes == [], [r.getMessage() for r in mistakes]
