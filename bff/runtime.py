@@ -1,13 +1,12 @@
 """Process-wide tuning of CPython's cyclic garbage collector, and timing of its pauses.
 
-Why: a request of the viewer query leaves a few hundred objects in reference cycles (tasks and
-futures, DataLoader batches, upstream request/response pairs) and keeps a few thousand alive while
-it waits on upstreams. With CPython's default thresholds (700, 10, 10) a generation-0 collection
-runs every few hundred allocations, so in-flight objects are promoted and full collections walk
-everything the imported libraries built at start-up: measured at 17 % of a worker's CPU and
-40-140 ms stop-the-world pauses. `settle_heap` freezes the start-up heap (full collections no
-longer walk it) and raises the generation-0 threshold, so collections are rarer and find mostly
-garbage; `GCPauses` times every collection into ``bff_gc_pause_seconds`` so this is observable.
+Why: with CPython's default thresholds (700, 10, 10) a generation-0 collection runs every few
+hundred allocations, so the objects of requests still in flight are promoted, and full
+collections walk them and everything the imported libraries built at start-up (40-140 ms
+stop-the-world pauses). A request now leaves no reference cycles (`Context.release`, a test
+checks it), so its objects are freed by reference counting; `settle_heap` freezes the start-up
+heap and raises the generation-0 threshold, so collections are rare and short, and `GCPauses`
+times every collection into ``bff_gc_pause_seconds`` so this stays observable.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-#: generation-0 allocations between collections, then how many collections of one generation
-#: before the next is collected. Measured on the viewer query (``scripts/bench_cpu.py``): the
-#: default (700, 10, 10) costs ~15 % more CPU per request than this. The price is memory: up to
-#: ~50,000 young container objects (a few MB) wait for a collection.
-THRESHOLDS = (50_000, 50, 10)
+#: net container allocations between generation-0 collections, then collections of one
+#: generation before the next. Measured under load on the viewer query (one worker, 16 and 64
+#: connections, ``bff_gc_pause_seconds``): (700, 10, 10) ran ~1,700 collections in 20 s with full
+#: ones up to 50 ms; (10_000, 10, 10) 34, none full, the longest under 20 ms; 50,000 gives one but
+#: a schema that does leave cycles would then pay ~40 ms per collection.
+THRESHOLDS = (10_000, 10, 10)
 
 
 def settle_heap(thresholds: tuple[int, int, int] = THRESHOLDS) -> None:

@@ -160,24 +160,23 @@ class _Run:
         self.is_awaitable = plan.is_awaitable
         self.abort_signal = None
         self.operation_extensions = None
-        self.async_helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=self._track)
+        background: set[Any] = set()
+        is_awaitable = plan.is_awaitable
+
+        def track(values: Sequence[Any]) -> None:  # not a bound method: no run <-> helpers cycle
+            _settle(background, [value for value in values if is_awaitable(value)])
+
+        self.async_helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=track)
         self.errors: list[GraphQLError] = []
         self._error_positions: set[Path | None] = set()
-        self.background: set[Any] = set()
+        self.background = background
 
     @staticmethod
     def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
         return gather_with_cancel(*values)
 
-    def _track(self, values: Sequence[Any]) -> None:
-        self.settle([value for value in values if self.is_awaitable(value)])
-
     def settle(self, awaitables: Iterable[Any]) -> None:
-        """Settle abandoned awaitables in the background (graphql-core's settle_in_background)."""
-        for awaitable in awaitables:
-            future = asyncio.ensure_future(awaitable)
-            self.background.add(future)
-            future.add_done_callback(_discard_settled(self.background))
+        _settle(self.background, awaitables)
 
     def add_error(self, error: GraphQLError, path: Path | None) -> None:
         positions = self._error_positions
@@ -190,6 +189,14 @@ class _Run:
             current = current.prev
         positions.add(path)
         self.errors.append(error)
+
+
+def _settle(background: set[Any], awaitables: Iterable[Any]) -> None:
+    """Settle abandoned awaitables in the background (graphql-core's settle_in_background)."""
+    for awaitable in awaitables:
+        future = asyncio.ensure_future(awaitable)
+        background.add(future)
+        future.add_done_callback(_discard_settled(background))
 
 
 def _discard_settled(background: set[Any]) -> Callable[[Any], None]:

@@ -165,6 +165,8 @@ class GraphQLHTTPHandler:
         sub_response = context.response
         if sub_response is not None:
             response.headers.raw.extend((k, v) for k, v in sub_response.headers.raw if k == b"set-cookie")
+        context.release()
+        context.request = context.response = None
         return response
 
     async def _event_stream(self, request: Request) -> Response:

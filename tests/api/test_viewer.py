@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -127,3 +128,27 @@ async def test_an_unconfigured_upstream_is_an_upstream_error_not_internal(issuer
     error = body["errors"][0]
     assert (error["extensions"]["code"], error["extensions"]["upstream"]) == ("UPSTREAM_ERROR", "accounts")
     assert "not configured" in error["message"]
+
+
+async def test_a_viewer_request_leaves_nothing_for_the_cyclic_garbage_collector(
+    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """Its context, clients, DataLoaders and execution are freed by reference counting as soon as
+    the answer is built (Context.release): under load, cycles left per request made the
+    collector's full collections walk tens of thousands of objects (40-55 ms pauses)."""
+    cookie = await bff.session_for(issuer.token("alice"))
+    async with bff.client(cookie) as client:
+        for _ in range(2):  # the second one runs the cached document's compiled plan
+            response = await client.post("/graphql", json={"query": VIEWER})
+            assert "errors" not in response.json()
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            response = await client.post("/graphql", json={"query": VIEWER})
+            assert "errors" not in response.json()
+            gc.collect()
+            ours = [o for o in gc.garbage if type(o).__module__.startswith(("bff.", "strawberry.dataloader"))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert ours == []
