@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from benchkit import ROOT, bff_serve, demo_upstream, stop_all, upstream_settings, wait_http
+from benchkit import ROOT, bff_serve, cpu_seconds, demo_upstream, stop_all, upstream_settings, wait_http
 
 from bff.demo.idp import DevClient, DevIdentityProvider, DevUser
 from tests.support.servers import RedisServer, ThreadedApps, free_port
@@ -40,8 +40,11 @@ PEER_DIR = ROOT / "bench" / "peer"
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
 TWO_BRANCHES = '{ viewer { id name } searchProducts(query: "a", first: 5) { id name priceCents } }'
 SEARCH = '{ searchProducts(query: "a", first: 5) { id name priceCents } }'
+TYPENAME = "{ __typename }"
 VIEWER_ONLY = "{ viewer { id name } }"
-WORKLOADS = {"viewer": VIEWER, "two-branches": TWO_BRANCHES, "anonymous-search": SEARCH}
+WORKLOADS = {"viewer": VIEWER, "two-branches": TWO_BRANCHES, "anonymous-search": SEARCH, "typename": TYPENAME}
+ANONYMOUS = {"anonymous-search", "typename"}
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float = float("nan")  # the server's CPU per request (process user+system / requests)
 
 
 def _ms(value: str) -> float:
@@ -254,12 +258,39 @@ asyncio.run(main())
     }
 
 
+def measured(pid: int, url: str, body: str, headers: dict[str, str], connections: int, duration: float) -> Result:
+    """One wrk run, with the CPU the server process (and its workers) used per request."""
+    before = cpu_seconds(pid)
+    result = wrk(url, body, headers, connections, duration)
+    result.cpu_ms = 1000 * (cpu_seconds(pid) - before) / max(1.0, result.rps * duration)
+    return result
+
+
+def gc_pauses(bff_url: str) -> dict[str, tuple[int, float, int]]:
+    """Per generation, from the worker's ``bff_gc_pause_seconds``: collections, the upper bound of
+    the longest one's histogram bucket (seconds), and how many lasted over 20 ms."""
+    text = httpx.get(f"{bff_url}/metrics", timeout=10).text
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        match = re.match(r'bff_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([\d.e+]+)', line)
+        if match:
+            buckets.setdefault(match.group(1), []).append((float(match.group(2)), float(match.group(3))))
+    figures: dict[str, tuple[int, float, int]] = {}
+    for generation, rows in sorted(buckets.items()):
+        rows.sort()
+        total = int(rows[-1][1])
+        longest = next((le for le, count in rows if count >= total), float("inf")) if total else 0.0
+        within_20ms = next((count for le, count in rows if le >= 0.02), total)
+        figures[generation] = (total, longest, int(total - within_20ms))
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--workers", default="1")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of BFF and peer per figure")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -278,24 +309,31 @@ def main() -> int:
     stack = Stack(args.latency_ms)
     stack.start()
     results: dict[tuple[str, str, int], Result] = {}
+    pauses: dict[str, tuple[int, float, int]] = {}
     try:
         critical = critical_path_ms(stack)
         bff_url = f"http://127.0.0.1:{stack.bff_port}/graphql"
         peer_url = f"http://127.0.0.1:{stack.peer_port}/graphql"
+        peer = stack.procs[-1]
         for workers in workers_list:
             stack.start_bff(workers)
+            assert stack.bff is not None
             cookie = stack.sign_in()
             bff_headers = {"Cookie": f"bff_session={cookie}", "X-CSRF": "1"}
             peer_headers = {"Authorization": f"Bearer {stack.user_token}"}
+            wrk(bff_url, VIEWER, bff_headers, 16, 3)  # warm up both
+            wrk(peer_url, VIEWER, peer_headers, 16, 3)
             for name, query in {**WORKLOADS, "viewer-only": VIEWER_ONLY}.items():
-                anonymous = name == "anonymous-search"
+                anonymous = name in ANONYMOUS
                 for c in connections if name != "viewer-only" else [1]:
                     runs: dict[str, list[Result]] = {"bff": [], "peer": []}
                     for _ in range(args.rounds):  # alternate A and B
-                        runs["bff"].append(wrk(bff_url, query, {} if anonymous else bff_headers, c, args.duration))
+                        runs["bff"].append(
+                            measured(stack.bff.pid, bff_url, query, {} if anonymous else bff_headers, c, args.duration)
+                        )
                         if workers == workers_list[0]:
                             runs["peer"].append(
-                                wrk(peer_url, query, {} if anonymous else peer_headers, c, args.duration)
+                                measured(peer.pid, peer_url, query, {} if anonymous else peer_headers, c, args.duration)
                             )
                     for side, samples in runs.items():
                         if samples:
@@ -304,12 +342,15 @@ def main() -> int:
                                 statistics.median(s.p50_ms for s in samples),
                                 statistics.median(s.p99_ms for s in samples),
                                 sum(s.errors for s in samples),
+                                statistics.median(s.cpu_ms for s in samples),
                             )
                     print(name, c, {k: v for k, v in results.items() if k[1] == name and k[2] == c}, flush=True)
+            if workers == 1:
+                pauses = gc_pauses(f"http://127.0.0.1:{stack.bff_port}")
         memory = memory_figures(stack.redis.url)
     finally:
         stack.stop()
-    write_report(args, results, critical, memory, workers_list, connections)
+    write_report(args, results, critical, memory, pauses, workers_list, connections)
     return 0
 
 
@@ -318,19 +359,23 @@ def write_report(
     results: dict[tuple[str, str, int], Result],
     critical: float,
     memory: dict[str, float],
+    pauses: dict[str, tuple[int, float, int]],
     workers_list: list[int],
     connections: list[int],
 ) -> None:
     first = f"bff-{workers_list[0]}w"
     lines = [
+        START,
         "# Benchmarks",
         "",
         f"Generated by `python scripts/bench.py` on {time.strftime('%Y-%m-%d')}: upstream latency "
         f"{args.latency_ms:g} ms, wrk 1 thread, {args.duration:g} s per run, median of {args.rounds} alternated "
-        f"runs; {os.cpu_count()} cores shared by everything (BFF, peer, upstreams, Redis, wrk).",
+        f"runs; {os.cpu_count()} cores shared by everything (BFF, peer, upstreams, Redis, wrk). CPU ms/req = the "
+        "server's user+system CPU time (all its processes) / requests served: the per-core cost, which a busy "
+        "machine biases far less than req/s.",
         "",
-        "| workload | conns | server | req/s | p50 ms | p99 ms | errors | req/s bff/peer | p50 bff/peer |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | conns | server | req/s | p50 ms | p99 ms | CPU ms/req | errors | CPU bff/peer | p50 bff/peer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in WORKLOADS:
         for c in connections:
@@ -339,27 +384,49 @@ def write_report(
                 r = results.get((side, name, c))
                 if r is None:
                     continue
-                ratio = f"{r.rps / peer.rps:.2f}" if peer and side != "peer" else ""
+                cpu_ratio = f"{r.cpu_ms / peer.cpu_ms:.2f}" if peer and side != "peer" else ""
                 p50_ratio = f"{r.p50_ms / peer.p50_ms:.2f}" if peer and side != "peer" else ""
                 lines.append(
-                    f"| {name} | {c} | {side} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {ratio} | {p50_ratio} |"
+                    f"| {name} | {c} | {side} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_ms:.2f} | "
+                    f"{r.errors} | {cpu_ratio} | {p50_ratio} |"
                 )
     viewer1 = results[(first, "viewer", 1)]
     two = results[(first, "two-branches", 1)]
     slowest = max(results[(first, "viewer-only", 1)].p50_ms, results[(first, "anonymous-search", 1)].p50_ms)
+    efficiency = ", ".join(
+        f"{c} connections {results[('peer', 'viewer', c)].cpu_ms / results[(first, 'viewer', c)].cpu_ms:.2f}"
+        for c in connections
+        if c > 1
+    )
+    gc_line = "; ".join(
+        f"generation {g}: {n} collections, longest under {longest * 1000:g} ms, {over} over 20 ms"
+        for g, (n, longest, over) in pauses.items()
+    )
     lines += [
         "",
+        f"* Efficiency on the viewer query (peer CPU per request / bff's, 1 worker): {efficiency}.",
         f"* Upstream critical path of the viewer query (me -> orders -> catalog, measured directly): {critical:.2f} ms p50.",
         f"* BFF overhead at 1 connection (viewer p50 - critical path): {viewer1.p50_ms - critical:.2f} ms "
         f"(peer: {results[('peer', 'viewer', 1)].p50_ms - critical:.2f} ms).",
         f"* Fan-out ratio (two-branch p50 / slowest branch p50): {two.p50_ms / slowest:.2f}.",
+        f"* Garbage-collector pauses in the 1-worker run, all workloads (`bff_gc_pause_seconds`): {gc_line or 'none'}.",
         f"* Memory: {memory['bytes_per_session_memory']:.0f} bytes per session in the memory store "
         f"(RSS {memory['rss_before_mb']:.1f} MB -> {memory['rss_after_mb']:.1f} MB with 10,000 sessions); "
         f"{memory['bytes_per_session_redis']:.0f} bytes per session in Redis.",
         "* Refresh amplification: `python scripts/bench_refresh.py` (refresh grants per session, 1.00 expected).",
+        END,
     ]
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    section = "\n".join(lines)
+    text = args.output.read_text() if args.output.exists() else ""
+    if START in text:
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        text = before + section + after
+    else:  # the first run with markers: the old report ran up to the first marked section
+        marker = text.find("<!-- ")
+        text = section + "\n\n" + (text[marker:] if marker >= 0 else "")
+    args.output.write_text(text)
+    print(section)
     try:
         import matplotlib
 
