@@ -60,8 +60,10 @@ def main() -> int:
             name, _, ref = label.partition("@")
             variants[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
             if ref:
-                made.append(worktree(ref, trees))
-                variants[name]["PYTHONPATH"] = str(made[-1])
+                tree = worktree(ref, trees)
+                if tree not in made:
+                    made.append(tree)
+                variants[name]["PYTHONPATH"] = str(tree)
         # `python -m bff` puts its working directory first on sys.path: run it from one without bff
         os.chdir(trees)
         results, errors = measure(args, variants)

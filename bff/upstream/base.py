@@ -245,15 +245,22 @@ class UpstreamClient:
                     status[0] = "timeout"
                     raise
             except BaseException as exc:
-                if breaker is not None:
-                    await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+                await self._leave_breaker(breaker, exc)
                 raise
-            if breaker is not None:
-                await breaker.__aexit__(None, None, None)
+            await self._leave_breaker(breaker, None)
         finally:
-            if self.metrics is not None:
-                elapsed = time.perf_counter() - started
-                self.metrics.child(self.metrics.upstream_duration, self.name, status[0]).observe(elapsed)
+            self._observe(status[0], started)
+
+    @staticmethod
+    async def _leave_breaker(breaker: AsyncCircuitBreaker | None, exc: BaseException | None) -> None:
+        """Tell the breaker entered by `_enter_breaker` how the call ended (``exc``: it failed)."""
+        if breaker is not None:
+            await breaker.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+    def _observe(self, status: str, started: float) -> None:
+        if self.metrics is not None:
+            elapsed = time.perf_counter() - started
+            self.metrics.child(self.metrics.upstream_duration, self.name, status).observe(elapsed)
 
     def _headers(self, token: str | None, kwargs: dict[str, Any]) -> dict[str, str]:
         headers = dict(kwargs.pop("headers", None) or {})
@@ -292,15 +299,11 @@ class UpstreamClient:
                 label = str(response.status_code)
                 self._checked(response.status_code)
             except BaseException as exc:
-                if breaker is not None:
-                    await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+                await self._leave_breaker(breaker, exc)
                 raise
-            if breaker is not None:
-                await breaker.__aexit__(None, None, None)
+            await self._leave_breaker(breaker, None)
         finally:
-            if self.metrics is not None:
-                elapsed = time.perf_counter() - started
-                self.metrics.child(self.metrics.upstream_duration, self.name, label).observe(elapsed)
+            self._observe(label, started)
         refusal = self._refusal(response.status_code)
         if refusal is not None:
             raise refusal
