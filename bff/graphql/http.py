@@ -29,7 +29,7 @@ from bff.errors import ShuttingDown, StreamLimitExceeded
 from bff.graphql.context import Context
 from bff.graphql.execution import DirectExecution
 from bff.graphql.persisted import PersistedDocuments, PersistedQueryError
-from bff.graphql.subscriptions import EventStream, wants_event_stream
+from bff.graphql.subscriptions import EventStream, MultipartFraming, SSEFraming, wants_event_stream, wants_multipart
 from bff.metrics import OperationLabels, loggable_name
 from bff.resources import Resources
 
@@ -134,8 +134,12 @@ class GraphQLHTTPHandler:
         self.direct = DirectExecution(schema)
 
     async def __call__(self, request: Request) -> Response:
-        if request.method == "POST" and wants_event_stream(request.headers.get("accept")):
-            return await self._event_stream(request)
+        if request.method == "POST":
+            accept = request.headers.get("accept")
+            if wants_event_stream(accept):
+                return await self._event_stream(request, SSEFraming())
+            if wants_multipart(accept):
+                return await self._event_stream(request, MultipartFraming())
         media = negotiate(request.headers.get("accept"))
         try:
             if request.method == "GET" and self.graphiql and self._wants_html(request):
@@ -169,8 +173,9 @@ class GraphQLHTTPHandler:
         context.request = context.response = None
         return response
 
-    async def _event_stream(self, request: Request) -> Response:
-        """GraphQL over SSE (graphql-sse, distinct connections): any operation, subscriptions too."""
+    async def _event_stream(self, request: Request, framing: SSEFraming | MultipartFraming) -> Response:
+        """A streamed answer, any operation, subscriptions too: GraphQL over SSE (graphql-sse,
+        distinct connections) or Apollo's multipart subscriptions, as ``framing`` says."""
         resources: Resources = request.state.resources
         try:
             payload = await self._payload(request)
@@ -193,7 +198,7 @@ class GraphQLHTTPHandler:
         context.touch = resources.settings.stream_keeps_session_alive
         request.state.graphql_operation = loggable_name(name)
         headers = dict(NO_STORE)
-        response = EventStream(self.schema, resources, context, stream).response(
+        response = EventStream(self.schema, resources, context, stream, framing).response(
             document, variables, operation_name, headers
         )
         sub_response = context.response

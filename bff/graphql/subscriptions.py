@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from graphql import GraphQLError
 from starlette.responses import StreamingResponse
 from strawberry.exceptions import MissingQueryError
+from strawberry.http.streaming import MultipartSubscriptionTransport
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
@@ -198,28 +199,99 @@ def _event(name: str, data: Any = None) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
 
 
-class EventStream:
-    """Runs one operation as a stream of SSE events."""
+class Framing(Protocol):
+    """How one HTTP streaming transport writes what `stream_results` yields."""
 
-    def __init__(self, schema: Any, resources: Resources, context: Context, stream: Stream) -> None:
+    media_type: str
+
+    def opening(self) -> bytes: ...
+    def next(self, payload: dict[str, Any]) -> bytes: ...
+    def errors(self, errors: list[dict[str, Any]]) -> bytes: ...
+    def heartbeat(self) -> bytes: ...
+    def complete(self) -> bytes: ...
+
+
+class SSEFraming:
+    """graphql-sse, distinct connections: ``next`` and ``complete`` events, comment heartbeats."""
+
+    media_type = EVENT_STREAM
+
+    def opening(self) -> bytes:
+        return b": open\n\n"
+
+    def next(self, payload: dict[str, Any]) -> bytes:
+        return _event("next", payload)
+
+    def errors(self, errors: list[dict[str, Any]]) -> bytes:  # graphql-sse has no error event
+        return _event("next", {"errors": errors})
+
+    def heartbeat(self) -> bytes:
+        return b": keep-alive\n\n"
+
+    def complete(self) -> bytes:
+        return _event("complete")
+
+
+class MultipartFraming:
+    """Apollo's multipart HTTP subscriptions (what Apollo Client's HttpLink and Apollo Kotlin/iOS
+    speak): ``multipart/mixed`` parts of ``{"payload": result}``, ``{}`` as heartbeat (one at once,
+    so the client sees the subscription is live), the closing boundary at the end. The part
+    encoding is Strawberry's `MultipartSubscriptionTransport`."""
+
+    media_type = 'multipart/mixed; boundary="graphql"; subscriptionSpec="1.0"'
+
+    def __init__(self) -> None:
+        self.transport = MultipartSubscriptionTransport()
+
+    def _part(self, value: object) -> bytes:
+        return self.transport.encode_multipart_data(value, lambda data: orjson.dumps(data).decode()).encode()
+
+    def opening(self) -> bytes:
+        return b"--graphql" + self._part({})
+
+    def next(self, payload: dict[str, Any]) -> bytes:
+        return self._part({"payload": payload})
+
+    def errors(self, errors: list[dict[str, Any]]) -> bytes:
+        return self._part({"payload": {"errors": errors}})
+
+    def heartbeat(self) -> bytes:
+        return self._part({})
+
+    def complete(self) -> bytes:
+        return b"--\r\n"  # the last part ended with "--graphql": this makes it the closing boundary
+
+
+def wants_multipart(accept: str | None) -> bool:
+    return bool(accept) and MultipartSubscriptionTransport().accepts(accept or "")
+
+
+class EventStream:
+    """Runs one operation as a streamed HTTP answer (SSE or multipart, by its `Framing`)."""
+
+    def __init__(
+        self, schema: Any, resources: Resources, context: Context, stream: Stream, framing: Framing | None = None
+    ) -> None:
         self.schema = schema
         self.resources = resources
         self.context = context
         self.stream = stream
+        self.framing: Framing = framing or SSEFraming()
 
     def response(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None, headers: dict[str, str]
     ) -> StreamingResponse:
         return StreamingResponse(
             self._events(document, variables, operation_name),
-            media_type=EVENT_STREAM,
+            media_type=self.framing.media_type,
             headers={**headers, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
         )
 
     async def _events(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None
     ) -> AsyncIterator[bytes]:
-        yield b": open\n\n"
+        framing = self.framing
+        yield framing.opening()
         results = stream_results(
             self.schema,
             self.resources,
@@ -233,9 +305,9 @@ class EventStream:
         async with contextlib.aclosing(results):
             async for kind, payload in results:
                 if kind == "heartbeat":
-                    yield b": keep-alive\n\n"
-                elif kind == "error":  # graphql-sse has no error event: a next with the errors
-                    yield _event("next", {"errors": payload})
+                    yield framing.heartbeat()
+                elif kind == "error":
+                    yield framing.errors(payload)
                 else:
-                    yield _event("next", payload)
-        yield _event("complete")
+                    yield framing.next(payload)
+        yield framing.complete()
