@@ -2,6 +2,16 @@
 // BFF, as tests/e2e/test_spa.py does: `BFF_URL=http://127.0.0.1:8000 BFF_COOKIE='bff_session=…'
 // node clients/run.mjs apollo`. The snippets are browser code: here the global fetch adds the
 // session cookie the browser would send, then the snippet's `viewer()` result is printed as JSON.
+//
+// A subscription snippet (sse-subscription.mjs, ws-subscription.mjs, apollo-subscription.mjs, as
+// tests/e2e/test_subscription_clients.py runs them) exports `subscription(orderId, clientOptions)`
+// instead: `BFF_ORDER_ID=o-alice-1 node clients/run.mjs ws-subscription` prints
+// {"events": [...]} (or {"events": [...], "error": ...}, and "refused": the handshake answers a
+// WebSocket upgrade got). Node 20 has no global WebSocket: here it is `ws`, sending the cookie and
+// the Origin a browser would send with the upgrade (the BFF's origin, or BFF_ORIGIN).
+// BFF_RETRY_ATTEMPTS sets the clients' retryAttempts (graphql-sse, graphql-ws: 5 by default).
+import WebSocket from "ws";
+
 const [name] = process.argv.slice(2);
 // urql tears its operation down (aborting the fetch) once the result is in; in a browser that is
 // silent, in Node a late AbortError is an unhandled rejection that would fail the process.
@@ -19,6 +29,40 @@ globalThis.fetch = (input, init = {}) => {
 };
 globalThis.BFF = (process.env.BFF_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
 
+const origin = process.env.BFF_ORIGIN ?? new URL(globalThis.BFF).origin;
+const refused = [];
+globalThis.WebSocket = class BrowserWebSocket extends WebSocket {
+  constructor(url, protocols) {
+    super(url, protocols, { origin, headers: cookie ? { cookie } : {} });
+    // a browser only reports a refused handshake as close 1006; ws says which answer it got
+    this.on("error", (error) => refused.push(error.message));
+  }
+};
+
 const snippet = await import(`./${name}.mjs`);
-console.log(JSON.stringify(await snippet.viewer()));
+if (snippet.subscription) {
+  const options = {};
+  if (process.env.BFF_RETRY_ATTEMPTS) options.retryAttempts = Number(process.env.BFF_RETRY_ATTEMPTS);
+  const output = { events: [] };
+  try {
+    output.events = await snippet.subscription(process.env.BFF_ORDER_ID ?? "o-alice-1", options);
+  } catch (error) {
+    output.error = describe(error);
+  }
+  if (refused.length) output.refused = refused;
+  console.log(JSON.stringify(output));
+} else {
+  console.log(JSON.stringify(await snippet.viewer()));
+}
 process.exit(0);
+
+function describe(error) {
+  // graphql-ws rejects with a CloseEvent (a refused handshake: 1006) or with the GraphQL errors of
+  // an `error` message; graphql-sse and Apollo with an Error (graphql-sse's NetworkError: a Response)
+  if (Array.isArray(error)) return { errors: error };
+  if (error && typeof error.code === "number" && "reason" in error) return { close: error.code, reason: error.reason };
+  if (error && error.response && typeof error.response.status === "number") {
+    return { message: String(error.message), status: error.response.status };
+  }
+  return { message: String(error?.message ?? error), errors: error?.errors };
+}
