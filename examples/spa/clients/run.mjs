@@ -6,8 +6,9 @@
 // A subscription snippet (sse-subscription.mjs, ws-subscription.mjs, apollo-subscription.mjs, as
 // tests/e2e/test_subscription_clients.py runs them) exports `subscription(orderId, clientOptions)`
 // instead: `BFF_ORDER_ID=o-alice-1 node clients/run.mjs ws-subscription` prints
-// {"events": [...]} (or {"events": [...], "error": ...}, and "refused": the handshake answers a
-// WebSocket upgrade got). Node 20 has no global WebSocket: here it is `ws`, sending the cookie and
+// {"events": [...]} (or {"events": [...], "error": ...}; "http": each fetch's method, Accept,
+// Content-Type, status and answer's Content-Type; "refused": the errors of WebSocket handshakes).
+// Node 20 has no global WebSocket: here it is `ws`, sending the cookie and
 // the Origin a browser would send with the upgrade (the BFF's origin, or BFF_ORIGIN).
 // BFF_RETRY_ATTEMPTS sets the clients' retryAttempts (graphql-sse, graphql-ws: 5 by default).
 import WebSocket from "ws";
@@ -22,10 +23,19 @@ process.on("unhandledRejection", (reason) => {
 });
 const cookie = process.env.BFF_COOKIE ?? "";
 const browserFetch = globalThis.fetch;
-globalThis.fetch = (input, init = {}) => {
+const exchanges = []; // what each request asked for and got (printed for subscription snippets)
+globalThis.fetch = async (input, init = {}) => {
   const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
   if (cookie) headers.set("cookie", cookie);
-  return browserFetch(input, { ...init, headers });
+  const response = await browserFetch(input, { ...init, headers });
+  exchanges.push({
+    method: init.method ?? "GET",
+    accept: headers.get("accept"),
+    contentType: headers.get("content-type"),
+    status: response.status,
+    answer: response.headers.get("content-type"),
+  });
+  return response;
 };
 globalThis.BFF = (process.env.BFF_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
 
@@ -50,6 +60,7 @@ if (snippet.subscription) {
     output.error = describe(error);
   }
   if (refused.length) output.refused = refused;
+  if (exchanges.length) output.http = exchanges;
   console.log(JSON.stringify(output));
 } else {
   console.log(JSON.stringify(await snippet.viewer()));
@@ -57,8 +68,8 @@ if (snippet.subscription) {
 process.exit(0);
 
 function describe(error) {
-  // graphql-ws rejects with a CloseEvent (a refused handshake: 1006) or with the GraphQL errors of
-  // an `error` message; graphql-sse and Apollo with an Error (graphql-sse's NetworkError: a Response)
+  // graphql-ws rejects with the socket's error or close event, or with the GraphQL errors of an
+  // `error` message; graphql-sse and Apollo with an Error (graphql-sse's NetworkError: a Response)
   if (Array.isArray(error)) return { errors: error };
   if (error && typeof error.code === "number" && "reason" in error) return { close: error.code, reason: error.reason };
   if (error && error.response && typeof error.response.status === "number") {
