@@ -112,6 +112,10 @@ async def stream_results(
         )
         while True:
             if pending is None:
+                # each event is a request of its own: the session read again (its token refreshed
+                # through the shared single flight if due), new clients and DataLoaders (no
+                # answers cached from an earlier event), a new upstream deadline
+                context.renew()
                 pending = asyncio.ensure_future(anext(source))
             left = until - loop.time()
             if left <= 0:
@@ -266,6 +270,21 @@ def wants_multipart(accept: str | None) -> bool:
     return bool(accept) and MultipartSubscriptionTransport().accepts(accept or "")
 
 
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body however the response ends: a client that goes away while a write is
+    pending leaves the body generator suspended at a ``yield``, its stream registered (and its
+    upstream stream open) until the generator is garbage-collected."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
 class EventStream:
     """Runs one operation as a streamed HTTP answer (SSE or multipart, by its `Framing`)."""
 
@@ -281,7 +300,7 @@ class EventStream:
     def response(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None, headers: dict[str, str]
     ) -> StreamingResponse:
-        return StreamingResponse(
+        return _ClosingStreamingResponse(
             self._events(document, variables, operation_name),
             media_type=self.framing.media_type,
             headers={**headers, "X-Accel-Buffering": "no", "Connection": "keep-alive"},

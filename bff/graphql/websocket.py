@@ -174,7 +174,9 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        # a close reason is at most 123 bytes of UTF-8 (it may echo what the client sent)
+        reason = reason.encode()[:123].decode(errors="ignore")
+        with contextlib.suppress(Exception):  # the client may be gone, or the frame refused: closed either way
             await self.websocket.close(code, reason)
         self._release()
 
@@ -221,7 +223,7 @@ class _Connection:
             if operation is not None:
                 operation.task.cancel()  # the client asked: no complete back
         else:
-            await self._close(4400, "Invalid message" if kind is None else f"Unknown message type: {kind}"[:120])
+            await self._close(4400, "Invalid message" if kind is None else f"Unknown message type: {kind}")
 
     async def _connection_init(self, data: dict[str, Any]) -> None:
         if self.init_received:
@@ -275,6 +277,9 @@ class _Connection:
         task = asyncio.create_task(
             self._run(operation_id, stream, context, document, variables, operation_name), name="bff-ws-operation"
         )
+        # a task cancelled before it ever ran (subscribe and complete, or a disconnect, in one read)
+        # never enters _run's finally: the registry must still forget its stream
+        task.add_done_callback(lambda _: registry.close(stream, "client_closed"))
         self.operations[operation_id] = _Operation(stream, task)
 
     async def _run(

@@ -100,7 +100,8 @@ class StreamRegistry:
         self.metrics.streams_open.inc()
         if session_id:
             self._by_session[session_id].add(stream)
-            if session_id not in self._watchers:
+            watcher = self._watchers.get(session_id)
+            if watcher is None or watcher.done():  # done: it found the session gone, or failed
                 self._watchers[session_id] = asyncio.create_task(self._watch(session_id), name="bff-stream-watch")
         return stream
 

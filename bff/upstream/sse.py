@@ -56,9 +56,8 @@ async def read_events(upstream: UpstreamClient, response: httpx.Response) -> Asy
                     try:
                         sse = await anext(stream)
                     except SSEError:  # an httpx.TransportError to httpx-sse: told apart here
-                        raise UpstreamError(
-                            upstream.name, f"Upstream {upstream.name!r} answered no event stream"
-                        ) from None
+                        message = f"Upstream {upstream.name!r} answered no event stream"
+                        raise _Malformed(upstream.name, message) from None
             except StopAsyncIteration:
                 return
             if not sse.data:
@@ -66,10 +65,21 @@ async def read_events(upstream: UpstreamClient, response: httpx.Response) -> Asy
             try:
                 data = orjson.loads(sse.data)
             except orjson.JSONDecodeError:
-                raise UpstreamError(
-                    upstream.name, f"Upstream {upstream.name!r} sent an event that is not JSON"
-                ) from None
+                raise _Malformed(upstream.name, f"Upstream {upstream.name!r} sent an event that is not JSON") from None
             yield UpstreamEvent(event=sse.event or "message", data=data, id=sse.id or None)
+
+
+class _Malformed(UpstreamError):
+    """An answer that reconnecting would only fetch again (no event stream, an event that is not JSON)."""
+
+
+def _final(exc: Exception) -> bool:
+    """Whether reconnecting cannot help: a malformed stream, or a refusal of the request itself
+    (4xx but 408 and 429: a missing resource, a forbidden one, a bad path)."""
+    if isinstance(exc, _Malformed):
+        return True
+    status = getattr(exc, "status", None)
+    return isinstance(exc, UpstreamError) and status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +108,8 @@ async def follow(
     the upstream ends a stream, and after a ``retry_on`` error (outage, timeout, 5xx), with
     `Backoff`. Each reconnection sends the last event id seen, so an upstream that honours
     ``Last-Event-ID`` resumes where the previous stream stopped. `UpstreamUnauthorized` (a fresh
-    token refused too) and any error not in ``retry_on`` (`Unauthenticated`) end it."""
+    token refused too), a refusal of the request (4xx but 408/429), a malformed stream and any
+    error not in ``retry_on`` (`Unauthenticated`) end it."""
     last_id: str | None = None
     failures = 0
     while True:
@@ -113,6 +124,8 @@ async def follow(
         except UpstreamUnauthorized:
             raise
         except retry_on as exc:
+            if _final(exc):
+                raise
             log.info("upstream %s stream failed (%s); reconnecting", name, type(exc).__name__)
         failures += 1
         await asyncio.sleep(backoff.delay(failures))

@@ -277,20 +277,12 @@ class CSRFMiddleware:
 
     @staticmethod
     async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
-        """403 before the handshake: with the JSON body of HTTP refusals where the server can send
-        one (the ASGI denial-response extension), else a bare close, which servers answer 403."""
+        """403 before the handshake, by closing before accepting (servers answer that 403). Not
+        the ASGI denial-response extension with a JSON body: a browser's WebSocket shows nothing
+        of a refused handshake anyway, and uvicorn logs every such answer as an ERROR ("returned
+        without completing handshake")."""
         await receive()  # websocket.connect
-        if "websocket.http.response" not in scope.get("extensions", {}):
-            await send({"type": "websocket.close", "code": 1008, "reason": reason})
-            return
-        payload = json.dumps({"errors": [{"message": reason, "extensions": {"code": "FORBIDDEN"}}]}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": payload})
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})
 
     def _has_session_cookie(self, cookie_header: str) -> bool:
         prefix = self.cookie_name + "="
