@@ -222,7 +222,6 @@ async def open_resources(
     store = session_store(settings, crypto, metrics)
     startup: asyncio.Task[None] | None = None
     pauses = GCPauses(metrics.gc_pause)
-    pauses.install()
     resources = Resources(
         settings=settings,
         metrics=metrics,
@@ -238,6 +237,7 @@ async def open_resources(
             keep_alive=settings.stream_keeps_session_alive,
         ),
     )
+    pauses.install()
     try:
         if isinstance(store, RedisSessionStore):
             # warn early about settings that lose sessions, and about a skewed clock

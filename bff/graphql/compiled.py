@@ -68,6 +68,8 @@ from graphql.execution.values import VariableValues, get_argument_values
 from graphql.pyutils import Path, gather_with_cancel, is_iterable
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.types.base import StrawberryMaybe, StrawberryOptional
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
 
 __all__ = ["Plan", "Unsupported", "compile_plan"]
 
@@ -536,6 +538,11 @@ def _uses_directives_or_variables(nodes: Iterable[Node]) -> tuple[bool, bool]:
     return directives, variables
 
 
+def _plain_field(strawberry_field: Any) -> bool:
+    """Whether the field gets its value as `StrawberryField` does (a subclass may not)."""
+    return type(strawberry_field).get_result is StrawberryField.get_result
+
+
 def _basic_attribute(definition: GraphQLField) -> str | None:
     """The attribute a Strawberry basic field reads (no resolver, no field extension, the default
     resolver ``getattr``), or None when the field's resolver must be called."""
@@ -547,7 +554,7 @@ def _basic_attribute(definition: GraphQLField) -> str | None:
         return None
     if getattr(strawberry_field, "base_resolver", True) or getattr(strawberry_field, "extensions", True):
         return None
-    if getattr(strawberry_field, "default_resolver", None) is not getattr:
+    if getattr(strawberry_field, "default_resolver", None) is not getattr or not _plain_field(strawberry_field):
         return None
     name = getattr(strawberry_field, "python_name", None)
     return name if isinstance(name, str) else None
@@ -571,8 +578,13 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
     resolver = getattr(strawberry_field, "base_resolver", None)
     if resolver is None or strawberry_field.extensions or strawberry_field.is_subscription:
         return None
+    if not _plain_field(strawberry_field) or type(resolver).__call__ is not StrawberryResolver.__call__:
+        return None
+    code = getattr(resolve, "__code__", None)  # None: not Strawberry's wrapper (a partial, a tracer)
+    if code is None:
+        return None
     # the handlers Strawberry matched for this field at build time live in its wrapper's closure
-    cells = dict(zip(resolve.__code__.co_freevars, resolve.__closure__ or (), strict=True))
+    cells = dict(zip(code.co_freevars, resolve.__closure__ or (), strict=True))
     handlers = cells.get("field_exception_handlers")
     if handlers is None or handlers.cell_contents:
         return None

@@ -22,6 +22,7 @@ operation compiles, the plan of `bff.graphql.compiled`. Errors are logged by the
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -45,6 +46,8 @@ __all__ = ["DirectExecution"]
 _HOOKS = ("on_operation", "on_parse", "on_validate", "on_execute", "resolve", "get_results")
 #: plans (or the reason there is none) of this many (document, operation name) pairs
 PLAN_CACHE_SIZE = 512
+
+log = logging.getLogger("bff")
 
 
 def _inert(extension: SchemaExtension) -> bool:
@@ -157,6 +160,9 @@ class DirectExecution:
                 )
             except Unsupported as exc:
                 plan = exc.reason
+            except Exception:  # a schema the compiler misjudged: graphql-core runs it, as before
+                log.warning("compiling a plan failed; executing with graphql-core", exc_info=True)
+                plan = "compile_error"
             if self.executor_class is not StrawberryGraphQLCoreExecutionContext:
                 plan = "executor_class"  # a custom executor may complete values its own way
             self._plans[key] = plan

@@ -1,17 +1,19 @@
 """`selects`: whether the field being resolved selects a given path below it, so that a resolver
 can fetch in one call what its children will need (and leave their resolvers synchronous).
 
-Memoized per document node: a cached, validated document keeps its nodes, so after the first
-request the answer is one dict lookup. A pure function's cache, bounded, not app state."""
+Memoized per field (its merged document nodes, held weakly: a memo entry never keeps a document
+alive): a cached, validated document keeps its nodes, so after the first request the answer is
+one dict lookup. A pure function's cache, bounded, not app state."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
 
-_MEMO: dict[tuple[int, str], tuple[Any, bool]] = {}
+_MEMO: dict[tuple[tuple[int, ...], str], tuple[tuple[weakref.ref[FieldNode], ...], bool]] = {}
 _MEMO_SIZE = 4096
 
 
@@ -23,15 +25,16 @@ def selects(info: Any, path: str) -> bool:
     ``Info`` or graphql-core's ``GraphQLResolveInfo``."""
     raw = getattr(info, "_raw_info", info)
     nodes: list[FieldNode] = raw.field_nodes
-    key = (id(nodes[0]), path)
+    key = (tuple(map(id, nodes)), path)
     hit = _MEMO.get(key)
-    if hit is not None and hit[0] is nodes[0]:
+    # the same merged nodes, still alive (an id of a collected node may have been reused)
+    if hit is not None and all(ref() is node for ref, node in zip(hit[0], nodes, strict=True)):
         return hit[1]
     names = path.split(".")
     result = any(_selects(node.selection_set, names, raw.fragments, set()) for node in nodes)
     if len(_MEMO) >= _MEMO_SIZE:
         _MEMO.clear()
-    _MEMO[key] = (nodes[0], result)
+    _MEMO[key] = (tuple(weakref.ref(node) for node in nodes), result)
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +28,7 @@ from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
 HTTPClient = httpx.AsyncClient | AiohttpUpstream
 Response = httpx.Response | UpstreamResponse
 T = TypeVar("T")
+log = logging.getLogger("bff")
 #: the connect retry's wait: 50 ms plus up to 50 ms of jitter
 _RETRY_WAIT, _RETRY_JITTER = 0.05, 0.05
 
@@ -81,7 +83,12 @@ def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuit
     return AsyncCircuitBreakerFactory(
         default_threshold=threshold,
         default_ttl=cooldown,
-        exclude=[(UpstreamError, lambda exc: exc.status is not None and exc.status < 500), Unauthenticated],
+        # a cancelled call (a sibling nulled by an error, a client gone) says nothing about health
+        exclude=[
+            (UpstreamError, lambda exc: exc.status is not None and exc.status < 500),
+            Unauthenticated,
+            asyncio.CancelledError,
+        ],
     )
 
 
@@ -181,7 +188,8 @@ class UpstreamClient:
             return await send()
         try:
             return await send()
-        except _ConnectFailed:
+        except _ConnectFailed as exc:
+            log.info("%s; retrying once", exc)
             await asyncio.sleep(_RETRY_WAIT + random.random() * _RETRY_JITTER)  # noqa: S311 - jitter, not a secret
         return await send()
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import enum
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -31,8 +32,11 @@ from hypothesis_graphql import queries
 from strawberry.dataloader import DataLoader
 from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import FieldExtension
+from strawberry.permission import BasePermission
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import Info
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
 
 from bff import QueryRejected, build_schema
 from bff.app import create_app
@@ -115,6 +119,29 @@ class Doubled:
     number: int
 
 
+class Color(enum.Enum):
+    RED = "red"
+
+
+class UpperField(StrawberryField):
+    """A field class of a team's own that changes how the value is got: never called around."""
+
+    def get_result(self, source: Any, info: Info | None, args: list[Any], kwargs: Any) -> Any:
+        value = super().get_result(source, info, args, kwargs)
+        return value.upper() if isinstance(value, str) else value
+
+
+class Deny(BasePermission):
+    message = "denied"
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return False
+
+
+def _outside(root: Query, times: int = 1) -> str:
+    return type(root).__name__ * times
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -153,6 +180,30 @@ class Query:
     @strawberry.field
     def doubled(self, value: Doubled) -> int:
         return value.number * 2
+
+    @strawberry.field
+    def renamed(self, some_arg: Annotated[str, strawberry.argument(name="other")]) -> str:
+        return some_arg
+
+    @strawberry.field
+    def parent(self, p: strawberry.Parent[Query], n: int = 3) -> str:
+        return f"{type(p).__name__}{n}"
+
+    @strawberry.field
+    def color(self, c: Color) -> str:
+        return repr(c)
+
+    @strawberry.field
+    def maybe(self, x: strawberry.Maybe[str]) -> str:
+        return repr(x)
+
+    @strawberry.field(permission_classes=[Deny])
+    def denied(self) -> str | None:
+        return "leaked"
+
+    custom: str = UpperField(base_resolver=StrawberryResolver(lambda: "custom get_result"))
+    basic_custom: str = UpperField(default="basic custom")
+    outside: str = strawberry.field(resolver=_outside)
 
     @strawberry.field
     async def fail(self) -> int:
@@ -221,6 +272,9 @@ CASES = {
     ),
     "info-path": "{ x: items { pathSeen } y: asyncItems { pathSeen } }",
     "arguments": '{ echo(text: "ab", times: 2) e2: echo(text: "x", words: ["y", "z"]) }',
+    "strawberry-shapes": (
+        '{ renamed(other: "o") parent p2: parent(n: 1) color(c: RED) maybe(x: "m") denied custom basicCustom outside }'
+    ),
     "direct-calls": (
         '{ greet(firstName: "Ann") g2: greet(firstName: "Bo", polite: true) rooted r3: rooted(times: 3) '
         'shouted(text: "hi") doubled(value: {number: 4}) }'
@@ -245,7 +299,8 @@ def test_plain_resolvers_are_called_directly() -> None:
     fields = GQL.query_type.fields  # type: ignore[union-attr]
     direct = {name for name, definition in fields.items() if _direct_resolver(GQL, definition) is not None}
     assert {"greet", "rooted", "items", "asyncItems", "fail"} <= direct
-    assert not direct & {"shouted", "doubled", "echo"}
+    assert {"renamed", "parent", "outside"} <= direct
+    assert not direct & {"shouted", "doubled", "echo", "color", "maybe", "denied", "custom"}
 
 
 def test_failures_are_exercised() -> None:

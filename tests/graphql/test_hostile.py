@@ -129,6 +129,7 @@ async def test_event_loop_stays_responsive_while_hostile_documents_arrive(bff: B
 
     # as `bff serve` does at worker start (bff.runtime.settle_heap): what the test run has built so far
     # (hundreds of tests' objects) must not be walked by every full collection during the storm
+    thresholds = gc.get_threshold()
     settle_heap()
     try:
         watcher = asyncio.create_task(monitor())
@@ -139,6 +140,7 @@ async def test_event_loop_stays_responsive_while_hostile_documents_arrive(bff: B
             await asyncio.gather(watcher, probe)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert len(statuses) == 4 * 2 * len(documents)
     assert all(status < 500 for status in statuses)
     assert health, "healthz was answered during the storm"

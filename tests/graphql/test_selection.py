@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import strawberry
+from graphql import OperationDefinitionNode, parse
 from strawberry.types import Info
 
 from bff import build_schema, selects
@@ -36,7 +40,9 @@ class Query:
     @strawberry.field
     def order(self, info: Info) -> Order:
         seen: list[str] = info.context["seen"]
-        seen.extend(path for path in PATHS if selects(info, path))
+        selected = [path for path in PATHS if selects(info, path)]
+        seen.extend(selected)
+        info.context.setdefault("by_key", {})[info.path.key] = set(selected)
         return Order(total_cents=1, items=[Item(quantity=1, product=Product(name="p"))])
 
 
@@ -75,3 +81,28 @@ def test_a_conditional_field_counts_as_selected() -> None:
 
 def test_merged_fields_are_all_looked_at() -> None:
     assert _seen("{ order { items { quantity } } order { totalCents } }") >= {"items", "totalCents"}
+
+
+def test_one_fragment_merged_differently_in_two_places() -> None:
+    """The answer depends on every merged node, not only the first (which both places share)."""
+    context: dict[str, Any] = {"seen": []}
+    query = (
+        "{ a: order { ...F } b: order { ...F items { product { name } } } } fragment F on Order { items { quantity } }"
+    )
+    result = asyncio.run(SCHEMA.execute(query, context_value=context))
+    assert result.errors is None
+    assert "items.product" not in context["by_key"]["a"]
+    assert "items.product" in context["by_key"]["b"]
+
+
+def test_the_memo_keeps_no_document_alive() -> None:
+    document = parse("{ order { items { product { name } } } }")
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    field = operation.selection_set.selections[0]
+    info = SimpleNamespace(field_nodes=[field], fragments={})
+    assert selects(info, "items.product")
+    alive = weakref.ref(field)
+    del document, operation, field, info
+    gc.collect()
+    assert alive() is None

@@ -4,6 +4,7 @@ Written only against the public API (`bff.Context`, `bff.errors`), as a team's o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
@@ -58,23 +59,22 @@ class Product:
 class CatalogProducts:
     """The products of a page of orders, fetched in one catalog call (through the request's
     DataLoader) before the orders are returned, so that ``product`` and ``totalCents`` read them
-    synchronously. A failed call is kept and raised by each field that reads it, so the errors
-    are where they were when each field loaded its own products: at ``items[i].product`` and at
-    ``totalCents``, with the same message and code."""
+    synchronously. A failed call is kept and raised by each field that reads one of its products,
+    so the errors are where they were when each field loaded its own products: at
+    ``items[i].product`` and at ``totalCents``, with the same message and code."""
 
-    __slots__ = ("error", "found", "parsed")
+    __slots__ = ("found", "parsed")
 
-    def __init__(self, found: dict[str, dict[str, Any] | None], error: Exception | None = None) -> None:
-        self.found = found
-        self.error = error
+    def __init__(self, found: dict[str, dict[str, Any] | Exception | None]) -> None:
+        self.found = found  # a product's data, None (unknown to the catalog), or its batch's error
         self.parsed: dict[str, Product] = {}  # each product built once, however many items name it
 
     def get(self, product_id: str) -> Product | None:
-        if self.error is not None:
-            raise self.error.with_traceback(None)
         product = self.parsed.get(product_id)
         if product is None:
             data = self.found.get(product_id)
+            if isinstance(data, Exception):
+                raise data.with_traceback(None)
             if data is None:
                 return None
             product = self.parsed[product_id] = Product.from_json(data)
@@ -82,14 +82,17 @@ class CatalogProducts:
 
     @classmethod
     async def fetch(cls, context: Context, orders: list[Order]) -> None:
-        """Load every product of ``orders`` in one call and give it to their items."""
+        """Load every product of ``orders`` in one call (or one per ``max_batch_size``) and give
+        them to their items; a failed batch fails only the fields that read its products."""
         ids = list(dict.fromkeys(item.product_id for order in orders for item in order.items))
-        try:
-            loaded = await context.loader("products", product_loader).load_many(ids)
-        except Exception as exc:  # raised by the fields that need it, like their own loads would
-            products = cls({}, exc)
-        else:
-            products = cls(dict(zip(ids, loaded, strict=True)))
+        loader = context.loader("products", product_loader)
+        loaded = await asyncio.gather(*map(loader.load, ids), return_exceptions=True)
+        found: dict[str, dict[str, Any] | Exception | None] = {}
+        for product_id, value in zip(ids, loaded, strict=True):
+            if isinstance(value, BaseException) and not isinstance(value, Exception):
+                raise value  # a cancellation is not an answer
+            found[product_id] = value
+        products = cls(found)
         for order in orders:
             order.products = products
             for item in order.items:
