@@ -95,7 +95,8 @@ class Context(BaseContext):
         """Start over as if for a new request: the session is read again (its token made fresh
         again if due, through the same single-flight refresh as every request of the session),
         upstream clients and DataLoaders are new, and the upstream deadline starts again. A
-        subscription's context is renewed before each event that calls upstreams."""
+        subscription's context is renewed before each event (`stream_results`) and before each
+        connection of `events`."""
         self.release()
         self.deadline = time.monotonic() + self.resources.settings.request_timeout_seconds
 
