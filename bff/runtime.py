@@ -18,11 +18,13 @@ from typing import Any
 from prometheus_client import Histogram
 
 #: net container allocations between generation-0 collections, then collections of one
-#: generation before the next. Measured under load on the viewer query (one worker, 16 and 64
-#: connections, ``bff_gc_pause_seconds``): (700, 10, 10) ran ~1,700 collections in 20 s with full
-#: ones up to 50 ms; (10_000, 10, 10) 34, none full, the longest under 20 ms; 50,000 gives one but
-#: a schema that does leave cycles would then pay ~40 ms per collection.
-THRESHOLDS = (10_000, 10, 10)
+#: generation before the next. Measured under load (one worker, the viewer, two-branch, search and
+#: __typename queries at 16-64 connections for 48 s, ``bff_gc_pause_seconds``): (700, 10, 10) made
+#: full collections of 40-55 ms; (5_000, 10, 10) 489 + 44 + 4 collections, every one under 20 ms
+#: (full ones ~13 ms), 2 s of collector time in all; (10_000, 10, 10) half the collector time,
+#: but its rarer full collections took 20-50 ms. A collection walks the objects of the requests in
+#: flight, so a larger threshold means longer pauses, not less work per request.
+THRESHOLDS = (5_000, 10, 10)
 
 
 def settle_heap(thresholds: tuple[int, int, int] = THRESHOLDS) -> None:
