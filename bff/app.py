@@ -78,10 +78,6 @@ def create_app(
             # under plain uvicorn, SIGTERM/SIGINT end the streams first, as `bff serve` does
             signals = SignalsEndStreams(state)
             signals.install()
-            if getattr(app.state, "settle_heap", False):
-                # again, now that the pools, clients and lazily imported modules exist: a full
-                # collection under load then walks only what requests built
-                settle_heap()
             try:
                 yield state
             finally:
@@ -189,7 +185,6 @@ def app_from_env() -> FastAPI:
     except SchemaError as exc:
         raise SystemExit(f"bff: {exc}") from None
     settle_heap()
-    app.state.settle_heap = True  # and once more at the end of start-up (the lifespan)
     return app
 
 

@@ -18,13 +18,14 @@ from typing import Any
 from prometheus_client import Histogram
 
 #: net container allocations between generation-0 collections, then collections of one
-#: generation before the next. Measured under load (one worker, the viewer, two-branch, search and
-#: __typename queries at 16-64 connections for 48 s, ``bff_gc_pause_seconds``): (700, 10, 10) made
-#: full collections of 40-55 ms; (5_000, 10, 10) 489 + 44 + 4 collections, every one under 20 ms
-#: (full ones ~13 ms), 2 s of collector time in all; (10_000, 10, 10) half the collector time,
-#: but its rarer full collections took 20-50 ms. A collection walks the objects of the requests in
-#: flight, so a larger threshold means longer pauses, not less work per request.
-THRESHOLDS = (5_000, 10, 10)
+#: generation before the next. A collection walks the objects of the requests in flight, so the
+#: threshold trades pause length against collector time. Measured with `scripts/bench.py` (one
+#: worker, all workloads, 1-64 connections; BENCHMARKS.md): (700, 10, 10) made full collections
+#: of 40-55 ms; (10_000, 10, 10) ~120-170 young collections per run, all under 20 ms, and zero or
+#: one full collection (under 20 ms, or once 20-50 ms); (5_000, 10, 10) every pause under 20 ms
+#: but ~15 % more CPU per viewer request at 64 connections. Freezing the heap a second time at
+#: the end of start-up did not shorten the full collections.
+THRESHOLDS = (10_000, 10, 10)
 
 
 def settle_heap(thresholds: tuple[int, int, int] = THRESHOLDS) -> None:
