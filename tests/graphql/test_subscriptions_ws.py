@@ -52,7 +52,10 @@ class Socket:
             message: dict[str, Any] = json.loads(text)
             if message["type"] == "ping":
                 self.pings += 1
-                await self.send({"type": "pong"})
+                # best effort: the server may already have closed (its later messages are still
+                # queued here to be read, the pong cannot go out any more)
+                with contextlib.suppress(ConnectionClosed):
+                    await self.send({"type": "pong"})
                 continue
             return message
 
