@@ -26,6 +26,7 @@ LAYER = {
     "web": 3,
     "app": 4,
     "cli": 4,
+    "serving": 4,
     "testing": 4,
 }
 #: may import bff.demo: the CLI and the test utilities wire the dev IdP in

@@ -291,7 +291,15 @@ class Plan:
                     if type(value) not in _PLAIN and is_awaitable(value):
                         if field_path is None:
                             field_path = Path(path, key, plan.parent_type.name)
-                        results[key] = self._complete_awaitable(run, plan, value, field_path, info)
+                        results[key] = self._complete_awaitable(
+                            run,
+                            plan,
+                            plan.completion,  # type: ignore[arg-type]
+                            value,
+                            field_path,
+                            path,
+                            info,
+                        )
                         if pending is None:
                             pending = []
                         pending.append(key)
@@ -300,7 +308,7 @@ class Plan:
                     if type(completed) is not dict and is_awaitable(completed):
                         if field_path is None:
                             field_path = Path(path, key, plan.parent_type.name)
-                        results[key] = self._await_completed(run, plan, completed, field_path)
+                        results[key] = self._await_completed(run, plan, plan.completion, completed, field_path)  # type: ignore[arg-type]
                         if pending is None:
                             pending = []
                         pending.append(key)
@@ -336,22 +344,35 @@ class Plan:
             raise error
         run.add_error(error, path)
 
-    async def _complete_awaitable(self, run: _Run, plan: _Field, value: Any, path: Path, info: Any) -> Any:
+    async def _complete_awaitable(
+        self,
+        run: _Run,
+        plan: _Field,
+        completion: _Completion,
+        value: Any,
+        path: Path,
+        parent: Path | None,
+        info: Any,
+    ) -> Any:
+        """A field's or a list item's awaitable value, resolved and completed as ``completion``
+        (a failure is that position's error)."""
         try:
             resolved = await value
-            completed = self._complete(run, plan, plan.completion, resolved, path, path.prev, info)  # type: ignore[arg-type]
+            completed = self._complete(run, plan, completion, resolved, path, parent, info)
             if type(completed) is not dict and self.is_awaitable(completed):
                 completed = await completed
         except Exception as raw_error:
-            self._field_error(run, raw_error, plan.nodes, plan.non_null, path)
+            self._field_error(run, raw_error, plan.nodes, completion.non_null, path)
             return None
         return completed
 
-    async def _await_completed(self, run: _Run, plan: _Field, completed: Awaitable[Any], path: Path) -> Any:
+    async def _await_completed(
+        self, run: _Run, plan: _Field, completion: _Completion, completed: Awaitable[Any], path: Path
+    ) -> Any:
         try:
             return await completed
         except Exception as raw_error:
-            self._field_error(run, raw_error, plan.nodes, plan.non_null, path)
+            self._field_error(run, raw_error, plan.nodes, completion.non_null, path)
             return None
 
     # -- values ----------------------------------------------------------------------------------
@@ -445,7 +466,7 @@ class Plan:
                 if type(value) not in _PLAIN and is_awaitable(value):
                     if item_path is None:
                         item_path = Path(path, index, None)
-                    append(self._complete_awaitable_item(run, plan, item, value, item_path, info))
+                    append(self._complete_awaitable(run, plan, item, value, item_path, None, info))
                     if pending is None:
                         pending = []
                     pending.append(index)
@@ -453,7 +474,7 @@ class Plan:
                     try:
                         done = self._complete(run, plan, item, value, item_path, None, info)
                         if not leaf and type(done) is not dict and is_awaitable(done):
-                            append(self._await_item(run, plan, item, done, item_path))  # type: ignore[arg-type]
+                            append(self._await_completed(run, plan, item, done, item_path))  # type: ignore[arg-type]
                             if pending is None:
                                 pending = []
                             pending.append(index)
@@ -485,26 +506,6 @@ class Plan:
             for index, value in zip(pending, awaited, strict=True):
                 completed[index] = value
         return completed
-
-    async def _complete_awaitable_item(
-        self, run: _Run, plan: _Field, item: _Completion, value: Any, path: Path, info: Any
-    ) -> Any:
-        try:
-            resolved = await value
-            completed = self._complete(run, plan, item, resolved, path, None, info)
-            if type(completed) is not dict and self.is_awaitable(completed):
-                completed = await completed
-        except Exception as raw_error:
-            self._field_error(run, raw_error, plan.nodes, item.non_null, path)
-            return None
-        return completed
-
-    async def _await_item(self, run: _Run, plan: _Field, item: _Completion, done: Awaitable[Any], path: Path) -> Any:
-        try:
-            return await done
-        except Exception as raw_error:
-            self._field_error(run, raw_error, plan.nodes, item.non_null, path)
-            return None
 
 
 def _invalid_return_type(completion: _Completion, value: Any, nodes: list[FieldNode]) -> GraphQLError:

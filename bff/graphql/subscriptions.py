@@ -267,7 +267,10 @@ class MultipartFraming:
 
 
 def wants_multipart(accept: str | None) -> bool:
-    return bool(accept) and MultipartSubscriptionTransport().accepts(accept or "")
+    # every GraphQL POST asks: the substring test keeps the parse off the common path
+    if accept is None or "multipart/mixed" not in accept.lower():
+        return False
+    return MultipartSubscriptionTransport().accepts(accept)
 
 
 class _ClosingStreamingResponse(StreamingResponse):
