@@ -96,6 +96,7 @@ async def test_cycles_and_depth_through_fragments_are_refused() -> None:
     assert (await deep_limits.execute(ok)).errors is None
 
 
+@pytest.mark.serial  # measures event-loop lag: run alone, not beside another worker's load
 async def test_event_loop_stays_responsive_while_hostile_documents_arrive(bff: Bff) -> None:
     documents = [largest(family, LIMITS.max_tokens) for family in FAMILIES.values()]
     lags: list[float] = []
