@@ -4,12 +4,16 @@
     ├── Unauthenticated           UNAUTHENTICATED: no session, or the IdP refused its refresh
     ├── AuthProviderUnavailable   AUTH_PROVIDER_UNAVAILABLE: IdP down while the token has expired
     ├── InvalidGrant              (internal) the IdP answered invalid_grant
+    ├── GrantRefused              (internal) the IdP refused a token for a target: invalid_target,
+    │                             invalid_scope (a misconfigured upstream, not a logout)
     ├── LoginError                (HTTP 400 on /auth/*) bad state, replayed code, IdP error
     ├── StoreUnavailable          SESSION_STORE_UNAVAILABLE: Redis unreachable (session kept)
     ├── UpstreamError             UPSTREAM_ERROR, with .upstream
     │   ├── UpstreamTimeout       UPSTREAM_TIMEOUT
-    │   └── UpstreamUnauthorized  UPSTREAM_UNAUTHORIZED: the upstream refused a freshly refreshed
-    │                             token too (session kept; no more forced refreshes for a cooldown)
+    │   ├── UpstreamUnauthorized  UPSTREAM_UNAUTHORIZED: the upstream refused a freshly refreshed
+    │   │                         token too (session kept; no more forced refreshes for a cooldown)
+    │   └── UpstreamTokenRefused  UPSTREAM_TOKEN_REFUSED: the IdP would not issue this upstream's own
+    │                             token (invalid_target / invalid_scope); the session is kept
     ├── QueryRejected             a query over a limit (BAD_USER_INPUT)
     ├── StreamLimitExceeded       TOO_MANY_STREAMS (HTTP 429): too many open subscriptions
     └── ShuttingDown              SHUTTING_DOWN (HTTP 503, Retry-After): a stream asked for while
@@ -56,6 +60,18 @@ class InvalidGrant(BFFError):
 
     code = "UNAUTHENTICATED"
     public_message = "The identity provider refused the grant"
+
+
+class GrantRefused(BFFError):
+    """The IdP refused to issue a token for what was asked (``invalid_target``, ``invalid_scope``):
+    the request was wrong for this client, the grant itself is fine."""
+
+    code = "UPSTREAM_TOKEN_REFUSED"
+    public_message = "The identity provider refused a token for this upstream"
+
+    def __init__(self, error: str, message: str | None = None) -> None:
+        super().__init__(message or f"the identity provider answered {error}")
+        self.error = error
 
 
 class LoginError(BFFError):
@@ -119,3 +135,11 @@ class UpstreamUnauthorized(UpstreamError):
 
     code = "UPSTREAM_UNAUTHORIZED"
     public_message = "An upstream service refused the session's credentials"
+
+
+class UpstreamTokenRefused(UpstreamError):
+    """The IdP would not issue this upstream's own token (its resource, scopes or audience are not
+    allowed for this client): only this upstream's fields fail; the session is kept."""
+
+    code = "UPSTREAM_TOKEN_REFUSED"
+    public_message = "The identity provider refused a token for this upstream"

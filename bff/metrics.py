@@ -41,6 +41,21 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.token_grants = Counter(
+            "bff_token_grants",
+            "Grants at the IdP by the token they were for (upstream: the upstream's own token, or "
+            "'session' for the session's) and outcome (success, invalid_grant, refused, provider_error)",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.refresh_claims = Counter(
+            "bff_refresh_claims",
+            "Refresh claims by event: overdue (a request failed fast on another holder's overdue refresh), "
+            "abandoned (this replica's IdP call hung while peers reached the IdP: claim released), "
+            "taken_over (an overdue claim taken inside the IdP's reuse interval), lost (lease not renewed)",
+            ["event"],
+            registry=r,
+        )
         self.token_refresh_duration = Histogram(
             "bff_token_refresh_duration_seconds",
             "Latency of refresh_token grants at the IdP",
@@ -106,8 +121,11 @@ class Metrics:
             "stale_token_used",
             "wait_timeout",
             "write_deferred",
+            "overdue",
         ):
             self.token_refresh.labels(outcome)
+        for event in ("overdue", "abandoned", "taken_over", "lost"):
+            self.refresh_claims.labels(event)
 
 
 def loggable_name(name: str | None) -> str | None:

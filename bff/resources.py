@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
 
-from bff.auth.oidc import OIDCClient
+from bff.auth.oidc import OIDCClient, TokenTarget
 from bff.auth.tokens import ServiceTokens, TokenManager
 from bff.errors import BFFError, StoreUnavailable
 from bff.metrics import Metrics
@@ -207,6 +207,21 @@ def upstream_client(
     )
 
 
+def token_targets(settings: Settings) -> dict[str, TokenTarget]:
+    """The upstreams that get a token of their own (BFF_UPSTREAMS__<NAME>__RESOURCE, __SCOPES,
+    __AUDIENCE, __TOKEN_EXCHANGE), by name; every other upstream gets the session's token."""
+    return {
+        name: TokenTarget(
+            resource=upstream.resource,
+            scopes=upstream.scopes,
+            audience=upstream.audience,
+            exchange=upstream.token_exchange,
+        )
+        for name, upstream in settings.upstreams.items()
+        if upstream.own_token
+    }
+
+
 @contextlib.asynccontextmanager
 async def open_resources(
     settings: Settings,
@@ -265,6 +280,8 @@ async def open_resources(
                 transport=transports.get("oidc"),
                 clock=store.now,
             )
+            targets = token_targets(settings)
+            resources.oidc.resources = tuple(dict.fromkeys(t.resource for t in targets.values() if t.resource))
             resources.service_tokens = ServiceTokens(resources.oidc, buffer_seconds=settings.refresh_buffer_seconds)
             resources.tokens = TokenManager(
                 store,
@@ -274,6 +291,10 @@ async def open_resources(
                 wait_seconds=settings.oidc_timeout_seconds,
                 refresh_deadline=settings.refresh_deadline_seconds,
                 usable_margin=settings.refresh_usable_margin_seconds,
+                lease_seconds=settings.refresh_claim_lease_seconds,
+                overdue_seconds=settings.refresh_overdue_seconds,
+                reuse_grace_seconds=settings.oidc_refresh_reuse_grace_seconds,
+                targets=targets,
             )
         startup = asyncio.create_task(_log_startup_checks(resources)) if log_checks else None
         yield resources

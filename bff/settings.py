@@ -100,6 +100,28 @@ class UpstreamSettings(BaseModel):
     #: requests without a session: "deny" (UNAUTHENTICATED), "client_credentials" (the BFF's own
     #: token, for public data), or "none" (no Authorization header)
     anonymous: Literal["deny", "client_credentials", "none"] = "deny"
+    #: this upstream's own access token (none of these: it gets the session's token). RFC 8707
+    #: resource indicator, asked for at sign-in and on this upstream's refresh-token grant
+    resource: str | None = None
+    #: space-separated scopes of this upstream's token, sent on its grant (Entra: ``api://…/.default``)
+    scopes: str | None = None
+    #: Auth0's ``audience`` parameter on this upstream's grant
+    audience: str | None = None
+    #: the token comes from RFC 8693 token exchange of the session's access token instead
+    token_exchange: bool = False
+
+    @field_validator("resource")
+    @classmethod
+    def _absolute_resource(cls, value: str | None) -> str | None:
+        # RFC 8707 section 2: an absolute URI without a fragment
+        if value is not None and (not urlsplit(value).scheme or "#" in value):
+            raise ValueError("a resource indicator must be an absolute URI without a fragment")
+        return value
+
+    @property
+    def own_token(self) -> bool:
+        """Whether this upstream gets a token of its own rather than the session's."""
+        return bool(self.resource or self.scopes or self.audience or self.token_exchange)
 
 
 class Settings(BaseSettings):
@@ -143,7 +165,18 @@ class Settings(BaseSettings):
     #: a refresh call, once sent, may take this long; no replica sends the same refresh token meanwhile
     refresh_deadline_seconds: float = Field(default=30.0, gt=0)
     #: a token with less than this left (or a quarter of its life) is not used: the request waits
+    #: (never past the token's own end: a still-valid token goes out rather than time out)
     refresh_usable_margin_seconds: float = Field(default=5.0, ge=0)
+    #: the refresh claim is a lease its live holder renews: a dead holder's claim lapses this fast
+    refresh_claim_lease_seconds: float = Field(default=3.0, gt=0)
+    #: a refresh running longer than this is overdue: requests that need it fail fast
+    #: (AUTH_PROVIDER_UNAVAILABLE, session kept) and a replica whose own calls hang stops claiming
+    refresh_overdue_seconds: float = Field(default=2.0, gt=0)
+    #: the IdP's refresh-token reuse interval (Okta's grace period, Auth0's reuse interval,
+    #: Keycloak's max reuse), if it has one: inside it a peer may take over an overdue claim
+    oidc_refresh_reuse_grace_seconds: float = Field(default=0.0, ge=0)
+    #: DPoP (RFC 9449): sender-constrained tokens, one key pair per session
+    oidc_dpop: bool = False
     #: after a forced refresh, a second 401 from the same upstream stops forced refreshes this long
     upstream_unauthorized_cooldown_seconds: float = Field(default=30.0, ge=0)
 

@@ -26,7 +26,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError
+from bff.errors import AuthProviderUnavailable, GrantRefused, InvalidGrant, LoginError
 from bff.sessions.models import TokenSet
 
 with warnings.catch_warnings():
@@ -43,6 +43,23 @@ LOGOUT_TOKEN_MAX_AGE = 300
 _CLOCK_LEEWAY = 60
 _JWKS_MIN_REFETCH_SECONDS = 30.0
 _METADATA_TTL = 3600
+_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+_ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTarget:
+    """What one upstream's own token is asked for with (RFC 8707 ``resource``, ``scope``, Auth0's
+    ``audience``), and whether it comes from token exchange (RFC 8693) rather than a refresh."""
+
+    resource: str | None = None
+    scopes: str | None = None
+    audience: str | None = None
+    exchange: bool = False
+
+    def params(self) -> dict[str, str]:
+        params = {"resource": self.resource, "scope": self.scopes, "audience": self.audience}
+        return {name: value for name, value in params.items() if value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +110,8 @@ class OIDCClient:
         self.client_id = client_id
         self.scopes = scopes
         self.timeout = timeout
+        #: RFC 8707 resource indicators asked for at sign-in (every upstream's that has one)
+        self.resources: tuple[str, ...] = ()
         # authlib keeps the last token response on the instance (`.token`); we never read it, so one
         # client serves every session. Refresh coordination is ours (auth.tokens), not authlib's.
         self._http = AsyncOAuth2Client(
@@ -118,6 +137,9 @@ class OIDCClient:
         except OAuthError as exc:
             if exc.error == "invalid_grant":
                 raise InvalidGrant(f"{what}: invalid_grant") from exc
+            if exc.error in ("invalid_target", "invalid_scope"):
+                log.warning("identity provider refused %s: %s", what, exc.error)
+                raise GrantRefused(str(exc.error)) from exc
             log.warning("identity provider refused %s: %s", what, exc.error)
             raise AuthProviderUnavailable(f"identity provider refused {what}") from exc
         except httpx.TimeoutException as exc:
@@ -193,8 +215,9 @@ class OIDCClient:
         if "offline_access" in self.scopes.split():
             # OIDC Core 11: offline_access is only honoured with prompt=consent.
             params["prompt"] = "consent"
+        query = [*params.items(), *(("resource", resource) for resource in self.resources)]
         separator = "&" if "?" in meta.authorization_endpoint else "?"
-        return f"{meta.authorization_endpoint}{separator}{urlencode(params)}"
+        return f"{meta.authorization_endpoint}{separator}{urlencode(query)}"
 
     async def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
         meta = await self.metadata()
@@ -256,18 +279,45 @@ class OIDCClient:
         return claims
 
     # refresh, revocation, logout -----------------------------------------------------------------
-    async def refresh(self, refresh_token: str, *, timeout: float | None = None) -> TokenSet:
-        """A refresh_token grant. Raises `InvalidGrant` or `AuthProviderUnavailable`.
+    async def refresh(
+        self, refresh_token: str, *, timeout: float | None = None, target: TokenTarget | None = None
+    ) -> TokenSet:
+        """A refresh_token grant. Raises `InvalidGrant`, `GrantRefused` (``target`` not allowed)
+        or `AuthProviderUnavailable`.
 
         ``timeout``: this call's own deadline, longer than the IdP timeout of other calls: once
-        sent, a rotation must be allowed to finish so that its answer is not lost."""
+        sent, a rotation must be allowed to finish so that its answer is not lost. ``target``: an
+        upstream's own token (its resource, scopes, audience) instead of the session's."""
         meta = await self.metadata()
-        extra = {} if timeout is None else {"timeout": timeout}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if target is not None:
+            extra.update(target.params())
         async with self._provider_errors("refresh_token"):
             raw = await self._http.refresh_token(meta.token_endpoint, refresh_token=refresh_token, **extra)
             tokens = _token_set(dict(raw), self.clock())
         if tokens.refresh_token == refresh_token:
             tokens.refresh_token = None  # authlib copies the old one in: let the caller decide
+        return tokens
+
+    async def exchange(self, subject_token: str, target: TokenTarget, *, timeout: float | None = None) -> TokenSet:
+        """RFC 8693 token exchange of the session's access token for an upstream's own token.
+        Raises `InvalidGrant` (the subject token was refused), `GrantRefused` or
+        `AuthProviderUnavailable`."""
+        meta = await self.metadata()
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        async with self._provider_errors("token_exchange"):
+            raw = await self._http.fetch_token(
+                meta.token_endpoint,
+                grant_type=_TOKEN_EXCHANGE,
+                subject_token=subject_token,
+                subject_token_type=_ACCESS_TOKEN_TYPE,
+                requested_token_type=_ACCESS_TOKEN_TYPE,
+                **target.params(),
+                **extra,
+            )
+            tokens = _token_set(dict(raw), self.clock())
+        tokens.refresh_token = None  # never part of the session's refresh chain
+        tokens.id_token = None
         return tokens
 
     async def client_credentials(self, scope: str | None = None) -> TokenSet:

@@ -42,6 +42,8 @@ class Context(BaseContext):
         self._cookie = cookie  # None when the session came in an Authorization header
         self._session_task: asyncio.Task[Session | None] | None = None
         self._fresh_task: asyncio.Task[Session] | None = None
+        #: per upstream with a token of its own (`TokenManager.targets`): its fresh-token task
+        self._fresh_for: dict[str, asyncio.Task[Session]] = {}
         self._clients: dict[str, Any] = {}
         self._loaders: dict[str, Any] = {}
         self._cookie_cleared = False
@@ -73,13 +75,15 @@ class Context(BaseContext):
             self._fresh_task = shared_task(self._freshen(None))
         return await asyncio.shield(self._fresh_task)
 
-    async def _freshen(self, rejected: str | None) -> Session:
+    async def _freshen(self, rejected: str | None, upstream: str | None = None) -> Session:
         try:
             session = await self.session()
             if session is None:
                 raise Unauthenticated()
             tokens = self.resources.tokens
-            return session if tokens is None else await tokens.ensure_fresh(session, rejected_token=rejected)
+            if tokens is None:
+                return session
+            return await tokens.ensure_fresh(session, upstream=upstream, rejected_token=rejected)
         except Unauthenticated:
             self.end_session()
             raise
@@ -109,6 +113,7 @@ class Context(BaseContext):
         a null propagation) just builds what it needs again."""
         self._session_task = None
         self._fresh_task = None
+        self._fresh_for.clear()
         self._clients.clear()
         self._loaders.clear()
 
@@ -191,6 +196,7 @@ class Context(BaseContext):
 
     # TokenSource -------------------------------------------------------------------------------
     async def access_token(self) -> str:
+        """The session's own access token (for upstreams without a token of their own)."""
         return (await self.fresh_session()).tokens.access_token
 
     async def refreshed_access_token(self, rejected: str) -> str:
@@ -202,9 +208,32 @@ class Context(BaseContext):
                 self._fresh_task = shared_task(self._freshen(rejected))
         return (await self.fresh_session()).tokens.access_token
 
+    async def _upstream_session(self, upstream: str) -> Session:
+        task = self._fresh_for.get(upstream)
+        if task is None:
+            task = self._fresh_for[upstream] = shared_task(self._freshen(None, upstream))
+        return await asyncio.shield(task)
+
+    async def upstream_access_token(self, upstream: str) -> str:
+        """The token issued for ``upstream`` (its resource, scopes, audience or exchange): fresh, at
+        most one grant per request; never another upstream's."""
+        return _token_for(await self._upstream_session(upstream), upstream)
+
+    async def refreshed_upstream_access_token(self, upstream: str, rejected: str) -> str:
+        current = await self._upstream_session(upstream)
+        if _token_for(current, upstream) == rejected:
+            task = self._fresh_for.get(upstream)
+            if task is not None and task.done() and task.result() is current:
+                self._fresh_for[upstream] = shared_task(self._freshen(rejected, upstream))
+        return _token_for(await self._upstream_session(upstream), upstream)
+
     def upstream_tokens(self, name: str) -> TokenSource:
         anonymous = self.resources.settings.upstreams[name].anonymous
-        return self if anonymous == "deny" else _AnonymousAware(self, anonymous)
+        manager = self.resources.tokens
+        source: TokenSource = self
+        if manager is not None and manager.slot(name) is not None:
+            source = _UpstreamToken(self, name)
+        return source if anonymous == "deny" else _AnonymousAware(self, anonymous, source)
 
     # upstreams and loaders ---------------------------------------------------------------------
     def rest(self, name: str) -> RestClient:
@@ -257,20 +286,44 @@ class Context(BaseContext):
         return loader
 
 
+def _token_for(session: Session, upstream: str) -> str:
+    tokens = session.upstream_tokens.get(upstream)
+    if tokens is None:  # ensure_fresh returned without one: never fall back to another token
+        raise AuthProviderUnavailable(f"no token for upstream {upstream!r}")
+    return tokens.access_token
+
+
+class _UpstreamToken:
+    """The token source of an upstream with a token of its own: only ever that token."""
+
+    __slots__ = ("context", "upstream")
+
+    def __init__(self, context: Context, upstream: str) -> None:
+        self.context = context
+        self.upstream = upstream
+
+    async def access_token(self) -> str:
+        return await self.context.upstream_access_token(self.upstream)
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        return await self.context.refreshed_upstream_access_token(self.upstream, rejected)
+
+
 class _AnonymousAware:
     """An upstream that serves anonymous requests too: the user's token when there is a session,
     else the BFF's own token (``client_credentials``) or none at all (``none``)."""
 
-    def __init__(self, context: Context, anonymous: str) -> None:
+    def __init__(self, context: Context, anonymous: str, user: TokenSource) -> None:
         self.context = context
         self.anonymous = anonymous
+        self.user = user
 
     async def _anonymous(self) -> bool:
         return await self.context.session() is None
 
     async def access_token(self) -> str | None:
         if not await self._anonymous():
-            return await self.context.access_token()
+            return await self.user.access_token()
         service = self.context.resources.service_tokens
         if self.anonymous == "none" or service is None:
             return None
@@ -278,7 +331,7 @@ class _AnonymousAware:
 
     async def refreshed_access_token(self, rejected: str) -> str | None:
         if not await self._anonymous():
-            return await self.context.refreshed_access_token(rejected)
+            return await self.user.refreshed_access_token(rejected)
         service = self.context.resources.service_tokens
         if self.anonymous == "none" or service is None:
             raise Unauthenticated()

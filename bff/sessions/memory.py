@@ -9,7 +9,7 @@ import time
 
 from aiocache import SimpleMemoryCache
 
-from bff.sessions.store import Claim, Record, SessionStore
+from bff.sessions.store import Claim, Record, SessionStore, claim_started
 
 
 def _key(kind: str, secret: str) -> str:
@@ -37,9 +37,11 @@ class MemorySessionStore(SessionStore):
             record = dataclasses.replace(record, claim=None, claim_until=0.0)
         return record
 
-    async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
+    async def _create(
+        self, session_id: str, blob: bytes, extras: bytes | None, now: float, ttl: float, sid: str | None, sub: str
+    ) -> None:
         async with self._write:
-            await self._put(session_id, Record(1, blob, now), ttl)
+            await self._put(session_id, Record(1, blob, now, extras=extras), ttl)
             self._creates += 1
             if self._creates % 1000 == 0:
                 self._prune()
@@ -48,7 +50,14 @@ class MemorySessionStore(SessionStore):
                     self._index.setdefault(index, set()).add(session_id)
 
     async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+        self,
+        session_id: str,
+        expected: int,
+        new: int,
+        blob: bytes,
+        extras: bytes | None,
+        ttl: float,
+        end_claim: str | None,
     ) -> bool:
         async with self._write:
             current = await self._get(session_id)
@@ -58,20 +67,35 @@ class MemorySessionStore(SessionStore):
             if end_claim is not None and claim == end_claim:
                 claim, until = None, 0.0
             await self._put(
-                session_id, dataclasses.replace(current, version=new, blob=blob, claim=claim, claim_until=until), ttl
+                session_id,
+                dataclasses.replace(current, version=new, blob=blob, extras=extras, claim=claim, claim_until=until),
+                ttl,
             )
             return True
 
-    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
+    async def _claim(
+        self, session_id: str, version: int, holder: str, seconds: float, takeover: tuple[float, float] | None
+    ) -> Claim:
         async with self._write:
             current = await self._get(session_id)
             if current is None or current.version != version:
                 return Claim.MOVED
+            now = time.time()
             if current.claim is not None and current.claim != holder:
-                return Claim.BUSY
-            claimed = dataclasses.replace(current, claim=holder, claim_until=time.time() + seconds)
+                since = claim_started(current.claim)
+                if takeover is None or since is None or not takeover[0] < now - since < takeover[1]:
+                    return Claim.BUSY
+            claimed = dataclasses.replace(current, claim=holder, claim_until=now + seconds)
             await self._put(session_id, claimed)
             return Claim.TAKEN
+
+    async def _renew(self, session_id: str, holder: str, seconds: float) -> bool:
+        async with self._write:
+            current = await self._get(session_id)
+            if current is None or current.claim != holder:
+                return False
+            await self._put(session_id, dataclasses.replace(current, claim_until=time.time() + seconds))
+            return True
 
     async def _release(self, session_id: str, holder: str) -> None:
         async with self._write:

@@ -20,6 +20,9 @@ class TokenSet:
     id_token: str | None = None
     token_type: str = "Bearer"
 
+    def __repr__(self) -> str:  # never print tokens
+        return f"TokenSet(expires_at={self.expires_at:.0f}, refresh_token={'yes' if self.refresh_token else 'no'})"
+
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
@@ -32,6 +35,13 @@ class TokenSet:
         lifetime = self.expires_at - self.issued_at
         threshold = lifetime / 2 if lifetime < 2 * buffer_seconds else buffer_seconds
         return self.seconds_left(now) <= threshold
+
+
+#: the record format this release writes. Format 1 (0.1, 0.2): the session JSON alone. Format 2 (0.3):
+#: the same JSON, which 0.2 still reads, plus an "extras" document beside it (per-upstream tokens, the
+#: DPoP key) that 0.2 never reads and leaves in place when it writes. A record without extras is
+#: format 1 and is read as such. Readers ignore keys they do not know, so the next format can add some.
+RECORD_FORMAT = 2
 
 
 @dataclass(slots=True)
@@ -49,6 +59,11 @@ class Session:
     version: int = 1
     #: who holds the refresh claim (kept in clear beside the record, not inside it)
     refresh_claim: str | None = None
+    #: each upstream's own access token (RFC 8707 resources, scopes, audiences, token exchange), by
+    #: upstream name; the refresh token is the session's one chain, in ``tokens``
+    upstream_tokens: dict[str, TokenSet] = field(default_factory=dict)
+    #: the session's DPoP key pair (a private JWK), when tokens are sender-constrained
+    dpop_key: dict[str, Any] | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -60,16 +75,49 @@ class Session:
         return {"sub": self.sub, "name": self.claims.get("name"), "email": self.claims.get("email")}
 
     def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
-        data.pop("version")
-        data.pop("refresh_claim")
+        """The format-1 part: exactly the keys 0.2 knows (it refuses a record with others)."""
+        data = {name: getattr(self, name) for name in _FORMAT1_KEYS}
+        data["tokens"] = _token_dict(self.tokens)
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def extras_json(self) -> bytes | None:
+        """The format-2 part, or None when there is nothing beyond format 1."""
+        if not self.upstream_tokens and self.dpop_key is None:
+            return None
+        data: dict[str, Any] = {
+            "format": RECORD_FORMAT,
+            "upstream_tokens": {name: _token_dict(tokens) for name, tokens in self.upstream_tokens.items()},
+        }
+        if self.dpop_key is not None:
+            data["dpop_key"] = self.dpop_key
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes, version: int) -> Session:
+    def from_json(cls, raw: bytes, version: int, extras: bytes | None = None) -> Session:
         data = json.loads(raw)
-        data["tokens"] = TokenSet(**data["tokens"])
-        return cls(**data, version=version)
+        known = {name: data[name] for name in _FORMAT1_KEYS if name in data}
+        known["tokens"] = _token_set(data["tokens"])
+        session = cls(**known, version=version)
+        if extras:
+            more = json.loads(extras)
+            session.upstream_tokens = {
+                str(name): _token_set(tokens) for name, tokens in (more.get("upstream_tokens") or {}).items()
+            }
+            key = more.get("dpop_key")
+            session.dpop_key = key if isinstance(key, dict) else None
+        return session
 
     def __repr__(self) -> str:  # never print tokens
         return f"Session(sub={self.sub!r}, version={self.version}, kind={self.kind!r})"
+
+
+_FORMAT1_KEYS = ("id", "sub", "tokens", "created_at", "last_seen", "claims", "sid", "kind")
+_TOKEN_KEYS = tuple(f.name for f in dataclasses.fields(TokenSet))
+
+
+def _token_dict(tokens: TokenSet) -> dict[str, Any]:
+    return {name: getattr(tokens, name) for name in _TOKEN_KEYS}
+
+
+def _token_set(data: dict[str, Any]) -> TokenSet:
+    return TokenSet(**{name: data[name] for name in _TOKEN_KEYS if name in data})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -23,16 +24,18 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from bff.errors import StoreUnavailable
-from bff.sessions.store import Claim, Record, SessionStore
+from bff.sessions.store import Claim, Record, SessionStore, UnverifiedId
 
 log = logging.getLogger("bff.sessions")
 
 _CHANNEL = "bff:session-changed"
 
-# KEYS[1] session hash; ARGV expected version, new version, blob, ttl ms, claim to end ('' for none)
+# KEYS[1] session hash; ARGV expected version, new version, blob, ttl ms, claim to end ('' for none),
+# extras ('' for none: a format-1 write, which drops any extras, as a session without them has none)
 _CAS = """
 if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'x', ARGV[6]) else redis.call('HDEL', KEYS[1], 'x') end
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'c') == ARGV[5] then
     redis.call('HDEL', KEYS[1], 'c', 'cu')
@@ -42,8 +45,10 @@ end
 return 0
 """
 
-# The refresh claim, judged by the server's clock (TIME), so replicas' clocks do not matter.
-# KEYS[1] session hash; ARGV version seen, holder, duration ms
+# The refresh claim, judged by the server's clock (TIME), so replicas' clocks do not matter. A claim
+# is a lease its live holder renews (_RENEW); a holder id may end in '@<start ms>' (0.3's do).
+# KEYS[1] session hash; ARGV version seen, holder, lease ms, takeover after ms, takeover before ms
+# (0 0: never take over a live claim)
 _CLAIM = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if (not v) or v ~= ARGV[1] then return 'moved' end
@@ -51,10 +56,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder = redis.call('HGET', KEYS[1], 'c')
 if holder and holder ~= ARGV[2] and tonumber(redis.call('HGET', KEYS[1], 'cu') or '0') > now then
-  return 'busy'
+  local since = tonumber(string.match(holder, '@(%d+)$') or '')
+  local after, before = tonumber(ARGV[4]), tonumber(ARGV[5])
+  if not (since and before > 0 and now - since > after and now - since < before) then return 'busy' end
 end
 redis.call('HSET', KEYS[1], 'c', ARGV[2], 'cu', now + tonumber(ARGV[3]))
 return 'taken'
+"""
+
+# KEYS[1] session hash; ARGV holder, lease ms. 1 when the claim is still ours (and now extended).
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'cu', now + tonumber(ARGV[2]))
+return 1
 """
 
 # KEYS[1] session hash; ARGV holder
@@ -64,6 +80,15 @@ if redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
 end
 return 0
 """
+
+# KEYS[1] the newest IdP answer; ARGV start ms of the answered call, replica. Keeps the newest start.
+_ANSWERED = """
+local current = redis.call('GET', KEYS[1])
+local newest = tonumber(current and string.match(current, '^(%d+)') or '0')
+if tonumber(ARGV[1]) > newest then redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', 600000) end
+return 0
+"""
+_ANSWERED_KEY = "bff:idp:answered"
 
 _CLOCK_CHECK_SECONDS = 60.0
 _SKEW_WARNING_SECONDS = 2.0
@@ -109,6 +134,12 @@ def connect(url: str, timeout: float = 1.0) -> Redis | RedisCluster:
 
 
 _POOL_SIZE = 64
+#: a 0.1 session id (``secrets.token_urlsafe(32)``): only such a name is looked up as a 0.1 record
+_LEGACY_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _retry() -> Retry:
@@ -126,6 +157,8 @@ class RedisSessionStore(SessionStore):
         self._cas = self.redis.register_script(_CAS)
         self._claim_script = self.redis.register_script(_CLAIM)
         self._release_script = self.redis.register_script(_RELEASE)
+        self._renew_script = self.redis.register_script(_RENEW)
+        self._answered_script = self.redis.register_script(_ANSWERED)
         self._touch_script = self.redis.register_script(_TOUCH)
         self._listener: asyncio.Task[None] | None = None
         #: Redis's clock minus ours; decisions about expiry use Redis's clock (`now`)
@@ -205,24 +238,37 @@ class RedisSessionStore(SessionStore):
             with contextlib.suppress(StoreUnavailable):
                 await self.sync_clock()
         async with self._errors():
-            fields = ["v", "d", "s", "c", "cu"]
-            version, blob, seen, claim, until = await self.redis.hmget(self._key(session_id), fields)
-            if version is None and len(session_id) <= 64 and await self._migrate_legacy(session_id):
-                version, blob, seen, claim, until = await self.redis.hmget(self._key(session_id), fields)
+            fields = ["v", "d", "s", "c", "cu", "x"]
+            version, blob, seen, claim, until, extras = await self.redis.hmget(self._key(session_id), fields)
+            # 0.1's raw-id records move only for an id whose MAC verified: an unverified one could name
+            # another session's hashed key as a "legacy" one and have it moved away (ended)
+            verified = not isinstance(session_id, UnverifiedId)
+            if (
+                version is None
+                and verified
+                and _LEGACY_ID.fullmatch(session_id)
+                and await self._migrate_legacy(session_id)
+            ):
+                version, blob, seen, claim, until, extras = await self.redis.hmget(self._key(session_id), fields)
         if version is None or blob is None:
             return None
         live = claim is not None and float(until or 0) / 1000 > self.now()
         return Record(
             int(version),
-            blob if isinstance(blob, bytes) else blob.encode(),
+            _bytes(blob),
             float(seen or 0),
             (claim.decode() if isinstance(claim, bytes) else str(claim)) if live else None,
+            extras=_bytes(extras) if extras else None,
         )
 
-    async def _create(self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str) -> None:
+    async def _create(
+        self, session_id: str, blob: bytes, extras: bytes | None, now: float, ttl: float, sid: str | None, sub: str
+    ) -> None:
         key = self._key(session_id)
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={"v": 1, "d": blob, "s": now})
+            if extras is not None:
+                pipe.hset(key, "x", extras)
             pipe.pexpire(key, int(ttl * 1000))
             for index in self._indexes(sid, sub, current_only=True):
                 pipe.sadd(index, self.crypto.tag(session_id))
@@ -243,18 +289,35 @@ class RedisSessionStore(SessionStore):
                 await self.redis.srem(index, self.crypto.tag(session_id))
 
     async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+        self,
+        session_id: str,
+        expected: int,
+        new: int,
+        blob: bytes,
+        extras: bytes | None,
+        ttl: float,
+        end_claim: str | None,
     ) -> bool:
         async with self._errors():
             result = await self._cas(
-                keys=[self._key(session_id)], args=[expected, new, blob, int(ttl * 1000), end_claim or ""]
+                keys=[self._key(session_id)],
+                args=[expected, new, blob, int(ttl * 1000), end_claim or "", extras or b""],
             )
         return bool(result)
 
-    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
+    async def _claim(
+        self, session_id: str, version: int, holder: str, seconds: float, takeover: tuple[float, float] | None
+    ) -> Claim:
+        after, before = takeover or (0.0, 0.0)
+        args: list[str | int] = [version, holder, int(seconds * 1000), int(after * 1000), int(before * 1000)]
         async with self._errors():
-            result = await self._claim_script(keys=[self._key(session_id)], args=[version, holder, int(seconds * 1000)])
+            result = await self._claim_script(keys=[self._key(session_id)], args=args)
         return Claim(result.decode() if isinstance(result, bytes) else str(result))
+
+    async def _renew(self, session_id: str, holder: str, seconds: float) -> bool:
+        async with self._errors():
+            result = await self._renew_script(keys=[self._key(session_id)], args=[holder, int(seconds * 1000)])
+        return bool(result)
 
     async def _release(self, session_id: str, holder: str) -> None:
         async with self._errors():
@@ -342,6 +405,18 @@ class RedisSessionStore(SessionStore):
                 raise
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
+
+    async def note_idp_answer(self, replica: str, started: float) -> None:
+        async with self._errors():
+            await self._answered_script(keys=[_ANSWERED_KEY], args=[int(started * 1000), replica])
+
+    async def idp_answered_since(self, started: float, replica: str) -> bool:
+        async with self._errors():
+            value = await self.redis.get(_ANSWERED_KEY)
+        if value is None:
+            return False
+        at, _, who = _bytes(value).decode().partition(":")
+        return who != replica and at.isdigit() and int(at) / 1000 > started
 
     async def ping(self) -> None:
         try:

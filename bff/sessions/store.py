@@ -37,6 +37,8 @@ class Record:
     claim: str | None = None
     claim_until: float = 0.0
     expires_at: float = 0.0  # the memory store's own TTL bookkeeping
+    #: the format-2 extras (`Session.extras_json`), sealed on their own; None for a format-1 record
+    extras: bytes | None = None
 
 
 class UnverifiedId(str):
@@ -45,9 +47,26 @@ class UnverifiedId(str):
 
 
 class Claim(Enum):
-    TAKEN = "taken"  # ours until we commit, release, or it expires
+    TAKEN = "taken"  # ours until we commit, release, or its lease runs out
     BUSY = "busy"  # someone else's live claim
     MOVED = "moved"  # the record changed (or is gone) since the version we saw: read it again
+
+
+def claim_holder(replica: str, attempt: int, started: float) -> str:
+    """A claim's holder id: who, and since when (store clock, ms) the claim's refresh started; peers
+    read the start from it (`claim_started`) to tell an overdue refresh from a fresh one. 0.2's
+    holders (``replica:n``) carry no start."""
+    return f"{replica}:{attempt}@{int(started * 1000)}"
+
+
+def claim_started(holder: str | None) -> float | None:
+    """When the claim named ``holder`` started (store clock, s), if its holder id says."""
+    if not holder or "@" not in holder:
+        return None
+    try:
+        return int(holder.rsplit("@", 1)[1]) / 1000
+    except ValueError:
+        return None
 
 
 class SessionStore(ABC):
@@ -94,7 +113,10 @@ class SessionStore(ABC):
         if record is None:
             return None
         try:
-            session = Session.from_json(self.crypto.decrypt(record.blob, session_id.encode()), record.version)
+            extras = None
+            if record.extras:
+                extras = self.crypto.decrypt(record.extras, _extras_associated(session_id))
+            session = Session.from_json(self.crypto.decrypt(record.blob, session_id.encode()), record.version, extras)
         except UnknownKeyError:
             raise StoreUnavailable("the session is encrypted under a key this replica does not know yet") from None
         except (DecryptError, ValueError, TypeError, KeyError):
@@ -115,18 +137,21 @@ class SessionStore(ABC):
 
     async def create(self, session: Session) -> None:
         now = time.time()
+        blob, extras = self._seal(session)
         with self._timed("create"):
-            await self._create(session.id, self._seal(session), now, self._ttl(session, now), session.sid, session.sub)
+            await self._create(session.id, blob, extras, now, self._ttl(session, now), session.sid, session.sub)
 
     async def replace(self, session: Session, *, end_claim: str | None = None) -> Session | None:
         """Compare-and-set on ``session.version``; returns the stored copy (version + 1) or None
         when someone else wrote first. ``end_claim``: the writer's refresh claim, cleared with the
-        write (any live claim of another holder is kept)."""
+        write (any live claim of another holder is kept). A write is not activity: the idle timeout
+        still counts from the session's last use (a refresh must not keep an idle session alive)."""
         now = time.time()
         new_version = session.version + 1
+        blob, extras = self._seal(session)
         with self._timed("replace"):
             ok = await self._compare_and_set(
-                session.id, session.version, new_version, self._seal(session), self._ttl(session, now), end_claim
+                session.id, session.version, new_version, blob, extras, self._ttl(session, now), end_claim
             )
         if not ok:
             return None
@@ -136,11 +161,23 @@ class SessionStore(ABC):
         await self.publish_change(session.id)
         return session
 
-    async def claim_refresh(self, session_id: str, version: int, holder: str, seconds: float) -> Claim:
-        """Take the session's refresh claim for ``seconds`` (store clock) if the record is still at
-        ``version`` and no other live claim exists. Atomic across replicas."""
+    async def claim_refresh(
+        self, session_id: str, version: int, holder: str, seconds: float, *, takeover: tuple[float, float] | None = None
+    ) -> Claim:
+        """Take the session's refresh claim for a lease of ``seconds`` (store clock) if the record is
+        still at ``version`` and no other live claim exists. Atomic across replicas.
+
+        ``takeover=(after, before)``: another holder's live claim that started more than ``after``
+        and less than ``before`` seconds ago is taken over (the IdP's refresh-token reuse interval:
+        replaying the refresh token inside it is accepted, so an overdue refresh need not be waited out)."""
         with self._timed("claim"):
-            return await self._claim(session_id, version, holder, seconds)
+            return await self._claim(session_id, version, holder, seconds, takeover)
+
+    async def renew_refresh(self, session_id: str, holder: str, seconds: float) -> bool:
+        """Extend our live claim's lease to ``seconds`` from now; False when it is not ours anymore.
+        Only a live holder renews, so a dead one's claim lapses within one lease."""
+        with self._timed("claim"):
+            return await self._renew(session_id, holder, seconds)
 
     async def release_refresh(self, session_id: str, holder: str) -> None:
         """Give the claim back without writing (the refresh failed and nothing was rotated)."""
@@ -209,6 +246,16 @@ class SessionStore(ABC):
         for event in self._waiters.get(tag, ()):
             event.set()
 
+    async def note_idp_answer(self, replica: str, started: float) -> None:
+        """Record that ``replica`` got an answer from the IdP to a call it started at ``started``
+        (store clock). Shared stores keep the newest such start, for `idp_answered_since`."""
+
+    async def idp_answered_since(self, started: float, replica: str) -> bool:
+        """Whether ANOTHER replica got an IdP answer to a call it started after ``started``: a hung
+        call of ours is then our own path's fault (a partition), not a slow IdP. Never for a store
+        that is not shared (there are no other replicas)."""
+        return False
+
     async def ping(self) -> None:
         """Raise StoreUnavailable when the backend cannot serve requests."""
 
@@ -216,12 +263,16 @@ class SessionStore(ABC):
         """Release connections and background tasks."""
 
     # helpers -----------------------------------------------------------------------------------
-    def _seal(self, session: Session) -> bytes:
-        return self.crypto.encrypt(session.to_json(), session.id.encode())
+    def _seal(self, session: Session) -> tuple[bytes, bytes | None]:
+        extras = session.extras_json()
+        sealed = None if extras is None else self.crypto.encrypt(extras, _extras_associated(session.id))
+        return self.crypto.encrypt(session.to_json(), session.id.encode()), sealed
 
     def _ttl(self, session: Session, now: float) -> float:
+        """Idle life counted from the last use (``last_seen``), capped by the absolute lifetime."""
         remaining = session.created_at + self.absolute_seconds - now
-        return max(1.0, min(float(self.idle_seconds), remaining))
+        idle = max(session.last_seen, now - self.idle_seconds) + self.idle_seconds - now
+        return max(1.0, min(idle, remaining))
 
     # backend -----------------------------------------------------------------------------------
     @abstractmethod
@@ -229,16 +280,28 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _create(
-        self, session_id: str, blob: bytes, now: float, ttl: float, sid: str | None, sub: str
+        self, session_id: str, blob: bytes, extras: bytes | None, now: float, ttl: float, sid: str | None, sub: str
     ) -> None: ...
 
     @abstractmethod
     async def _compare_and_set(
-        self, session_id: str, expected: int, new: int, blob: bytes, ttl: float, end_claim: str | None
+        self,
+        session_id: str,
+        expected: int,
+        new: int,
+        blob: bytes,
+        extras: bytes | None,
+        ttl: float,
+        end_claim: str | None,
     ) -> bool: ...
 
     @abstractmethod
-    async def _claim(self, session_id: str, version: int, holder: str, seconds: float) -> Claim: ...
+    async def _claim(
+        self, session_id: str, version: int, holder: str, seconds: float, takeover: tuple[float, float] | None
+    ) -> Claim: ...
+
+    @abstractmethod
+    async def _renew(self, session_id: str, holder: str, seconds: float) -> bool: ...
 
     @abstractmethod
     async def _release(self, session_id: str, holder: str) -> None: ...
@@ -257,3 +320,8 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _remember_once(self, name: str, ttl: float) -> bool: ...
+
+
+def _extras_associated(session_id: str) -> bytes:
+    """The extras are bound to their session and told apart from its main blob (no swapping)."""
+    return f"{session_id}\x00extras".encode()

@@ -47,7 +47,11 @@ async def handoff(resources: Resources, session: Session, native: dict[str, str]
     await resources.store.put_once(
         "handoff",
         code,
-        {"session": session.to_json().decode(), "challenge": native["challenge"]},
+        {
+            "session": session.to_json().decode(),
+            "extras": (session.extras_json() or b"").decode(),
+            "challenge": native["challenge"],
+        },
         ttl=min(HANDOFF_SECONDS, resources.settings.native_handoff_seconds),
     )
     app_state = native.get("app_state")
@@ -82,7 +86,9 @@ async def native_token(request: Request) -> Response:
     if not _VERIFIER.match(verifier) or not secrets.compare_digest(s256_challenge(verifier), str(parked["challenge"])):
         return _error("code_verifier does not match the code_challenge")
     now = time.time()
-    session = Session.from_json(str(parked["session"]).encode(), version=1)
+    session = Session.from_json(
+        str(parked["session"]).encode(), version=1, extras=str(parked.get("extras") or "").encode() or None
+    )
     session.created_at = session.last_seen = now
     await resources.store.create(session)
     expires_at = min(
