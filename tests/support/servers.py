@@ -214,6 +214,11 @@ class OIDCProvider:
         result: dict[str, int] = httpx.get(f"{self.issuer}/__test/stats", timeout=5).json()
         return result
 
+    def refresh_grants_by_resource(self) -> dict[str, int]:
+        """Successful refresh_token grants so far by their ``resource`` parameter ("" for none)."""
+        result: dict[str, int] = httpx.get(f"{self.issuer}/__test/stats", timeout=5).json()["refreshGrantsByResource"]
+        return result
+
     def revoke(self, sub: str) -> int:
         return int(httpx.post(f"{self.issuer}/__test/revoke", params={"sub": sub}, timeout=5).json()["revoked"])
 

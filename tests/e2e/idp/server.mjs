@@ -1,13 +1,38 @@
 // A real, independent OpenID Connect provider (panva/oidc-provider) for bff's end-to-end tests.
 // Configured from the environment by the pytest fixture; prints "READY <issuer>" when listening.
 // Test-only admin routes under /__test/ expose counters and revoke grants.
-import { Provider } from 'oidc-provider';
+//
+// Opt-in features (each absent: the provider is configured exactly as before):
+//   RESOURCES=http://a.test,http://b.test  RFC 8707 resource indicators for these resources (scope 'api')
+//   DPOP=1                                 RFC 9449 DPoP, stated explicitly (oidc-provider 9.x has it on by default)
+//   DPOP_NONCE=1                           ...and a server-provided DPoP nonce is required (implies DPOP=1)
+//   DPOP_REQUIRED=1                        the bff client must send a DPoP proof at the token endpoint
+//   TOKEN_EXCHANGE=1                       RFC 8693 token exchange (access token -> access token for an audience)
+import { randomBytes } from 'node:crypto';
+import { Provider, errors } from 'oidc-provider';
+// oidc-provider has no public API for DPoP in custom grants: its own helper (9.x layout; the
+// version is pinned in package-lock.json). Used only when TOKEN_EXCHANGE=1.
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 
 const env = process.env;
 const port = Number(env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const accessTtl = Number(env.ACCESS_TTL || 60);
 const authMethod = env.CLIENT_AUTH_METHOD || 'client_secret_basic';
+const clientId = env.CLIENT_ID || 'bff';
+const resources = (env.RESOURCES || '').split(',').map((r) => r.trim()).filter(Boolean);
+const dpopNonce = env.DPOP_NONCE === '1';
+const dpop = env.DPOP === '1' || dpopNonce;
+const dpopRequired = env.DPOP_REQUIRED === '1';
+const tokenExchange = env.TOKEN_EXCHANGE === '1';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+// every listed resource is one API with one scope, 'api'. oidc-provider puts a resource scope in a
+// grant only when the authorization request asks for it (scope=... api) together with resource=<it>
+// (devInteractions' consent then grants it: the consent prompt's rs_scopes_missing check); a token
+// for a resource carries only the scopes of that resource, so without 'api' it would have none.
+// Asked without any resource, 'api' is simply dropped (oidc-provider keeps only its OIDC scopes).
+const RESOURCE_SCOPE = 'api';
 
 const people = {
   alice: { name: 'Alice Example', email: 'alice@example.com' },
@@ -16,13 +41,16 @@ const people = {
 
 const clients = [
   {
-    client_id: env.CLIENT_ID || 'bff',
+    client_id: clientId,
     client_secret: env.CLIENT_SECRET || 'bff-secret',
     redirect_uris: (env.REDIRECT_URIS || '').split(',').filter(Boolean),
     post_logout_redirect_uris: (env.POST_LOGOUT_REDIRECT_URIS || '').split(',').filter(Boolean),
-    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    grant_types: [
+      'authorization_code', 'refresh_token', 'client_credentials', ...(tokenExchange ? [TOKEN_EXCHANGE] : []),
+    ],
     response_types: ['code'],
     token_endpoint_auth_method: authMethod,
+    ...(dpopRequired ? { dpop_bound_access_tokens: true } : {}),
     ...(env.BACKCHANNEL_LOGOUT_URI ? {
       backchannel_logout_uri: env.BACKCHANNEL_LOGOUT_URI,
       backchannel_logout_session_required: true,
@@ -40,8 +68,43 @@ const clients = [
 
 const stats = {
   refreshGrants: 0, refreshErrors: 0, refreshReuse: 0, codeGrants: 0, revocations: 0, backchannel: 0,
+  // successful refresh_token grants by their `resource` parameter ('' for none: the login token)
+  refreshGrantsByResource: {},
+  exchangeGrants: 0,
+  exchangeErrors: 0,
 };
 const grantsByAccount = new Map();
+
+function resourceServerInfo(indicator) {
+  return {
+    scope: RESOURCE_SCOPE, audience: indicator, accessTokenTTL: accessTtl, accessTokenFormat: 'opaque',
+  };
+}
+
+// only what the environment asks for is configured: an unset option keeps oidc-provider's default
+const optionalFeatures = {};
+if (resources.length) {
+  optionalFeatures.resourceIndicators = {
+    enabled: true,
+    // No default resource: an authorization request, code exchange or refresh without `resource`
+    // stays what it was (the code exchange and a refresh without it answer an access token for the
+    // userinfo endpoint, with no `aud`: the BFF's own login token). With 'openid' in the scope and
+    // useGrantedResource false that is oidc-provider's rule; answering undefined for `oneOf` also
+    // covers a grant without 'openid' (it would otherwise be invalid_target: several resources).
+    defaultResource: async () => undefined,
+    useGrantedResource: async () => false,
+    async getResourceServerInfo(ctx, indicator, client) {
+      if (client.clientId === clientId && resources.includes(indicator)) return resourceServerInfo(indicator);
+      throw new errors.InvalidTarget();
+    },
+  };
+}
+if (dpop) {
+  optionalFeatures.dPoP = {
+    enabled: true,
+    ...(dpopNonce ? { nonceSecret: randomBytes(32), requireNonce: () => true } : {}),
+  };
+}
 
 const provider = new Provider(issuer, {
   clients,
@@ -70,6 +133,7 @@ const provider = new Provider(issuer, {
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     clientCredentials: { enabled: true },
+    ...optionalFeatures,
   },
   async findAccount(ctx, id) {
     const person = people[id] || { name: id, email: `${id}@example.com` };
@@ -79,15 +143,24 @@ const provider = new Provider(issuer, {
 
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
-  if (type === 'refresh_token') stats.refreshGrants += 1;
+  if (type === 'refresh_token') {
+    stats.refreshGrants += 1;
+    const resource = String(ctx.oidc.params.resource || '');
+    stats.refreshGrantsByResource[resource] = (stats.refreshGrantsByResource[resource] || 0) + 1;
+  }
   if (type === 'authorization_code') stats.codeGrants += 1;
+  if (type === TOKEN_EXCHANGE) stats.exchangeGrants += 1;
 });
 provider.on('grant.error', (ctx, err) => {
   if (ctx.oidc?.params?.grant_type === 'refresh_token') {
     stats.refreshErrors += 1;
-    // reuse detection: a rotated refresh token was replayed, and the whole grant is revoked
-    if (String(err?.error_description || '').includes('already used')) stats.refreshReuse += 1;
+    // reuse detection: a rotated refresh token was replayed, and the whole grant is revoked.
+    // oidc-provider 9.x answers the generic "grant request is invalid" and keeps the reason in
+    // error_detail (logged, never sent), so both are looked at.
+    const reason = `${err?.error_description || ''} ${err?.error_detail || ''}`;
+    if (reason.includes('already used')) stats.refreshReuse += 1;
   }
+  if (ctx.oidc?.params?.grant_type === TOKEN_EXCHANGE) stats.exchangeErrors += 1;
 });
 provider.on('grant.revoked', () => { stats.revocations += 1; });
 provider.on('backchannel.success', () => { stats.backchannel += 1; });
@@ -96,6 +169,86 @@ provider.on('refresh_token.saved', (token) => {
   if (!grantsByAccount.has(token.accountId)) grantsByAccount.set(token.accountId, new Set());
   grantsByAccount.get(token.accountId).add(token.grantId);
 });
+
+function oneValue(value) {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+// RFC 8693 token exchange, narrowed to what the BFF does: an access token this provider issued to
+// the calling client (subject_token, type access_token) for an access token of the same account
+// and grant, for one audience: `resource` (RFC 8707, an absolute URI) or `audience` (a name), one of
+// RESOURCES when those are set. Errors: invalid_request (missing or unsupported parameters),
+// invalid_grant (subject token unknown, expired, another client's, its grant gone, or DPoP-bound
+// to another key), invalid_target (no, several or an unknown target), invalid_scope. A DPoP proof on
+// the request binds the new token to its key (cnf.jkt), and a DPoP-bound subject token needs one.
+async function tokenExchangeHandler(ctx) {
+  const { params, client } = ctx.oidc;
+  if (!params.subject_token) throw new errors.InvalidRequest("missing required parameter 'subject_token'");
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  }
+  const dPoP = await validateDpop(provider, ctx);
+  const subject = await provider.AccessToken.find(params.subject_token);
+  if (!subject?.isValid) throw new errors.InvalidGrant('subject token not found');
+  if (subject.clientId !== client.clientId) throw new errors.InvalidGrant('subject token was issued to another client');
+  if (subject.jkt && (!dPoP || dPoP.thumbprint !== subject.jkt)) {
+    throw new errors.InvalidGrant('subject token is DPoP-bound: a proof with its key is needed');
+  }
+  const grant = await provider.Grant.find(subject.grantId);
+  if (!grant || grant.clientId !== client.clientId || grant.accountId !== subject.accountId) {
+    throw new errors.InvalidGrant('subject token grant not found');
+  }
+
+  const targets = [...new Set([...oneValue(params.resource), ...oneValue(params.audience)])];
+  if (targets.length !== 1) throw new errors.InvalidTarget('exactly one resource or audience must be requested');
+  const [target] = targets;
+  if (oneValue(params.resource).length && !URL.canParse(target)) {
+    throw new errors.InvalidTarget('resource indicator must be an absolute URI');
+  }
+  if (resources.length && !resources.includes(target)) throw new errors.InvalidTarget();
+
+  const requested = params.scope ? params.scope.split(' ').filter(Boolean) : undefined;
+  const allowed = resources.length ? [RESOURCE_SCOPE] : [...subject.scopes];
+  const missing = (requested || []).filter((scope) => !allowed.includes(scope));
+  if (missing.length) throw new errors.InvalidScope('requested scope is not allowed', missing.join(' '));
+
+  await checkDpopReplay(provider, ctx, dPoP, client.clientId, errors.InvalidGrant);
+  const at = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    expiresWithSession: subject.expiresWithSession,
+    grantId: subject.grantId,
+    gty: TOKEN_EXCHANGE,
+    sessionUid: subject.sessionUid,
+    sid: subject.sid,
+    scope: (requested || allowed).join(' ') || undefined,
+  });
+  if (resources.length) {
+    at.resourceServer = new provider.ResourceServer(target, resourceServerInfo(target));
+  } else {
+    at.setAudience(target);
+  }
+  if (dPoP) at.setThumbprint('jkt', dPoP.thumbprint);
+  ctx.oidc.entity('AccessToken', at);
+  const accessToken = await at.save();
+  ctx.body = {
+    access_token: accessToken,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: at.tokenType,
+    expires_in: at.expiration,
+    ...(at.scope ? { scope: at.scope } : {}),
+  };
+}
+
+if (tokenExchange) {
+  provider.registerGrantType(
+    TOKEN_EXCHANGE,
+    tokenExchangeHandler,
+    ['subject_token', 'subject_token_type', 'resource', 'audience', 'scope', 'requested_token_type'],
+    ['resource', 'audience'],
+  );
+}
 
 provider.use(async (ctx, next) => {
   if (ctx.path === '/__test/stats') {
