@@ -162,5 +162,8 @@ class MemorySessionStore(SessionStore):
             return False
         return True
 
+    async def _seen_once(self, name: str) -> bool:
+        return bool(await self._cache.exists(_key("r", name)))
+
     async def close(self) -> None:
         await self._cache.clear()

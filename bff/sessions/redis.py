@@ -366,6 +366,10 @@ class RedisSessionStore(SessionStore):
         async with self._errors():
             return bool(await self.redis.set(f"bff:seen:{{{digest}}}", 1, nx=True, px=max(1, int(ttl * 1000))))
 
+    async def _seen_once(self, name: str) -> bool:
+        async with self._errors():
+            return bool(await self.redis.exists(f"bff:seen:{{{self.crypto.tag(name)}}}"))
+
     # coordination ------------------------------------------------------------------------------
     async def publish_change(self, session_id: str) -> None:
         await self._publish_tag(self.crypto.tag(session_id))

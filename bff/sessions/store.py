@@ -217,6 +217,10 @@ class SessionStore(ABC):
             return None
         return data
 
+    async def seen_once(self, kind: str, key: str) -> bool:
+        """Whether `remember_once` has recorded this key (and it has not expired)."""
+        return await self._seen_once(f"{kind}:{key}")
+
     async def remember_once(self, kind: str, key: str, ttl: float) -> bool:
         """Set-if-absent for ``ttl`` seconds: True the first time a key is seen, False on a replay
         (every replica of a shared store sees the same answer). Used for logout-token ``jti``."""
@@ -320,6 +324,9 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _remember_once(self, name: str, ttl: float) -> bool: ...
+
+    @abstractmethod
+    async def _seen_once(self, name: str) -> bool: ...
 
 
 def _extras_associated(session_id: str) -> bytes:

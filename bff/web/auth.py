@@ -324,11 +324,15 @@ async def backchannel_logout(request: Request, logout_token: Annotated[str, Form
         log.info("back-channel logout refused: %s", exc.message)
         return error_response(400, "invalid_request", exc.message)
     store = resources.store
-    # Each token acts once, on every replica: a replay (even after new sign-ins) ends nothing.
-    if not await store.remember_once("logout-jti", token.replay_key, ttl=token.remember_seconds):
+    # Each token acts once, on every replica: a replay (even after new sign-ins) ends nothing. The
+    # sessions end BEFORE the token is recorded as used: a store fault between the two answers 503
+    # and the IdP's retry ends them again (it is idempotent), instead of being refused as a replay
+    # while the user stays signed in.
+    if await store.seen_once("logout-jti", token.replay_key):
         log.info("back-channel logout refused: replayed logout token")
         return error_response(400, "invalid_request", "this logout token was already used")
     ended = await store.delete_where(sid=token.sid) if token.sid else await store.delete_where(sub=token.sub)
+    await store.remember_once("logout-jti", token.replay_key, ttl=token.remember_seconds)
     log.info("back-channel logout ended %d session(s)", ended)
     return Response(status_code=200, headers=NO_STORE)
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bff.errors import StoreUnavailable
 from bff.sessions.models import Session, TokenSet
 from tests.conftest import Bff
 from tests.e2e.conftest import Stack
@@ -115,3 +116,36 @@ async def test_a_logout_token_acts_once_on_every_replica(stack: Stack, shared_st
         assert stack.idp.stats()["backchannel"] == 2
         assert len(set(recorder.tokens)) == 2
         assert not await _authenticated(one, again)
+
+
+async def test_a_store_fault_after_ending_sessions_lets_the_idps_retry_end_them(
+    stack: Stack, shared_store: str, recorder_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sessions end before the token is recorded as used: a store fault at the record answers 503,
+    and the IdP's retry of the same token is accepted (200), not refused as a replay."""
+    shared = {"session_store": shared_store, "session_secret": "shared-secret-for-replicas"}
+    recorder = Recorder()
+    async with (
+        stack.start_bff(0, **shared) as one,
+        serve(recorder.app(), recorder_port),
+        one.client() as browser,
+    ):
+        recorder.target = one.url
+        await browser_login(browser, one.url)
+        cookie = browser.cookies["bff_session"]
+        store = one.resources.store
+        real = store.remember_once
+
+        async def fails_once(*args: object, **kwargs: object) -> bool:
+            monkeypatch.setattr(store, "remember_once", real)
+            raise StoreUnavailable("the store went away at the record")
+
+        monkeypatch.setattr(store, "remember_once", fails_once)
+        await sign_in_at_idp(browser, await browser.get(f"{stack.idp.issuer}/session/end"))
+        assert len(recorder.tokens) == 1
+        assert not await _authenticated(one, cookie)  # ended although the answer was 503
+        async with one.client() as idp_retry:
+            retried = await idp_retry.post("/auth/backchannel-logout", data={"logout_token": recorder.tokens[0]})
+            assert retried.status_code == 200, retried.text
+            replay = await idp_retry.post("/auth/backchannel-logout", data={"logout_token": recorder.tokens[0]})
+            assert replay.status_code == 400  # recorded now: a replay ends nothing

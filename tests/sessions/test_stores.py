@@ -13,7 +13,7 @@ from bff.sessions.crypto import SessionCrypto
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.models import Session, TokenSet
 from bff.sessions.redis import RedisSessionStore
-from bff.sessions.store import Claim, SessionStore
+from bff.sessions.store import Claim, SessionStore, UnverifiedId
 from tests.support.servers import RedisServer
 
 LIMITS = {"idle_seconds": 3600, "absolute_seconds": 7200}
@@ -355,3 +355,38 @@ async def test_a_paused_redis_is_reported_fast_and_recovers(redis_server: RedisS
             server.proc.send_signal(signal.SIGCONT)
         await store.close()
         server.cleanup()
+
+
+async def test_a_write_without_use_does_not_extend_the_idle_timeout(kind: str, request: pytest.FixtureRequest) -> None:
+    """A token refresh writes the record; it is not activity, so an idle session still ends on time
+    (an open stream with BFF_STREAM_KEEPS_SESSION_ALIVE=false refreshes, and must not keep it alive)."""
+    store = _store(kind, request, SessionCrypto(["k"]), idle_seconds=2)
+    try:
+        session = _session()
+        await store.create(session)
+        await asyncio.sleep(1.2)
+        loaded = await store.get(session.id, touch=False)
+        assert loaded is not None
+        loaded.tokens = TokenSet(access_token="at-2", refresh_token="rt-2", expires_at=time.time() + 60, issued_at=1)
+        assert await store.replace(loaded) is not None
+        await asyncio.sleep(1.2)  # 2.4 s after the last use, 1.2 s after the write
+        assert await store.get(session.id, touch=False) is None
+    finally:
+        await store.close()
+
+
+async def test_an_unverified_id_never_moves_or_ends_another_record(redis_server: RedisServer) -> None:
+    """A cookie under an unknown key id reaches the store as an `UnverifiedId`: it must not act on
+    anything, in particular not move (end) a record by naming its store tag as a "0.1 id"."""
+    crypto = SessionCrypto(["k"])
+    store = RedisSessionStore(redis_server.url, crypto, **LIMITS)
+    try:
+        victim = _session()
+        await store.create(victim)
+        tag = crypto.tag(victim.id)
+        assert await store.get(UnverifiedId(tag)) is None
+        assert await store.get(UnverifiedId(victim.id)) is None
+        assert await store.get(victim.id) is not None
+        assert await store.redis.exists(f"bff:{{{tag}}}:s")
+    finally:
+        await store.close()
