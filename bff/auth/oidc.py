@@ -45,6 +45,8 @@ _JWKS_MIN_REFETCH_SECONDS = 30.0
 _METADATA_TTL = 3600
 _TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 _ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: a grant type nobody supports: the token endpoint refuses it at once (see `OIDCClient.probe`)
+_PROBE_GRANT = "urn:bff:params:oauth:grant-type:reachability-probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +321,24 @@ class OIDCClient:
         tokens.refresh_token = None  # never part of the session's refresh chain
         tokens.id_token = None
         return tokens
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether the token endpoint answers this process within ``timeout``: a POST with a grant
+        type no IdP supports (nothing is issued, used up or counted as a refresh), any HTTP answer
+        counting. Evidence, for a peer whose own refresh hangs, that the IdP is up and its path to
+        the IdP is what is broken (`TokenManager`)."""
+        try:
+            meta = await self.metadata()
+            await self._http.request(
+                "POST",
+                meta.token_endpoint,
+                data={"grant_type": _PROBE_GRANT},
+                withhold_token=True,
+                timeout=timeout,
+            )
+        except (httpx.HTTPError, AuthProviderUnavailable):
+            return False
+        return True
 
     async def client_credentials(self, scope: str | None = None) -> TokenSet:
         """The BFF's own token (client_credentials grant), for upstream calls without a user."""

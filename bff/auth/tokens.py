@@ -125,6 +125,7 @@ class TokenManager:
         self._calls: dict[str, float] = {}
         #: calls given up on because our path to the IdP is broken (still in flight)
         self._abandoned: set[str] = set()
+        self._next_probe = 0.0
 
     # policy ------------------------------------------------------------------------------------
     def slot(self, upstream: str | None) -> Slot:
@@ -290,6 +291,9 @@ class TokenManager:
         if age is not None and age > self.overdue_seconds:
             self.metrics.token_refresh.labels("overdue").inc()
             self.metrics.refresh_claims.labels("overdue").inc()
+            holder = current.refresh_claim or ""
+            if not holder.startswith(f"{self.replica}:") and not self.cut_off():
+                self._probe_for_peer()
             raise AuthProviderUnavailable("another replica's refresh is overdue")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -421,8 +425,11 @@ class TokenManager:
         answer to a later call, our path to the IdP is broken: give the claim up so a peer refreshes,
         and take no more claims for a while."""
         interval = self.lease_seconds / 3
+        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            overdue = holder in self._calls and self.store.now() - call_started > self.overdue_seconds
+            # once overdue, look for a peer's evidence often (a Redis GET); renew at the usual pace
+            await asyncio.sleep(min(interval, 0.25) if overdue else interval)
             if holder in self._calls and self.store.now() - call_started > self.overdue_seconds:
                 try:
                     partitioned = await self.store.idp_answered_since(call_started, self.replica)
@@ -438,6 +445,9 @@ class TokenManager:
                     )
                     await self._release(session_id, holder)
                     return
+            if time.monotonic() - renewed < interval * 0.9:
+                continue
+            renewed = time.monotonic()
             try:
                 still_ours = await self.store.renew_refresh(session_id, holder, self.lease_seconds)
             except StoreUnavailable:
@@ -445,6 +455,23 @@ class TokenManager:
             if not still_ours:
                 self.metrics.refresh_claims.labels("lost").inc()
                 return
+
+    def _probe_for_peer(self) -> None:
+        """Another replica's refresh is overdue: find out whether the IdP answers US promptly and, if
+        so, say so in the store. Its holder then knows its own path is broken and gives the claim up
+        (`_keep_claim`), instead of holding the session until its call's deadline. At most one probe
+        per replica per second; a slow IdP answers the probe slowly too, and then nothing is said."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + 1.0
+
+        async def probe() -> None:
+            started = self.store.now()
+            if await self.oidc.probe(timeout=self.overdue_seconds / 2):
+                await self._note_answer(started)
+
+        self._spawn(probe())
 
     async def _note_answer(self, call_started: float) -> None:
         with contextlib.suppress(StoreUnavailable):

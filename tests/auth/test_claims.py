@@ -38,7 +38,8 @@ class Replica:
     def __init__(self, redis_url: str, name: str, **options: float) -> None:
         self.name = name
         self.store = RedisSessionStore(redis_url, SessionCrypto(["shared"]), **LIMITS)
-        self.calls: list[bytes] = []
+        self.calls: list[bytes] = []  # grants
+        self.probes = 0
         self.answer: Callable[[httpx.Request], object] = lambda request: _granted(f"at-{name}", f"rt-{name}")
         self.oidc = OIDCClient(
             issuer=ISSUER, client_id="bff", client_secret="s", timeout=5, transport=httpx.MockTransport(self._handle)
@@ -50,10 +51,15 @@ class Replica:
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("openid-configuration"):
             return httpx.Response(200, json=DISCOVERY)
-        self.calls.append(request.content)
-        result = self.answer(request)
+        probe = b"reachability-probe" in request.content
+        if not probe:
+            self.calls.append(request.content)
+        result = self.answer(request)  # a slow or blackholed IdP is as slow for the probe
         if asyncio.iscoroutine(result):
             result = await result
+        if probe:
+            self.probes += 1
+            return httpx.Response(400, json={"error": "unsupported_grant_type"})
         assert isinstance(result, httpx.Response)
         return result
 
@@ -239,3 +245,28 @@ async def test_a_previous_release_claim_without_a_start_is_waited_for_not_taken(
     with pytest.raises(AuthProviderUnavailable):
         await b.tokens.ensure_fresh(session)
     assert b.calls == []
+
+
+async def test_a_peers_probe_frees_a_cut_off_holders_claim(replicas: tuple[Replica, Replica]) -> None:
+    """No other refresh happens anywhere: B, finding A's refresh overdue, probes the token endpoint
+    (answered at once), which is the evidence A needs to give the claim up; B's next request works.
+    The probe issues nothing and replays nothing."""
+    a, b = replicas
+    a.answer = _hang
+    victim = await _session(a.store, left=-1)
+    hanging = asyncio.create_task(a.tokens.ensure_fresh(victim))
+    await asyncio.sleep(1.2)  # A's call is overdue (1 s)
+    started = time.monotonic()
+    with pytest.raises(AuthProviderUnavailable):
+        await b.tokens.ensure_fresh(victim)  # fails fast, probes
+    refreshed = None
+    while refreshed is None:
+        try:
+            refreshed = await b.tokens.ensure_fresh(victim)
+        except AuthProviderUnavailable:
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started < 1.5
+    assert refreshed.tokens.access_token == "at-b"
+    assert b.probes >= 1 and len(b.calls) == 1
+    hanging.cancel()
+    await asyncio.gather(hanging, return_exceptions=True)
