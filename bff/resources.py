@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
 
+from bff.auth.dpop import NonceCache
 from bff.auth.oidc import OIDCClient, TokenTarget
 from bff.auth.tokens import ServiceTokens, TokenManager
 from bff.errors import BFFError, StoreUnavailable
@@ -48,6 +49,8 @@ class Resources:
     service_tokens: ServiceTokens | None = None
     rejections: RejectionCooldown | None = None
     streams: StreamRegistry | None = None
+    #: the newest DPoP nonce each upstream demanded (RFC 9449 section 9), shared by every request
+    dpop_nonces: NonceCache = field(default_factory=NonceCache)
 
     @property
     def session_cookie(self) -> CookiePolicy:

@@ -26,6 +26,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from bff.auth.dpop import DPoPKey, NonceCache
 from bff.errors import AuthProviderUnavailable, GrantRefused, InvalidGrant, LoginError
 from bff.sessions.models import TokenSet
 
@@ -33,6 +34,7 @@ with warnings.catch_warnings():
     # authlib prefers the httpx2 fork and warns about plain httpx, which it still supports.
     warnings.filterwarnings("ignore", message=".*httpx2", category=authlib.deprecate.AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+    from authlib.oauth2.client import DEFAULT_HEADERS
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 log = logging.getLogger("bff.auth")
@@ -74,6 +76,7 @@ class ProviderMetadata:
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
     id_token_algs: tuple[str, ...]
+    introspection_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,26 @@ class OIDCClient:
         )
         self._cache = SimpleMemoryCache(timeout=0)
         self._jwks_fetched_at = 0.0
+        #: the IdP's newest DPoP nonce, read off every token response (authlib's hooks see them all)
+        self.dpop_nonces = NonceCache()
+        for hook in ("access_token_response", "refresh_token_response"):
+            self._http.register_compliance_hook(hook, self._keep_nonce)
+
+    def _keep_nonce(self, response: httpx.Response) -> httpx.Response:
+        self.dpop_nonces.remember(str(response.url), response.headers.get("dpop-nonce"))
+        return response
+
+    async def _token_request(self, dpop: DPoPKey | None, url: str, call: Callable[[dict[str, str] | None], Any]) -> Any:
+        """A token-endpoint call, with a DPoP proof when the session has a key; answered
+        ``use_dpop_nonce``, it is sent once more with the nonce the IdP just gave (RFC 9449 section 8)."""
+        if dpop is None:
+            return await call(None)  # authlib's default headers
+        try:
+            return await call({**DEFAULT_HEADERS, "DPoP": dpop.proof("POST", url, nonce=self.dpop_nonces.get(url))})
+        except OAuthError as exc:
+            if exc.error != "use_dpop_nonce" or self.dpop_nonces.get(url) is None:
+                raise
+        return await call({**DEFAULT_HEADERS, "DPoP": dpop.proof("POST", url, nonce=self.dpop_nonces.get(url))})
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -174,6 +197,7 @@ class OIDCClient:
                 end_session_endpoint=doc.get("end_session_endpoint"),
                 userinfo_endpoint=doc.get("userinfo_endpoint"),
                 id_token_algs=tuple(doc.get("id_token_signing_alg_values_supported") or ["RS256"]),
+                introspection_endpoint=doc.get("introspection_endpoint"),
             )
         if meta.issuer.rstrip("/") != self.issuer:
             raise AuthProviderUnavailable("discovery document names another issuer")
@@ -221,15 +245,23 @@ class OIDCClient:
         separator = "&" if "?" in meta.authorization_endpoint else "?"
         return f"{meta.authorization_endpoint}{separator}{urlencode(query)}"
 
-    async def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
+    async def exchange_code(
+        self, *, code: str, code_verifier: str, redirect_uri: str, dpop: DPoPKey | None = None
+    ) -> TokenSet:
+        """The authorization code grant; with ``dpop``, the tokens are bound to that key."""
         meta = await self.metadata()
         async with self._provider_errors("authorization_code"):
-            raw = await self._http.fetch_token(
+            raw = await self._token_request(
+                dpop,
                 meta.token_endpoint,
-                grant_type="authorization_code",
-                code=code,
-                redirect_uri=redirect_uri,
-                code_verifier=code_verifier,
+                lambda headers: self._http.fetch_token(
+                    meta.token_endpoint,
+                    grant_type="authorization_code",
+                    code=code,
+                    redirect_uri=redirect_uri,
+                    code_verifier=code_verifier,
+                    headers=headers,
+                ),
             )
             return _token_set(dict(raw), self.clock())
 
@@ -257,20 +289,30 @@ class OIDCClient:
             raise LoginError("the ID token was issued to another party (azp)")
         return claims
 
-    async def userinfo(self, access_token: str, *, sub: str) -> dict[str, Any]:
+    async def userinfo(self, access_token: str, *, sub: str, dpop: DPoPKey | None = None) -> dict[str, Any]:
         """Profile claims from the UserInfo endpoint (many IdPs keep them out of the ID token).
         Best effort: an empty dict when there is no endpoint or it fails; a foreign ``sub`` is
-        refused (OIDC Core 5.3.2)."""
+        refused (OIDC Core 5.3.2). ``dpop``: the token is bound to that key; it goes with a proof (and
+        the nonce retry)."""
         meta = await self.metadata()
-        if not meta.userinfo_endpoint:
+        endpoint = meta.userinfo_endpoint
+        if not endpoint:
             return {}
+        bound = dpop is not None
+
+        def headers() -> dict[str, str]:
+            result = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+            if bound and dpop is not None:
+                result["Authorization"] = f"DPoP {access_token}"
+                nonce = self.dpop_nonces.get(endpoint)
+                result["DPoP"] = dpop.proof("GET", endpoint, access_token=access_token, nonce=nonce)
+            return result
+
         try:
-            response = await self._http.request(
-                "GET",
-                meta.userinfo_endpoint,
-                withhold_token=True,
-                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-            )
+            response = await self._http.request("GET", endpoint, withhold_token=True, headers=headers())
+            if bound and response.status_code == 401 and response.headers.get("dpop-nonce"):
+                self.dpop_nonces.remember(endpoint, response.headers.get("dpop-nonce"))
+                response = await self._http.request("GET", endpoint, withhold_token=True, headers=headers())
             response.raise_for_status()
             claims = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -282,7 +324,12 @@ class OIDCClient:
 
     # refresh, revocation, logout -----------------------------------------------------------------
     async def refresh(
-        self, refresh_token: str, *, timeout: float | None = None, target: TokenTarget | None = None
+        self,
+        refresh_token: str,
+        *,
+        timeout: float | None = None,
+        target: TokenTarget | None = None,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """A refresh_token grant. Raises `InvalidGrant`, `GrantRefused` (``target`` not allowed)
         or `AuthProviderUnavailable`.
@@ -295,27 +342,40 @@ class OIDCClient:
         if target is not None:
             extra.update(target.params())
         async with self._provider_errors("refresh_token"):
-            raw = await self._http.refresh_token(meta.token_endpoint, refresh_token=refresh_token, **extra)
+            raw = await self._token_request(
+                dpop,
+                meta.token_endpoint,
+                lambda headers: self._http.refresh_token(
+                    meta.token_endpoint, refresh_token=refresh_token, headers=headers, **extra
+                ),
+            )
             tokens = _token_set(dict(raw), self.clock())
         if tokens.refresh_token == refresh_token:
             tokens.refresh_token = None  # authlib copies the old one in: let the caller decide
         return tokens
 
-    async def exchange(self, subject_token: str, target: TokenTarget, *, timeout: float | None = None) -> TokenSet:
+    async def exchange(
+        self, subject_token: str, target: TokenTarget, *, timeout: float | None = None, dpop: DPoPKey | None = None
+    ) -> TokenSet:
         """RFC 8693 token exchange of the session's access token for an upstream's own token.
         Raises `InvalidGrant` (the subject token was refused), `GrantRefused` or
         `AuthProviderUnavailable`."""
         meta = await self.metadata()
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         async with self._provider_errors("token_exchange"):
-            raw = await self._http.fetch_token(
+            raw = await self._token_request(
+                dpop,
                 meta.token_endpoint,
-                grant_type=_TOKEN_EXCHANGE,
-                subject_token=subject_token,
-                subject_token_type=_ACCESS_TOKEN_TYPE,
-                requested_token_type=_ACCESS_TOKEN_TYPE,
-                **target.params(),
-                **extra,
+                lambda headers: self._http.fetch_token(
+                    meta.token_endpoint,
+                    grant_type=_TOKEN_EXCHANGE,
+                    subject_token=subject_token,
+                    subject_token_type=_ACCESS_TOKEN_TYPE,
+                    requested_token_type=_ACCESS_TOKEN_TYPE,
+                    headers=headers,
+                    **target.params(),
+                    **extra,
+                ),
             )
             tokens = _token_set(dict(raw), self.clock())
         tokens.refresh_token = None  # never part of the session's refresh chain
@@ -339,6 +399,31 @@ class OIDCClient:
         except (httpx.HTTPError, AuthProviderUnavailable):
             return False
         return True
+
+    async def refresh_token_unused(self, refresh_token: str, timeout: float) -> bool | None:
+        """RFC 7662 introspection of our own refresh token: True while the IdP still takes it (it has
+        not been used), False once used or revoked, None when the IdP cannot tell us (no endpoint, no
+        answer in time). Reads only: nothing is rotated or consumed."""
+        try:
+            meta = await self.metadata()
+            if not meta.introspection_endpoint:
+                return None
+            response = await self._http.request(
+                "POST",
+                meta.introspection_endpoint,
+                data={"token": refresh_token, "token_type_hint": "refresh_token"},
+                auth=self._http.client_auth(self._http.token_endpoint_auth_method),
+                withhold_token=True,
+                timeout=timeout,
+            )
+            if response.status_code != 200:
+                return None
+            body = response.json()
+        except (httpx.HTTPError, ValueError, AuthProviderUnavailable):
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            return None
+        return bool(body["active"])
 
     async def client_credentials(self, scope: str | None = None) -> TokenSet:
         """The BFF's own token (client_credentials grant), for upstream calls without a user."""

@@ -47,6 +47,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bff.auth.dpop import DPoPKey
 from bff.auth.oidc import OIDCClient, TokenTarget
 from bff.errors import (
     AuthProviderUnavailable,
@@ -123,9 +124,14 @@ class TokenManager:
         self._leases: set[asyncio.Task[None]] = set()
         #: this replica's IdP calls in flight: holder -> start (store clock)
         self._calls: dict[str, float] = {}
-        #: calls given up on because our path to the IdP is broken (still in flight)
+        #: calls given up on because our path to the IdP is broken, and until when we take no claims
         self._abandoned: set[str] = set()
-        self._next_probe = 0.0
+        self._cut_off_until = 0.0
+        #: the grant call of each claim we hold (cancelled when we give a hung one up)
+        self._grants: dict[str, asyncio.Future[Session]] = {}
+        #: overdue claims (by holder) this replica checked lately, and when it may check again
+        self._checked: dict[str, float] = {}
+        self._next_self_probe = 0.0
 
     # policy ------------------------------------------------------------------------------------
     def slot(self, upstream: str | None) -> Slot:
@@ -148,9 +154,9 @@ class TokenManager:
         return tokens.seconds_left(self.clock()) > margin
 
     def cut_off(self) -> bool:
-        """Whether this replica takes no claims: one of its IdP calls hangs while peers' are answered.
-        It ends when a call of ours is answered, or the hung one ends (its deadline)."""
-        return bool(self._abandoned)
+        """Whether this replica takes no claims: one of its IdP calls hung while peers' were answered.
+        It ends when the IdP answers us again (a probe, or a call), or after the refresh deadline."""
+        return time.monotonic() < self._cut_off_until
 
     # entry point -------------------------------------------------------------------------------
     async def ensure_fresh(
@@ -260,6 +266,9 @@ class TokenManager:
                 return await self._without_refresh_token(current, slot, rejected_token)
             if self.cut_off():
                 # our IdP calls hang while peers' are answered: leave the refresh to them
+                self._probe_self()
+                if current.refresh_claim is None:  # nobody is refreshing it: nothing to wait for
+                    raise AuthProviderUnavailable("this replica cannot reach the identity provider")
                 await self._wait_for_peer(current, deadline, "this replica cannot reach the identity provider")
                 continue
             self._attempts += 1
@@ -293,7 +302,7 @@ class TokenManager:
             self.metrics.refresh_claims.labels("overdue").inc()
             holder = current.refresh_claim or ""
             if not holder.startswith(f"{self.replica}:") and not self.cut_off():
-                self._probe_for_peer()
+                self._check_overdue(current, holder)
             raise AuthProviderUnavailable("another replica's refresh is overdue")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -314,18 +323,21 @@ class TokenManager:
     async def _grant(self, current: Session, step: Slot) -> Session:
         """One grant at the IdP for ``step``'s token; the session as it must be written."""
         refresh_token = current.tokens.refresh_token
+        dpop = DPoPKey.from_jwk(current.dpop_key) if current.dpop_key else None
         if step is None:
             assert refresh_token is not None
-            tokens = await self.oidc.refresh(refresh_token, timeout=self.refresh_deadline)
+            tokens = await self.oidc.refresh(refresh_token, timeout=self.refresh_deadline, dpop=dpop)
             tokens.refresh_token = tokens.refresh_token or refresh_token
             tokens.id_token = tokens.id_token or current.tokens.id_token
             return dataclasses.replace(current, tokens=tokens)
         target = self.targets[step]
         if target.exchange:
-            issued = await self.oidc.exchange(current.tokens.access_token, target, timeout=self.refresh_deadline)
+            issued = await self.oidc.exchange(
+                current.tokens.access_token, target, timeout=self.refresh_deadline, dpop=dpop
+            )
             return dataclasses.replace(current, upstream_tokens={**current.upstream_tokens, step: issued})
         assert refresh_token is not None
-        issued = await self.oidc.refresh(refresh_token, timeout=self.refresh_deadline, target=target)
+        issued = await self.oidc.refresh(refresh_token, timeout=self.refresh_deadline, target=target, dpop=dpop)
         # the rotated refresh token continues the session's one chain; the login token stays as it is
         chain = dataclasses.replace(current.tokens, refresh_token=issued.refresh_token or refresh_token)
         issued.refresh_token = None
@@ -344,7 +356,13 @@ class TokenManager:
         try:
             try:
                 with span("bff.token_refresh", **{"enduser.id": current.sub, "bff.upstream": label}):
-                    updated = await self._grant(current, step)
+                    grant = self._grants[holder] = asyncio.ensure_future(self._grant(current, step))
+                    try:
+                        updated = await grant
+                    except asyncio.CancelledError:
+                        if grant.cancelled() and holder in self._abandoned:  # given up (`_keep_claim`)
+                            raise AuthProviderUnavailable("this replica cannot reach the identity provider") from None
+                        raise
             except InvalidGrant:
                 self.metrics.token_refresh.labels("invalid_grant").inc()
                 self.metrics.child(self.metrics.token_grants, label, "invalid_grant").inc()
@@ -375,8 +393,9 @@ class TokenManager:
             finally:
                 self.metrics.token_refresh_duration.observe(time.perf_counter() - started)
                 self._calls.pop(holder, None)
+                self._grants.pop(holder, None)
                 self._abandoned.discard(holder)
-            self._abandoned.clear()  # answered: our path to the IdP works
+            self._cut_off_until = 0.0  # answered: our path to the IdP works
             self._spawn(self._note_answer(call_started))
             self.metrics.child(self.metrics.token_grants, label, "success").inc()
             for key in ((current.id, step), (current.id, None)):
@@ -432,19 +451,18 @@ class TokenManager:
             await asyncio.sleep(min(interval, 0.25) if overdue else interval)
             if holder in self._calls and self.store.now() - call_started > self.overdue_seconds:
                 try:
-                    partitioned = await self.store.idp_answered_since(call_started, self.replica)
+                    unused = await self.store.unused_said(session_id, holder)
+                    answered = unused or await self.store.idp_answered_since(call_started, self.replica)
                 except StoreUnavailable:
-                    partitioned = False
-                if partitioned:
-                    self._abandoned.add(holder)
-                    self.metrics.refresh_claims.labels("abandoned").inc()
-                    log.warning(
-                        "this replica's refresh has hung for %.1f s while other replicas reach the identity "
-                        "provider; releasing the claim so a peer refreshes the session",
-                        self.store.now() - call_started,
-                    )
-                    await self._release(session_id, holder)
+                    unused = answered = False
+                if unused:  # a peer saw our refresh token unused at the IdP: our call never arrived
+                    self._abandon(session_id, holder, call_started)
                     return
+                if answered and not self.cut_off():
+                    # the IdP answers others while our call hangs: take no new claims (keeping this
+                    # one: its request may have arrived, and its answer must not be lost)
+                    self._cut_off_until = time.monotonic() + self.refresh_deadline
+                    log.warning("this replica's IdP calls hang while other replicas are answered; taking no claims")
             if time.monotonic() - renewed < interval * 0.9:
                 continue
             renewed = time.monotonic()
@@ -456,22 +474,70 @@ class TokenManager:
                 self.metrics.refresh_claims.labels("lost").inc()
                 return
 
-    def _probe_for_peer(self) -> None:
-        """Another replica's refresh is overdue: find out whether the IdP answers US promptly and, if
-        so, say so in the store. Its holder then knows its own path is broken and gives the claim up
-        (`_keep_claim`), instead of holding the session until its call's deadline. At most one probe
-        per replica per second; a slow IdP answers the probe slowly too, and then nothing is said."""
+    def _abandon(self, session_id: str, holder: str, call_started: float) -> None:
+        """Give up our hung call, whose refresh token a peer found unused at the IdP: the call first
+        (its connection closed, so a path that heals does not deliver the old refresh token after a
+        peer used it), then the claim; take no claims until the IdP answers us again (`_probe_self`)
+        or the refresh deadline has passed."""
+        self._abandoned.add(holder)
+        self._cut_off_until = time.monotonic() + self.refresh_deadline
+        self.metrics.refresh_claims.labels("abandoned").inc()
+        log.warning(
+            "this replica's refresh has hung for %.1f s while other replicas reach the identity provider; "
+            "giving up its claim so a peer refreshes the session",
+            self.store.now() - call_started,
+        )
+        grant = self._grants.get(holder)
+        if grant is not None:
+            grant.cancel()
+        self._spawn(self._release(session_id, holder))  # not ours to cancel: the lease task ends now
+
+    def _probe_self(self) -> None:
+        """While cut off: does the IdP answer us again (promptly)? Then take claims again."""
         now = time.monotonic()
-        if now < self._next_probe:
+        if now < self._next_self_probe:
             return
-        self._next_probe = now + 1.0
+        self._next_self_probe = now + 1.0
 
         async def probe() -> None:
-            started = self.store.now()
             if await self.oidc.probe(timeout=self.overdue_seconds / 2):
-                await self._note_answer(started)
+                self._cut_off_until = 0.0
+                log.info("the identity provider answers this replica again; taking refresh claims again")
 
         self._spawn(probe())
+
+    def _check_overdue(self, current: Session, holder: str) -> None:
+        """Another replica's refresh is overdue. Ask the IdP (introspection, RFC 7662) whether the refresh
+        token that replica sent is still unused: if so, its call never arrived (its path to the IdP is
+        broken, not the IdP slow), and we say so on its claim; it then closes its call and gives the
+        claim up (`_keep_claim`), and the next request refreshes here. If the token was used, the IdP is
+        answering that call late: its answer will be stored, and nobody may replay the token. Any
+        prompt answer is also recorded as evidence that the IdP answers (`idp_answered_since`). Without
+        introspection, a probe gives only that evidence. At most one check per claim per second."""
+        now = time.monotonic()
+        if now < self._checked.get(holder, 0.0):
+            return
+        if len(self._checked) > 10_000:
+            self._checked = {key: until for key, until in self._checked.items() if until > now}
+        self._checked[holder] = now + 1.0
+        refresh_token = current.tokens.refresh_token
+
+        async def check() -> None:
+            started = self.store.now()
+            unused = None
+            if refresh_token:
+                unused = await self.oidc.refresh_token_unused(refresh_token, timeout=self.overdue_seconds / 2)
+            if unused is None:
+                if await self.oidc.probe(timeout=self.overdue_seconds / 2):
+                    await self._note_answer(started)
+                return
+            await self._note_answer(started)
+            if unused:
+                with contextlib.suppress(StoreUnavailable):
+                    if await self.store.mark_unused(current.id, holder):
+                        log.info("an overdue refresh's token is still unused at the IdP: its holder may give it up")
+
+        self._spawn(check())
 
     async def _note_answer(self, call_started: float) -> None:
         with contextlib.suppress(StoreUnavailable):

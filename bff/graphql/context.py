@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
+from bff.auth.dpop import DPoPKey
 from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticated, UpstreamError
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
-from bff.sessions.models import Session
+from bff.sessions.models import Session, TokenSet
 from bff.tasks import shared_task
 from bff.upstream import Backoff, GraphQLClient, RestClient, TokenSource, UpstreamEvent, follow
 
@@ -44,6 +45,8 @@ class Context(BaseContext):
         self._fresh_task: asyncio.Task[Session] | None = None
         #: per upstream with a token of its own (`TokenManager.targets`): its fresh-token task
         self._fresh_for: dict[str, asyncio.Task[Session]] = {}
+        #: DPoP-bound tokens handed out in this request, and the session key that proves them
+        self._bound: dict[str, DPoPKey] = {}
         self._clients: dict[str, Any] = {}
         self._loaders: dict[str, Any] = {}
         self._cookie_cleared = False
@@ -114,6 +117,7 @@ class Context(BaseContext):
         self._session_task = None
         self._fresh_task = None
         self._fresh_for.clear()
+        self._bound.clear()
         self._clients.clear()
         self._loaders.clear()
 
@@ -197,7 +201,26 @@ class Context(BaseContext):
     # TokenSource -------------------------------------------------------------------------------
     async def access_token(self) -> str:
         """The session's own access token (for upstreams without a token of their own)."""
-        return (await self.fresh_session()).tokens.access_token
+        session = await self.fresh_session()
+        return self._handed_out(session, session.tokens)
+
+    def _handed_out(self, session: Session, tokens: TokenSet) -> str:
+        """``tokens``' access token; a DPoP-bound one is remembered with its key for `authorization`."""
+        token = tokens.access_token
+        if session.dpop_key is not None and tokens.token_type.lower() == "dpop" and token not in self._bound:
+            self._bound[token] = DPoPKey.from_jwk(session.dpop_key)
+        return token
+
+    # ProofSource (bff.upstream.base): DPoP-bound tokens go with a proof of the session's key
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
+        key = self._bound.get(token)
+        if key is None:
+            return None
+        nonce = self.resources.dpop_nonces.get(url)
+        return {"Authorization": f"DPoP {token}", "DPoP": key.proof(method, url, access_token=token, nonce=nonce)}
+
+    def remember_nonce(self, url: str, nonce: str) -> None:
+        self.resources.dpop_nonces.remember(url, nonce)
 
     async def refreshed_access_token(self, rejected: str) -> str:
         """After an upstream 401: one forced refresh, shared by every resolver that saw it."""
@@ -206,7 +229,8 @@ class Context(BaseContext):
             task = self._fresh_task
             if task is not None and task.done() and task.result() is current:
                 self._fresh_task = shared_task(self._freshen(rejected))
-        return (await self.fresh_session()).tokens.access_token
+        session = await self.fresh_session()
+        return self._handed_out(session, session.tokens)
 
     async def _upstream_session(self, upstream: str) -> Session:
         task = self._fresh_for.get(upstream)
@@ -217,15 +241,17 @@ class Context(BaseContext):
     async def upstream_access_token(self, upstream: str) -> str:
         """The token issued for ``upstream`` (its resource, scopes, audience or exchange): fresh, at
         most one grant per request; never another upstream's."""
-        return _token_for(await self._upstream_session(upstream), upstream)
+        session = await self._upstream_session(upstream)
+        return self._handed_out(session, _tokens_for(session, upstream))
 
     async def refreshed_upstream_access_token(self, upstream: str, rejected: str) -> str:
         current = await self._upstream_session(upstream)
-        if _token_for(current, upstream) == rejected:
+        if _tokens_for(current, upstream).access_token == rejected:
             task = self._fresh_for.get(upstream)
             if task is not None and task.done() and task.result() is current:
                 self._fresh_for[upstream] = shared_task(self._freshen(rejected, upstream))
-        return _token_for(await self._upstream_session(upstream), upstream)
+        session = await self._upstream_session(upstream)
+        return self._handed_out(session, _tokens_for(session, upstream))
 
     def upstream_tokens(self, name: str) -> TokenSource:
         anonymous = self.resources.settings.upstreams[name].anonymous
@@ -286,11 +312,11 @@ class Context(BaseContext):
         return loader
 
 
-def _token_for(session: Session, upstream: str) -> str:
+def _tokens_for(session: Session, upstream: str) -> TokenSet:
     tokens = session.upstream_tokens.get(upstream)
     if tokens is None:  # ensure_fresh returned without one: never fall back to another token
         raise AuthProviderUnavailable(f"no token for upstream {upstream!r}")
-    return tokens.access_token
+    return tokens
 
 
 class _UpstreamToken:
@@ -308,6 +334,12 @@ class _UpstreamToken:
     async def refreshed_access_token(self, rejected: str) -> str:
         return await self.context.refreshed_upstream_access_token(self.upstream, rejected)
 
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
+        return self.context.authorization(token, method, url)
+
+    def remember_nonce(self, url: str, nonce: str) -> None:
+        self.context.remember_nonce(url, nonce)
+
 
 class _AnonymousAware:
     """An upstream that serves anonymous requests too: the user's token when there is a session,
@@ -317,6 +349,12 @@ class _AnonymousAware:
         self.context = context
         self.anonymous = anonymous
         self.user = user
+
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
+        return self.context.authorization(token, method, url)  # None for the BFF's own token
+
+    def remember_nonce(self, url: str, nonce: str) -> None:
+        self.context.remember_nonce(url, nonce)
 
     async def _anonymous(self) -> bool:
         return await self.context.session() is None

@@ -89,6 +89,18 @@ class MemorySessionStore(SessionStore):
             await self._put(session_id, claimed)
             return Claim.TAKEN
 
+    async def _mark_unused(self, session_id: str, holder: str) -> bool:
+        async with self._write:
+            current = await self._get(session_id)
+            if current is None or current.claim != holder:
+                return False
+            await self._put(session_id, dataclasses.replace(current, unused=holder))
+            return True
+
+    async def _unused_said(self, session_id: str, holder: str) -> bool:
+        current = await self._get(session_id)
+        return current is not None and current.unused == holder
+
     async def _renew(self, session_id: str, holder: str, seconds: float) -> bool:
         async with self._write:
             current = await self._get(session_id)

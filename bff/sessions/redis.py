@@ -64,6 +64,13 @@ redis.call('HSET', KEYS[1], 'c', ARGV[2], 'cu', now + tonumber(ARGV[3]))
 return 'taken'
 """
 
+# KEYS[1] session hash; ARGV holder. Marks the holder's refresh token as still unused (a peer asked the IdP).
+_MARK_UNUSED = """
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'cv', ARGV[1])
+return 1
+"""
+
 # KEYS[1] session hash; ARGV holder, lease ms. 1 when the claim is still ours (and now extended).
 _RENEW = """
 if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
@@ -159,6 +166,7 @@ class RedisSessionStore(SessionStore):
         self._release_script = self.redis.register_script(_RELEASE)
         self._renew_script = self.redis.register_script(_RENEW)
         self._answered_script = self.redis.register_script(_ANSWERED)
+        self._mark_unused_script = self.redis.register_script(_MARK_UNUSED)
         self._touch_script = self.redis.register_script(_TOUCH)
         self._listener: asyncio.Task[None] | None = None
         #: Redis's clock minus ours; decisions about expiry use Redis's clock (`now`)
@@ -313,6 +321,15 @@ class RedisSessionStore(SessionStore):
         async with self._errors():
             result = await self._claim_script(keys=[self._key(session_id)], args=args)
         return Claim(result.decode() if isinstance(result, bytes) else str(result))
+
+    async def _mark_unused(self, session_id: str, holder: str) -> bool:
+        async with self._errors():
+            return bool(await self._mark_unused_script(keys=[self._key(session_id)], args=[holder]))
+
+    async def _unused_said(self, session_id: str, holder: str) -> bool:
+        async with self._errors():
+            said = await self.redis.hget(self._key(session_id), "cv")
+        return said is not None and _bytes(said).decode() == holder
 
     async def _renew(self, session_id: str, holder: str, seconds: float) -> bool:
         async with self._errors():

@@ -39,6 +39,8 @@ class Record:
     expires_at: float = 0.0  # the memory store's own TTL bookkeeping
     #: the format-2 extras (`Session.extras_json`), sealed on their own; None for a format-1 record
     extras: bytes | None = None
+    #: the claim holder a peer found had sent a still-unused refresh token (`mark_unused`)
+    unused: str | None = None
 
 
 class UnverifiedId(str):
@@ -179,6 +181,18 @@ class SessionStore(ABC):
         with self._timed("claim"):
             return await self._renew(session_id, holder, seconds)
 
+    async def mark_unused(self, session_id: str, holder: str) -> bool:
+        """Say, on ``holder``'s live claim, that the refresh token it sent is still unused at the IdP
+        (a peer introspected it): the holder's call never arrived, so the holder may give the claim up
+        safely. False when ``holder`` no longer holds the claim."""
+        with self._timed("claim"):
+            return await self._mark_unused(session_id, holder)
+
+    async def unused_said(self, session_id: str, holder: str) -> bool:
+        """Whether a peer said so (`mark_unused`) on our claim."""
+        with self._timed("claim"):
+            return await self._unused_said(session_id, holder)
+
     async def release_refresh(self, session_id: str, holder: str) -> None:
         """Give the claim back without writing (the refresh failed and nothing was rotated)."""
         with self._timed("claim"):
@@ -306,6 +320,12 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def _renew(self, session_id: str, holder: str, seconds: float) -> bool: ...
+
+    @abstractmethod
+    async def _mark_unused(self, session_id: str, holder: str) -> bool: ...
+
+    @abstractmethod
+    async def _unused_said(self, session_id: str, holder: str) -> bool: ...
 
     @abstractmethod
     async def _release(self, session_id: str, holder: str) -> None: ...

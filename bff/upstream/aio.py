@@ -107,6 +107,10 @@ class AiohttpUpstream:
             )
         return self._session
 
+    def absolute_url(self, url: str) -> str:
+        """Where a request for ``url`` goes (relative URLs are under the base URL)."""
+        return self._url(url)
+
     def _url(self, url: str) -> str:
         if url.startswith(("http://", "https://")):
             return url

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
@@ -76,6 +76,26 @@ class TokenSource(Protocol):
         ...
 
 
+class ProofSource(Protocol):
+    """Optional side of a `TokenSource` for sender-constrained tokens (DPoP, RFC 9449): the headers
+    that carry ``token`` to ``url`` (``Authorization: DPoP …`` and a ``DPoP`` proof), or None to send
+    it as a bearer token. The upstream client stays ignorant of keys and proofs."""
+
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None: ...
+
+    def remember_nonce(self, url: str, nonce: str) -> None:
+        """The upstream demanded this DPoP nonce (``use_dpop_nonce``); the next proof carries it."""
+        ...
+
+
+def _nonce_challenge(response: Response) -> str | None:
+    """The nonce of a 401 ``WWW-Authenticate: DPoP error="use_dpop_nonce"`` (RFC 9449 section 9)."""
+    if response.status_code != 401 or "use_dpop_nonce" not in (response.headers.get("www-authenticate") or ""):
+        return None
+    nonce = response.headers.get("dpop-nonce")
+    return str(nonce) if nonce else None
+
+
 def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuitBreakerFactory:
     """One factory per app: a breaker per upstream opens after ``threshold`` consecutive failures
     (unreachable, timeout, 5xx), fails fast for ``cooldown`` seconds, then lets one probe through.
@@ -117,6 +137,8 @@ class UpstreamClient:
         self.retry_connect_errors = retry_connect_errors
         self.rejections = rejections
         self.principal = principal  # whose token (a session's hash): the key of the 401 cooldown
+        #: DPoP-bound tokens: the token source that makes their proofs (None: bearer tokens only)
+        self.proofs = cast("ProofSource | None", tokens if hasattr(tokens, "authorization") else None)
 
     async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Response:
         """Send with the user's bearer token; on 401 refresh once and retry once. If the fresh token
@@ -270,11 +292,21 @@ class UpstreamClient:
             elapsed = time.perf_counter() - started
             self.metrics.child(self.metrics.upstream_duration, self.name, status).observe(elapsed)
 
-    def _headers(self, token: str | None, kwargs: dict[str, Any]) -> dict[str, str]:
+    def _headers(self, token: str | None, kwargs: dict[str, Any], method: str = "GET", url: str = "") -> dict[str, str]:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+            bound = None if self.proofs is None else self.proofs.authorization(token, method, self._absolute(url))
+            if bound is None:
+                headers["Authorization"] = f"Bearer {token}"
+            else:
+                headers.update(bound)
         return headers
+
+    def _absolute(self, url: str) -> str:
+        """The URL a request goes to (a DPoP proof names it)."""
+        if isinstance(self.http, httpx.AsyncClient):
+            return str(self.http.build_request("GET", url).url)
+        return self.http.absolute_url(url)
 
     def _checked(self, status_code: int) -> None:
         if status_code >= 500:
@@ -289,8 +321,18 @@ class UpstreamClient:
 
     async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
         """`_exchange` written out for the common case (no breaker open, no error): every upstream
-        call runs it, and each context manager costs a generator and a reference cycle."""
-        headers = self._headers(token, kwargs)
+        call runs it, and each context manager costs a generator and a reference cycle. A DPoP
+        upstream that demands a nonce gets the request once more with it (nothing was done: a 401)."""
+        if self.proofs is None or token is None:
+            return await self._send_once(method, url, token, **kwargs)
+        try:
+            return await self._send_once(method, url, token, **kwargs)
+        except _NonceRequired as demanded:
+            self.proofs.remember_nonce(self._absolute(url), demanded.nonce)
+        return await self._send_once(method, url, token, **kwargs)
+
+    async def _send_once(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
+        headers = self._headers(token, kwargs, method, url)
         timeout = self._timeout()
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -314,13 +356,15 @@ class UpstreamClient:
             self._observe(label, started)
         refusal = self._refusal(response.status_code)
         if refusal is not None:
+            if self.proofs is not None and (nonce := _nonce_challenge(response)) is not None:
+                raise _NonceRequired(self.name, nonce)
             raise refusal
         return response
 
     async def _open(
         self, method: str, url: str, token: str | None, idle_timeout: float | None, **kwargs: Any
     ) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
-        headers = self._headers(token, kwargs)
+        headers = self._headers(token, kwargs, method, url)
         remaining = self._remaining()  # the deadline bounds opening the stream, not reading it
         connect = self.http.timeout.connect
         if remaining is not None:
@@ -351,3 +395,11 @@ class UpstreamClient:
 
 class _ConnectFailed(UpstreamError):
     """The connection was never made: safe to retry an idempotent call."""
+
+
+class _NonceRequired(UpstreamUnauthorized):
+    """A DPoP upstream answered 401 ``use_dpop_nonce``: send again once with its nonce."""
+
+    def __init__(self, upstream: str, nonce: str) -> None:
+        super().__init__(upstream, status=401)
+        self.nonce = nonce

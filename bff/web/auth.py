@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from bff.auth.dpop import DPoPKey
 from bff.auth.oidc import OIDCClient, s256_challenge
 from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError, StoreUnavailable
 from bff.resources import Resources
@@ -173,14 +174,17 @@ async def callback(
     if not code:
         return _login_failed(request, resources, "The identity provider sent no authorization code", transaction)
     settings = resources.settings
+    # DPoP: the session's own key pair, made before the code is exchanged so the tokens are bound to it
+    dpop = DPoPKey.generate() if settings.oidc_dpop else None
     try:
         tokens = await oidc.exchange_code(
-            code=code, code_verifier=transaction.verifier, redirect_uri=settings.redirect_uri
+            code=code, code_verifier=transaction.verifier, redirect_uri=settings.redirect_uri, dpop=dpop
         )
         if not tokens.id_token:
             raise LoginError("The identity provider sent no ID token")
         claims = await oidc.validate_id_token(tokens.id_token, nonce=transaction.nonce)
-        profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]))
+        bound = dpop if tokens.token_type.lower() == "dpop" else None
+        profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]), dpop=bound)
     except InvalidGrant:
         message = "The authorization code was refused (expired or already used)"
         return _login_failed(request, resources, message, transaction)
@@ -197,6 +201,7 @@ async def callback(
         tokens=tokens,
         created_at=now,
         last_seen=now,
+        dpop_key=dpop.to_jwk() if dpop is not None else None,
     )
     resources.metrics.logins.labels("success").inc()
     if transaction.native:

@@ -28,7 +28,10 @@ DISCOVERY = {
     "authorization_endpoint": f"{ISSUER}/authorize",
     "token_endpoint": f"{ISSUER}/token",
     "jwks_uri": f"{ISSUER}/jwks",
+    "introspection_endpoint": f"{ISSUER}/introspect",
 }
+#: refresh tokens the (fake) IdP has received: shared by every replica, as one IdP is
+USED: set[str] = set()
 LIMITS = {"idle_seconds": 3600, "absolute_seconds": 7200}
 
 
@@ -40,7 +43,7 @@ class Replica:
         self.store = RedisSessionStore(redis_url, SessionCrypto(["shared"]), **LIMITS)
         self.calls: list[bytes] = []  # grants
         self.probes = 0
-        self.answer: Callable[[httpx.Request], object] = lambda request: _granted(f"at-{name}", f"rt-{name}")
+        self.answer: Callable[[httpx.Request], object] = lambda request: _arrived(request, f"at-{name}", f"rt-{name}")
         self.oidc = OIDCClient(
             issuer=ISSUER, client_id="bff", client_secret="s", timeout=5, transport=httpx.MockTransport(self._handle)
         )
@@ -51,6 +54,11 @@ class Replica:
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("openid-configuration"):
             return httpx.Response(200, json=DISCOVERY)
+        if request.url.path.endswith("/introspect"):
+            token = request.content.decode().split("token=", 1)[1].split("&", 1)[0]
+            if self.answer is _hang:
+                await _hang(request)
+            return httpx.Response(200, json={"active": token not in USED})
         probe = b"reachability-probe" in request.content
         if not probe:
             self.calls.append(request.content)
@@ -75,6 +83,13 @@ def _granted(access: str, refresh: str, expires_in: int = 3600) -> httpx.Respons
     return httpx.Response(200, json=body)
 
 
+def _arrived(request: httpx.Request, access: str, refresh: str) -> httpx.Response:
+    """The IdP got the request: its refresh token is used from now on."""
+    if b"refresh_token=" in request.content:
+        USED.add(request.content.decode().split("refresh_token=", 1)[1].split("&", 1)[0])
+    return _granted(access, refresh)
+
+
 async def _hang(request: httpx.Request) -> httpx.Response:
     await asyncio.sleep(3600)  # a blackholed connection: accepted, never answered
     raise AssertionError("unreachable")
@@ -82,6 +97,7 @@ async def _hang(request: httpx.Request) -> httpx.Response:
 
 @pytest.fixture
 async def replicas(redis_server: RedisServer) -> AsyncIterator[tuple[Replica, Replica]]:
+    USED.clear()
     a, b = Replica(redis_server.url, "a"), Replica(redis_server.url, "b")
     try:
         yield a, b
@@ -132,8 +148,9 @@ async def test_a_live_holder_renews_its_lease_while_the_idp_is_slow(replicas: tu
     a, b = replicas
 
     async def slow(request: httpx.Request) -> httpx.Response:
+        answer = _arrived(request, "at-a", "rt-a")  # arrived and rotated; the answer comes late
         await asyncio.sleep(4.0)
-        return _granted("at-a", "rt-a")
+        return answer
 
     a.answer = slow
     b.answer = slow
@@ -181,8 +198,8 @@ async def test_a_valid_token_is_never_held_past_its_end(replicas: tuple[Replica,
 
 async def test_a_cut_off_replica_releases_its_claim_and_peers_refresh(replicas: tuple[Replica, Replica]) -> None:
     """Replica A's IdP traffic is blackholed, B reaches the IdP. A's claimed refresh hangs; once it is
-    overdue and B has been answered for a later call, A gives the claim up, B refreshes the session,
-    and A takes no new claims meanwhile."""
+    overdue, B finds the refresh token A sent unused at the IdP, A gives the claim up, B refreshes the
+    session, and A takes no new claims meanwhile."""
     a, b = replicas
     a.answer = _hang
     victim = await _session(a.store, left=-1)
@@ -247,10 +264,12 @@ async def test_a_previous_release_claim_without_a_start_is_waited_for_not_taken(
     assert b.calls == []
 
 
-async def test_a_peers_probe_frees_a_cut_off_holders_claim(replicas: tuple[Replica, Replica]) -> None:
-    """No other refresh happens anywhere: B, finding A's refresh overdue, probes the token endpoint
-    (answered at once), which is the evidence A needs to give the claim up; B's next request works.
-    The probe issues nothing and replays nothing."""
+async def test_a_peer_that_sees_the_token_unused_frees_a_cut_off_holders_claim(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """No other refresh happens anywhere: B, finding A's refresh overdue, introspects the refresh token
+    A sent: still unused, so A's call never arrived. B says so on the claim; A closes its call and
+    gives the claim up; B's next request refreshes. Introspection consumes nothing."""
     a, b = replicas
     a.answer = _hang
     victim = await _session(a.store, left=-1)
@@ -267,6 +286,34 @@ async def test_a_peers_probe_frees_a_cut_off_holders_claim(replicas: tuple[Repli
             await asyncio.sleep(0.05)
         assert time.monotonic() - started < 1.5
     assert refreshed.tokens.access_token == "at-b"
-    assert b.probes >= 1 and len(b.calls) == 1
+    assert len(b.calls) == 1
     hanging.cancel()
     await asyncio.gather(hanging, return_exceptions=True)
+
+
+async def test_a_late_answer_for_one_replica_is_never_replayed(replicas: tuple[Replica, Replica]) -> None:
+    """The other reading of a hung call: A's refresh reached the IdP (rotated) and only its answer is
+    late, while B reaches the IdP fine. B fails fast, finds the token used (not unused), never sends it
+    again; A keeps its claim and stores the late answer. A takes no new claims meanwhile."""
+    a, b = replicas
+
+    async def late(request: httpx.Request) -> httpx.Response:
+        answer = _arrived(request, "at-a", "rt-a")
+        await asyncio.sleep(3.0)
+        return answer
+
+    a.answer = late
+    victim = await _session(a.store, left=-1)
+    first = asyncio.create_task(a.tokens.ensure_fresh(victim))
+    await asyncio.sleep(0.2)
+    other = await _session(a.store, left=-1)
+    assert (await b.tokens.ensure_fresh(other)).tokens.access_token == "at-b"  # B is answered meanwhile
+    for _ in range(4):
+        with pytest.raises(AuthProviderUnavailable):
+            await b.tokens.ensure_fresh(victim)
+        await asyncio.sleep(0.4)
+    assert (await first).tokens.access_token == "at-a"
+    stored = await b.store.get(victim.id)
+    assert stored is not None and stored.tokens.access_token == "at-a"
+    assert (len(a.calls), len(b.calls)) == (1, 1)  # B's one grant was for the other session
+    assert a.tokens.metrics.refresh_claims.labels("abandoned")._value.get() == 0

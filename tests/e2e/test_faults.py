@@ -87,6 +87,10 @@ def _ok(response: httpx.Response) -> None:
     assert "set-cookie" not in response.headers
 
 
+def _data(response: httpx.Response) -> bool:
+    return response.status_code == 200 and "errors" not in response.json()
+
+
 def _code(response: httpx.Response) -> str:
     return str(response.json()["errors"][0]["extensions"]["code"])
 
@@ -105,10 +109,12 @@ def _proxied(proxy: FaultProxy) -> dict[str, Any]:
 async def test_a_held_refresh_neither_stalls_valid_tokens_nor_is_replayed_when_keys_vanish(
     stack: Stack, redis_server: RedisServer
 ) -> None:
-    """Faults 1 and 4: the replica that took the claim hangs at the IdP (it may as well have been
-    SIGKILLed); the other replicas serve the valid token at once, and after every other key is
-    deleted (an eviction, a failover) and the token has expired, nobody sends its refresh token
-    again until the holder's call is over."""
+    """Faults 1 and 4: the replica that took the claim hangs at the IdP (its token request held before
+    the IdP: a blackhole); the other replicas serve the valid token at once, and after every other key
+    is deleted (an eviction, a failover) and the token has expired, nobody sends its refresh token while
+    the holder's claim stands: a request that needs it fails fast. That request's probe shows the IdP
+    answers the others, so the holder gives its hung call (closed: the held request is dropped, never
+    delivered) and its claim up, and a healthy replica refreshes: one grant, no replay (issue 23)."""
     async with fault_proxy() as proxy, _replicas(stack, redis_server, {}, {}, _proxied(proxy)) as replicas:
         one, two, holder = replicas
         cookie = await signed_in_cookie(one)
@@ -130,19 +136,27 @@ async def test_a_held_refresh_neither_stalls_valid_tokens_nor_is_replayed_when_k
         for key in await redis.keys("*"):
             if not key.endswith(b":s"):
                 await redis.delete(key)  # everything but the session records
-        await _until(one, cookie, -0.05)  # expired now
-        response, elapsed = await _viewer(one, cookie)
-        assert _code(response) == "AUTH_PROVIDER_UNAVAILABLE"
-        assert "set-cookie" not in response.headers
         assert stack.idp.stats()["refreshGrants"] == before["refreshGrants"]  # nobody else sent it
 
-        proxy.release()  # the IdP answers the holder at last: its rotation is stored
-        await _wait_for(lambda: _rotated(one, cookie, before_version=1))
+        # once the holder's refresh is overdue (2 s), a peer's request finds the refresh token unused at
+        # the IdP (introspection) and says so on the claim; the holder closes its call (the held request
+        # is dropped, never delivered) and gives the claim up; a healthy replica refreshes, all while
+        # the token is still valid: no request fails, none waits
+        async def rotated() -> bool:
+            response, elapsed = await _viewer((one, two)[int(time.monotonic() * 10) % 2], cookie)
+            _ok(response)
+            assert elapsed < BUDGET
+            return await _rotated(one, cookie, before_version=1)
+
+        await _wait_for(rotated, timeout=4)
+        assert proxy.dropped == 1
+        proxy.release()
         for bff in (one, two, holder):
             _ok((await _viewer(bff, cookie))[0])
         after = stack.idp.stats()
         assert after["refreshGrants"] - before["refreshGrants"] == 1
         assert after["refreshReuse"] == 0
+        assert holder.resources.metrics.refresh_claims.labels("abandoned")._value.get() == 1
 
 
 async def test_an_answer_after_the_timeout_is_stored_not_lost(stack: Stack, redis_server: RedisServer) -> None:

@@ -71,7 +71,12 @@ def idp_env() -> dict[str, str]:
 
 
 @pytest.fixture
-async def fleet(idp_env: dict[str, str]) -> AsyncIterator[Fleet]:
+def guard_options() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def fleet(idp_env: dict[str, str], guard_options: dict[str, Any]) -> AsyncIterator[Fleet]:
     ports = [free_port(), free_port()]
     idp = OIDCProvider(
         redirect_uris=[f"http://127.0.0.1:{p}/auth/callback" for p in ports],
@@ -81,8 +86,8 @@ async def fleet(idp_env: dict[str, str]) -> AsyncIterator[Fleet]:
     ).start()
     validator = IntrospectionValidator(idp.issuer, "resource-server", "resource-secret")
     guards = {
-        "accounts": ResourceGuard(accounts_app(validator), issuer=idp.issuer, audience=ACCOUNTS),
-        "catalog": ResourceGuard(catalog_app(validator), issuer=idp.issuer, audience=CATALOG),
+        "accounts": ResourceGuard(accounts_app(validator), issuer=idp.issuer, audience=ACCOUNTS, **guard_options),
+        "catalog": ResourceGuard(catalog_app(validator), issuer=idp.issuer, audience=CATALOG, **guard_options),
     }
     try:
         async with serve(guards["accounts"]) as accounts_url, serve(guards["catalog"]) as catalog_url:
@@ -191,3 +196,34 @@ async def test_a_token_exchange_upstream(fleet: Fleet) -> None:
         assert stats["exchangeGrants"] == 1
         assert fleet.grants().get(CATALOG, 0) == 0  # the catalog's token came by exchange, not refresh
         assert fleet.wrong_audience() == 0
+
+
+@pytest.mark.parametrize("idp_env", [{"dpop_nonce": "1"}])
+@pytest.mark.parametrize("guard_options", [{"require_dpop": True, "use_nonce": True}])
+async def test_dpop_bound_tokens_work_with_a_proof_and_are_useless_without(fleet: Fleet) -> None:
+    """BFF_OIDC_DPOP=true against oidc-provider's DPoP (nonces required) and upstreams that require
+    DPoP-bound tokens, their own nonces, and a proof matching cnf.jkt: every call is accepted, across a
+    rotation; the same token replayed without the session's key is refused."""
+    async with fleet.bff(oidc_dpop=True) as bff:
+        cookie = await signed_in_cookie(bff)
+        async with bff.client(cookie) as client:
+            _assert_viewer(await client.post("/graphql", json=VIEWER))
+            await asyncio.sleep(ACCESS_TTL / 2 + 0.3)  # the upstream tokens are due: DPoP refresh grants
+            _assert_viewer(await client.post("/graphql", json=VIEWER))
+            await asyncio.sleep(0.5)
+            _assert_viewer(await client.post("/graphql", json=VIEWER))
+        for guard in fleet.guards.values():
+            assert guard.stats.accepted >= 3
+            assert (guard.stats.missing_proof, guard.stats.bad_proof, guard.stats.wrong_audience) == (0, 0, 0)
+            assert guard.stats.nonce_challenges >= 1  # the nonce retry was exercised
+        session = await bff.resources.store.get(bff.resources.crypto.unsign(cookie))
+        assert session.dpop_key is not None
+        stolen = session.upstream_tokens["accounts"]
+        assert stolen.token_type.lower() == "dpop"
+        assert fleet.grants().get(ACCOUNTS, 0) >= 2  # a rotation happened, with proofs
+        assert fleet.idp.stats()["refreshReuse"] == 0
+        async with httpx.AsyncClient(base_url=fleet.urls["accounts"]) as thief:
+            for scheme in ("Bearer", "DPoP"):
+                refused = await thief.get("/me", headers={"Authorization": f"{scheme} {stolen.access_token}"})
+                assert refused.status_code == 401
+        assert fleet.guards["accounts"].stats.missing_proof == 2

@@ -1,7 +1,8 @@
 """A small HTTP forward proxy for fault injection in front of the IdP, for one replica at a time.
 
 The replica's OIDC client sends its requests through it (``httpx.AsyncHTTPTransport(proxy=...)``);
-requests to ``/token`` can be passed, held until released, answered late (forwarded at once so the
+requests to ``/token`` can be passed, held until released (a blackhole: accepted, never answered;
+dropped if the client closes the connection meanwhile), answered late (forwarded at once so the
 IdP really rotates, the answer withheld for a while), or refused (connection closed unanswered).
 Everything else passes. Real sockets, real IdP: only the timing is ours.
 """
@@ -25,6 +26,7 @@ class FaultProxy:
     late_seconds: float = 0.0
     token_requests: int = 0
     answered: int = 0
+    dropped: int = 0  # held requests whose client went away before they were released
     released: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = field(default_factory=free_port)
 
@@ -52,7 +54,16 @@ class FaultProxy:
                 if self.mode == "refuse":
                     return
                 if self.mode == "hold":
-                    await self.released.wait()
+                    # held until released, or dropped if the client gives up meanwhile (as a proxy
+                    # does with a request it has not sent on yet: nothing reaches the IdP)
+                    gone = asyncio.ensure_future(reader.read(1))
+                    released = asyncio.ensure_future(self.released.wait())
+                    await asyncio.wait({gone, released}, return_when=asyncio.FIRST_COMPLETED)
+                    released.cancel()
+                    if gone.done() and not gone.result():
+                        self.dropped += 1
+                        return
+                    gone.cancel()
             forward = {k: v for k, v in headers if k.lower() not in ("proxy-connection", "connection", "host")}
             async with httpx.AsyncClient(timeout=60) as client:
                 response = await client.request(method, target, headers=forward, content=body)
