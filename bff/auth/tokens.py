@@ -112,6 +112,10 @@ class TokenManager:
         self.reuse_grace_seconds = reuse_grace_seconds
         #: upstreams with a token of their own, by name; any other upstream gets the session's token
         self.targets: dict[str, TokenTarget] = dict(targets or {})
+        # upstreams asking for the same token (same resource, scopes, audience) share it: one grant
+        # each rotation, kept under the first such upstream's name
+        first: dict[TokenTarget, str] = {}
+        self._slots = {name: first.setdefault(target, name) for name, target in self.targets.items()}
         self.clock = clock or store.now
         self.replica = uuid.uuid4().hex[:12]
         self._attempts = 0
@@ -132,11 +136,14 @@ class TokenManager:
         #: overdue claims (by holder) this replica checked lately, and when it may check again
         self._checked: dict[str, float] = {}
         self._next_self_probe = 0.0
+        #: sessions whose refresh token we found used after a lapsed claim, since when
+        self._used_since: dict[str, float] = {}
 
     # policy ------------------------------------------------------------------------------------
     def slot(self, upstream: str | None) -> Slot:
-        """Which token an upstream gets: its own, or (None) the session's."""
-        return upstream if upstream is not None and upstream in self.targets else None
+        """Which token an upstream gets: its own (shared with upstreams that ask for the same one),
+        or (None) the session's."""
+        return None if upstream is None else self._slots.get(upstream)
 
     @staticmethod
     def tokens_of(session: Session, slot: Slot) -> TokenSet | None:
@@ -279,7 +286,9 @@ class TokenManager:
             claim = await self.store.claim_refresh(
                 session_id, current.version, holder, self.lease_seconds, takeover=takeover
             )
-            if claim is Claim.TAKEN:
+            if claim is Claim.LAPSED:
+                await self._verify_lapsed(current)
+            if claim in (Claim.TAKEN, Claim.LAPSED):
                 other = current.refresh_claim
                 if other is not None and other != holder:
                     self.metrics.refresh_claims.labels("taken_over").inc()
@@ -291,6 +300,32 @@ class TokenManager:
             if claim is Claim.MOVED:
                 continue
             await self._wait_for_peer(current, deadline, "another replica's refresh did not finish")
+
+    async def _verify_lapsed(self, current: Session) -> None:
+        """We took a claim whose holder stopped renewing it without a write: dead, or frozen (SIGSTOP)
+        with its refresh perhaps already answered. If the IdP says the refresh token is used, sending it
+        again would make a rotating IdP revoke the grant: this request fails fast and our claim is left
+        to lapse (a frozen holder writes its answer when it wakes; the write needs no claim). If it stays
+        used for longer than any refresh may take, its holder died with the new tokens: the session is
+        over. Unused, or the IdP cannot tell: go ahead."""
+        refresh_token = current.tokens.refresh_token
+        if not refresh_token:
+            return
+        unused = await self.oidc.refresh_token_unused(refresh_token, timeout=self.overdue_seconds / 2)
+        if unused is not False:
+            self._used_since.pop(current.id, None)
+            return
+        now = time.monotonic()
+        first = self._used_since.setdefault(current.id, now)
+        if len(self._used_since) > 10_000:
+            self._used_since = {current.id: first}
+        if now - first > self.refresh_deadline:
+            self._used_since.pop(current.id, None)
+            log.info("a dead replica's rotation of this session was lost; session ended")
+            await self.store.delete(current.id, session=current)
+            raise Unauthenticated("The session's refresh was lost")
+        log.warning("a lapsed refresh claim's token is already used at the IdP; not replaying it")
+        raise AuthProviderUnavailable("a previous refresh of this session may still be answered")
 
     async def _wait_for_peer(self, current: Session, deadline: float, reason: str) -> None:
         """Someone else's claim (or nobody's, while we are cut off): wait for its write, briefly.

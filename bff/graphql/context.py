@@ -257,8 +257,9 @@ class Context(BaseContext):
         anonymous = self.resources.settings.upstreams[name].anonymous
         manager = self.resources.tokens
         source: TokenSource = self
-        if manager is not None and manager.slot(name) is not None:
-            source = _UpstreamToken(self, name)
+        slot = None if manager is None else manager.slot(name)
+        if slot is not None:  # its own token (shared with upstreams that ask for the same one)
+            source = _UpstreamToken(self, slot)
         return source if anonymous == "deny" else _AnonymousAware(self, anonymous, source)
 
     # upstreams and loaders ---------------------------------------------------------------------

@@ -47,6 +47,7 @@ return 0
 
 # The refresh claim, judged by the server's clock (TIME), so replicas' clocks do not matter. A claim
 # is a lease its live holder renews (_RENEW); a holder id may end in '@<start ms>' (0.3's do).
+# 'lapsed': taken from a holder whose lease ran out without a write or release (dead, or frozen).
 # KEYS[1] session hash; ARGV version seen, holder, lease ms, takeover after ms, takeover before ms
 # (0 0: never take over a live claim)
 _CLAIM = """
@@ -55,12 +56,18 @@ if (not v) or v ~= ARGV[1] then return 'moved' end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder = redis.call('HGET', KEYS[1], 'c')
-if holder and holder ~= ARGV[2] and tonumber(redis.call('HGET', KEYS[1], 'cu') or '0') > now then
-  local since = tonumber(string.match(holder, '@(%d+)$') or '')
-  local after, before = tonumber(ARGV[4]), tonumber(ARGV[5])
-  if not (since and before > 0 and now - since > after and now - since < before) then return 'busy' end
+local lapsed = false
+if holder and holder ~= ARGV[2] then
+  if tonumber(redis.call('HGET', KEYS[1], 'cu') or '0') > now then
+    local since = tonumber(string.match(holder, '@(%d+)$') or '')
+    local after, before = tonumber(ARGV[4]), tonumber(ARGV[5])
+    if not (since and before > 0 and now - since > after and now - since < before) then return 'busy' end
+  else
+    lapsed = true
+  end
 end
 redis.call('HSET', KEYS[1], 'c', ARGV[2], 'cu', now + tonumber(ARGV[3]))
+if lapsed then return 'lapsed' end
 return 'taken'
 """
 

@@ -50,6 +50,7 @@ class UnverifiedId(str):
 
 class Claim(Enum):
     TAKEN = "taken"  # ours until we commit, release, or its lease runs out
+    LAPSED = "lapsed"  # ours, taken from a holder whose lease ran out unfinished (dead or frozen)
     BUSY = "busy"  # someone else's live claim
     MOVED = "moved"  # the record changed (or is gone) since the version we saw: read it again
 

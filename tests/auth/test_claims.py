@@ -14,7 +14,7 @@ import pytest
 
 from bff.auth.oidc import OIDCClient
 from bff.auth.tokens import TokenManager
-from bff.errors import AuthProviderUnavailable
+from bff.errors import AuthProviderUnavailable, Unauthenticated
 from bff.metrics import Metrics
 from bff.sessions.crypto import SessionCrypto
 from bff.sessions.models import Session, TokenSet
@@ -317,3 +317,50 @@ async def test_a_late_answer_for_one_replica_is_never_replayed(replicas: tuple[R
     assert stored is not None and stored.tokens.access_token == "at-a"
     assert (len(a.calls), len(b.calls)) == (1, 1)  # B's one grant was for the other session
     assert a.tokens.metrics.refresh_claims.labels("abandoned")._value.get() == 0
+
+
+async def test_a_frozen_holders_used_token_is_not_replayed_after_its_lease(redis_server: RedisServer) -> None:
+    """A holder frozen (SIGSTOP) after its refresh reached the IdP: its lease lapses, but the peer that
+    takes the lapsed claim finds the refresh token used and does not replay it; when the holder wakes,
+    its write lands and the peer serves the new tokens. A holder that never wakes (it died with the new
+    tokens) ends the session once no refresh could still be answered."""
+    USED.clear()
+    b = Replica(redis_server.url, "b", refresh_deadline=2.0)
+    try:
+        session = await _session(b.store, left=-1)
+        frozen = claim_holder("frozen", 1, b.store.now())
+        assert await b.store.claim_refresh(session.id, session.version, frozen, 0.3) is Claim.TAKEN
+        USED.add("rt-1")  # its refresh reached the IdP before it froze
+        await asyncio.sleep(0.4)  # its lease lapsed
+        with pytest.raises(AuthProviderUnavailable):
+            await b.tokens.ensure_fresh(session)
+        assert b.calls == []
+        woken = await b.store.get(session.id)
+        assert woken is not None
+        woken.tokens = TokenSet(
+            access_token="at-woken", refresh_token="rt-woken", expires_at=b.store.now() + 600, issued_at=b.store.now()
+        )
+        assert await b.store.replace(woken, end_claim=frozen) is not None  # the holder wakes and writes
+        assert (await b.tokens.ensure_fresh(session)).tokens.access_token == "at-woken"
+
+        dead = await _session(b.store, left=-1)
+        gone = claim_holder("dead-after-rotation", 1, b.store.now())
+        assert await b.store.claim_refresh(dead.id, dead.version, gone, 0.3) is Claim.TAKEN
+        await asyncio.sleep(0.4)
+        with pytest.raises(AuthProviderUnavailable):
+            await b.tokens.ensure_fresh(dead)
+        await asyncio.sleep(2.2)  # past the refresh deadline: nobody can still write that rotation
+        outcome: BaseException | None = None
+        for _ in range(20):  # our own lapsed-claim lease (3 s here is 1.5 s) must run out too
+            try:
+                await b.tokens.ensure_fresh(dead)
+            except Unauthenticated as exc:
+                outcome = exc
+                break
+            except AuthProviderUnavailable:
+                await asyncio.sleep(0.2)
+        assert isinstance(outcome, Unauthenticated)
+        assert await b.store.get(dead.id) is None
+        assert b.calls == []  # never replayed
+    finally:
+        await b.close()

@@ -75,7 +75,11 @@ async def parts() -> AsyncIterator[tuple[TokenManager, MemorySessionStore, FakeI
         router.post(f"{ISSUER}/token").mock(side_effect=idp.token)
         store = MemorySessionStore(SessionCrypto(["k"]), idle_seconds=3600, absolute_seconds=7200)
         oidc = OIDCClient(issuer=ISSUER, client_id="bff", client_secret="s", timeout=2)
-        targets = {**TARGETS, "broken": TokenTarget(resource="https://refused.example")}
+        targets = {
+            **TARGETS,
+            "broken": TokenTarget(resource="https://refused.example"),
+            "accounts-admin": TokenTarget(resource="https://accounts.example"),  # same token as accounts
+        }
         manager = TokenManager(store, oidc, Metrics(), buffer_seconds=300, wait_seconds=2, targets=targets)
         yield manager, store, idp
         await manager.close()
@@ -215,3 +219,15 @@ async def test_the_record_keeps_a_format_the_previous_release_reads(
     future["added_later"] = True
     assert Session.from_json(json.dumps(future).encode(), 1).sub == "alice"
     assert "at-" not in repr(session.upstream_tokens["accounts"])  # no token in a repr (logs)
+
+
+async def test_upstreams_asking_for_the_same_token_share_it(
+    parts: tuple[TokenManager, MemorySessionStore, FakeIdP],
+) -> None:
+    manager, store, idp = parts
+    assert manager.slot("accounts-admin") == manager.slot("accounts") == "accounts"
+    session = await _session(store)
+    await asyncio.gather(
+        manager.ensure_fresh(session, upstream="accounts"), manager.ensure_fresh(session, upstream="accounts-admin")
+    )
+    assert len(idp.grants) == 1
