@@ -309,8 +309,8 @@ class TokenManager:
         used for longer than any refresh may take, its holder died with the new tokens: the session is
         over. Unused, or the IdP cannot tell: go ahead."""
         refresh_token = current.tokens.refresh_token
-        if not refresh_token:
-            return
+        if not refresh_token or self.reuse_grace_seconds > 0:
+            return  # the IdP accepts a replay inside its reuse interval (and refuses it, safely, after)
         unused = await self.oidc.refresh_token_unused(refresh_token, timeout=self.overdue_seconds / 2)
         if unused is not False:
             self._used_since.pop(current.id, None)
