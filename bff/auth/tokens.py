@@ -69,6 +69,8 @@ log = logging.getLogger("bff.auth")
 _BACKOFF_SECONDS = 5.0
 #: a request going out with a nearly spent token leaves this much of its life for the trip
 _TRIP_SECONDS = 0.5
+#: the longest a request holding a still-valid (nearly spent) token waits for its refresh
+_VALID_WAIT_SECONDS = 0.5
 #: a slot: the upstream whose own token it is, or None for the session's (login) token
 Slot = str | None
 
@@ -199,8 +201,10 @@ class TokenManager:
         task = self._start(session.id, slot, rejected_token)
         budget = self.wait_seconds
         if rejected_token is None and tokens is not None and not tokens.is_expired(self.clock()):
-            # a still-valid token goes out before its end rather than wait past it
-            budget = min(budget, max(0.0, tokens.seconds_left(self.clock()) - _TRIP_SECONDS))
+            # a still-valid token goes out before its end rather than wait past it, and rather than
+            # wait long on a refresh that may be stuck elsewhere (a cut-off holder's)
+            left = tokens.seconds_left(self.clock()) - _TRIP_SECONDS
+            budget = min(budget, _VALID_WAIT_SECONDS, max(0.0, left))
         try:
             # shield: a caller that goes away (or gives up) must not cancel the refresh
             return await asyncio.wait_for(asyncio.shield(task), budget)
