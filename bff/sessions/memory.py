@@ -77,8 +77,9 @@ class MemorySessionStore(SessionStore):
         self, session_id: str, version: int, holder: str, seconds: float, takeover: tuple[float, float] | None
     ) -> Claim:
         async with self._write:
+            raw: Record | None = await self._cache.get(_key("s", session_id))
             current = await self._get(session_id)
-            if current is None or current.version != version:
+            if raw is None or current is None or current.version != version:
                 return Claim.MOVED
             now = time.time()
             if current.claim is not None and current.claim != holder:
@@ -87,7 +88,8 @@ class MemorySessionStore(SessionStore):
                     return Claim.BUSY
             claimed = dataclasses.replace(current, claim=holder, claim_until=now + seconds)
             await self._put(session_id, claimed)
-            return Claim.TAKEN
+            lapsed = raw.claim is not None and raw.claim != holder and current.claim is None
+            return Claim.LAPSED if lapsed else Claim.TAKEN
 
     async def _mark_unused(self, session_id: str, holder: str) -> bool:
         async with self._write:
