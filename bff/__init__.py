@@ -8,8 +8,9 @@ The public surface a team builds on (everything else may move between versions):
     from bff import Settings, create_app             # configuration and the app factory
     import bff.testing                               # a signed-in test client, upstream mocks
 
-In a resolver, ``info.context.rest("name")``, ``info.context.graphql("name")`` and
-``info.context.loader("key", factory)`` are the upstream clients and per-request DataLoaders.
+In a resolver, ``await info.context.user()`` is the signed-in `User` (or None), and
+``info.context.rest("name")``, ``info.context.graphql("name")`` and ``info.context.loader("key", factory)``
+are the upstream clients and per-request DataLoaders.
 Names are imported on first use, so ``import bff`` stays cheap.
 """
 
@@ -36,6 +37,8 @@ _EXPORTS = {
     "UpstreamTimeout": "bff.errors",
     "UpstreamUnauthorized": "bff.errors",
     "QueryRejected": "bff.errors",
+    "UpstreamTokenRefused": "bff.errors",
+    "User": "bff.sessions.models",
 }
 
 __all__ = [
@@ -49,7 +52,9 @@ __all__ = [
     "Unauthenticated",
     "UpstreamError",
     "UpstreamTimeout",
+    "UpstreamTokenRefused",
     "UpstreamUnauthorized",
+    "User",
     "build_schema",
     "create_app",
     "load_schema",
@@ -65,12 +70,14 @@ if TYPE_CHECKING:
         Unauthenticated,
         UpstreamError,
         UpstreamTimeout,
+        UpstreamTokenRefused,
         UpstreamUnauthorized,
     )
     from bff.graphql.context import Context
     from bff.graphql.limits import Limits
     from bff.graphql.schema import SchemaError, build_schema
     from bff.graphql.selection import selects
+    from bff.sessions.models import User
     from bff.settings import Settings
 
 

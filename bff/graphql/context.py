@@ -17,7 +17,7 @@ from bff.auth.dpop import DPoPKey
 from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticated, UpstreamError
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
-from bff.sessions.models import Session, TokenSet
+from bff.sessions.models import Session, TokenSet, User
 from bff.tasks import shared_task
 from bff.upstream import Backoff, GraphQLClient, RestClient, TokenSource, UpstreamEvent, follow
 
@@ -63,6 +63,17 @@ class Context(BaseContext):
         if self._session_task is None:
             self._session_task = shared_task(self._read_session(self.session_id))
         return await asyncio.shield(self._session_task)
+
+    async def user(self) -> User | None:
+        """The signed-in user (sub, name, email, profile claims), or None without a session. Read
+        once per request; no token material. For a field that needs a user::
+
+            user = await info.context.user()
+            if user is None:
+                raise Unauthenticated()
+        """
+        session = await self.session()
+        return None if session is None else User.of(session)
 
     async def _read_session(self, session_id: str) -> Session | None:
         session = await self.resources.store.get(session_id, touch=self.touch)

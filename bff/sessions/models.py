@@ -37,6 +37,22 @@ class TokenSet:
         return self.seconds_left(now) <= threshold
 
 
+@dataclass(frozen=True, slots=True)
+class User:
+    """The signed-in user as resolvers see it (`Context.user`): who, and the profile claims kept at
+    sign-in. No token, no session id: nothing here can call an upstream or forge a cookie."""
+
+    sub: str
+    name: str | None = None
+    email: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, session: Session) -> User:
+        claims = dict(session.claims)
+        return cls(sub=session.sub, name=claims.get("name"), email=claims.get("email"), claims=claims)
+
+
 #: the record format this release writes. Format 1 (0.1, 0.2): the session JSON alone. Format 2 (0.3):
 #: the same JSON, which 0.2 still reads, plus an "extras" document beside it (per-upstream tokens, the
 #: DPoP key) that 0.2 never reads and leaves in place when it writes. A record without extras is

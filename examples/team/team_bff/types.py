@@ -86,10 +86,10 @@ class Me:
 class Query:
     @strawberry.field(description="The signed-in user; null with UNAUTHENTICATED when signed out.")
     async def me(self, info: Info[Context, None]) -> Me | None:
-        session = await info.context.session()
-        if session is None:
+        user = await info.context.user()
+        if user is None:
             raise Unauthenticated()
-        return Me(id=strawberry.ID(session.sub))
+        return Me(id=strawberry.ID(user.sub))
 
 
 @strawberry.type
