@@ -36,6 +36,7 @@ from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
     AccessLogMiddleware,
+    BodyLimitMiddleware,
     CSRFMiddleware,
     LastResortMiddleware,
     NoStoreMiddleware,
@@ -74,7 +75,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_resources(settings, transports=transports) as resources:
             app.state.resources = resources  # for embedding code and tests; requests use their state
-            state = {"resources": resources}
+            # the discovery look /readyz shares for a few seconds (issue 24)
+            state = {"resources": resources, "discovery": health.DiscoveryCheck()}
             # under plain uvicorn, SIGTERM/SIGINT end the streams first, as `bff serve` does
             signals = SignalsEndStreams(state)
             signals.install()
@@ -113,6 +115,8 @@ def create_app(
     auth.install_error_handlers(app)
     app.add_exception_handler(HTTPException, _http_error)
 
+    # one body limit for every route (issue 24); inside the access log, the request id and CORS
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     allowed = [settings.public_origin, *settings.cors_origins]
     app.add_middleware(CSRFMiddleware, cookie_name=settings.cookie_name, allowed_origins=allowed)
     app.add_middleware(

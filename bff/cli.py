@@ -75,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.logs import configure_logging
+    from bff.protocols import uvicorn_options
     from bff.settings import Settings, invalid_configuration
 
     if args.schema:
@@ -107,6 +108,8 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # ours is bff.access: no query strings (authorization codes), with request ids
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        # write deadline, WebSocket messages bounded before they are buffered, no compression
+        **uvicorn_options(settings.max_body_bytes),
     )
     # not uvicorn.run: streams must end (with `complete`) when shutdown starts, in every worker
     return 0 if serving.run(config) else 3
@@ -172,6 +175,7 @@ def demo(args: argparse.Namespace) -> int:
     from bff import serving
     from bff.demo.stack import build_demo_app
     from bff.graphql.schema import SchemaError
+    from bff.protocols import uvicorn_options
     from bff.settings import Settings, invalid_configuration
 
     if os.environ.get("BFF_ENV") == "production":
@@ -203,7 +207,13 @@ def demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(environment.max_body_bytes),
     )
     return 0 if serving.run(config) else 3
 

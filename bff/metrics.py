@@ -103,7 +103,21 @@ class Metrics:
             "bff_streams_ended", "Subscription streams ended, by reason", ["reason"], registry=r
         )
         self.streams_refused = Counter(
-            "bff_streams_refused", "Subscription streams refused by a limit", ["limit"], registry=r
+            "bff_streams_refused",
+            "Subscription streams refused by a limit (per_process, per_session, per_connection, anonymous, "
+            "anonymous_per_address)",
+            ["limit"],
+            registry=r,
+        )
+        self.streams_open_anonymous = Gauge(
+            "bff_streams_open_anonymous", "Open subscription streams without a session", registry=r
+        )
+        self.connections_aborted = Counter(
+            "bff_connections_aborted",
+            "Client connections aborted by the server, by reason (write_stall: the client took nothing "
+            "for BFF_WRITE_TIMEOUT_SECONDS)",
+            ["reason"],
+            registry=r,
         )
         self.gc_pause = Histogram(
             "bff_gc_pause_seconds",
@@ -126,6 +140,9 @@ class Metrics:
             self.token_refresh.labels(outcome)
         for event in ("overdue", "abandoned", "taken_over", "lost"):
             self.refresh_claims.labels(event)
+        for limit in ("per_process", "per_session", "per_connection", "anonymous", "anonymous_per_address"):
+            self.streams_refused.labels(limit)
+        self.connections_aborted.labels("write_stall")
 
 
 def loggable_name(name: str | None) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
 
+from bff.admission import ClientStreamRegistry
 from bff.auth.dpop import NonceCache
 from bff.auth.oidc import OIDCClient, TokenTarget
 from bff.auth.tokens import ServiceTokens, TokenManager
@@ -24,7 +25,6 @@ from bff.sessions.crypto import SessionCrypto, UnknownKey
 from bff.sessions.memory import MemorySessionStore
 from bff.sessions.redis import RedisSessionStore
 from bff.sessions.store import SessionStore, UnverifiedId
-from bff.sessions.streams import StreamRegistry
 from bff.settings import Settings, UpstreamSettings, mask_url
 from bff.telemetry import traced_transport
 from bff.upstream.aio import AiohttpUpstream
@@ -48,7 +48,7 @@ class Resources:
     breakers: AsyncCircuitBreakerFactory | None = None
     service_tokens: ServiceTokens | None = None
     rejections: RejectionCooldown | None = None
-    streams: StreamRegistry | None = None
+    streams: ClientStreamRegistry | None = None
     #: the newest DPoP nonce each upstream demanded (RFC 9449 section 9), shared by every request
     dpop_nonces: NonceCache = field(default_factory=NonceCache)
 
@@ -142,6 +142,8 @@ async def _log_startup_checks(resources: Resources) -> None:
     for origin in dict.fromkeys([*settings.cors_origins, *settings.login_return_origins]):
         for problem in settings.cookie_problems(origin):
             log.warning("browser origin %s cannot sign in: %s", origin, problem)
+    if settings.env == "production" and settings.metrics_token is None:
+        log.warning("/metrics is public: set BFF_METRICS_TOKEN (scrape with a bearer token) or block it at the proxy")
     try:
         checks = await check_parts(resources)
     except Exception as exc:  # a diagnostic must never take the server down
@@ -247,12 +249,15 @@ async def open_resources(
         store=store,
         breakers=circuit_breakers(settings.breaker_threshold, settings.breaker_cooldown_seconds),
         rejections=RejectionCooldown(settings.upstream_unauthorized_cooldown_seconds),
-        streams=StreamRegistry(
+        streams=ClientStreamRegistry(
             store,
             metrics,
             per_session=settings.streams_per_session,
             per_process=settings.streams_per_process,
+            anonymous_share=settings.streams_anonymous_share,
+            anonymous_per_address=settings.streams_anonymous_per_address,
             keep_alive=settings.stream_keeps_session_alive,
+            recheck_seconds=settings.stream_recheck_seconds,
         ),
     )
     pauses.install()

@@ -53,6 +53,26 @@ def check_store_url(value: str) -> None:
     raise ValueError(f"expected {_STORE_FORMS}")
 
 
+def check_origin(value: str) -> str:
+    """One exact browser origin, ``scheme://host[:port]`` (a trailing slash is dropped); refuses
+    ``*``, ``null`` and anything that is not an http(s) origin, saying why (issue 24)."""
+    if "*" in value or value.lower() == "null":
+        raise ValueError(
+            f"{value!r} is not an origin: list each one (https://app.example.com); a wildcard or null "
+            "would let any page send the session cookie and read the answers"
+        )
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValueError(f"{value!r} is not an origin: expected scheme://host[:port], e.g. https://app.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not an origin: no path, query or fragment (https://app.example.com)")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def mask_url(value: str) -> str:
     """A URL fit for logs: any user or password in it replaced by ``***``."""
     scheme, sep, rest = value.partition("://")
@@ -214,12 +234,35 @@ class Settings(BaseSettings):
     #: whether an open stream counts as activity for the idle timeout
     stream_keeps_session_alive: bool = False
 
+    # -- issue 24: what one client may hold (streams, connections, writes) ---------------------
+    #: operations one WebSocket connection may run at once (an ``error`` TOO_MANY_STREAMS beyond)
+    streams_per_connection: int = Field(default=20, gt=0)
+    #: the share of BFF_STREAMS_PER_PROCESS that streams without a session may hold together: the
+    #: rest is kept for signed-in users
+    streams_anonymous_share: float = Field(default=0.5, gt=0, le=1)
+    #: streams without a session one client address (an IPv6 /64) may hold at once
+    streams_anonymous_per_address: int = Field(default=20, gt=0)
+    #: a write to a client that does not take it (its socket's buffer stays full) for this long
+    #: aborts the connection (`bff serve`, `bff demo`, or uvicorn with bff.serving's protocols)
+    write_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: a session with open streams is looked at least this often, whatever the store announces (a
+    #: lost pub/sub message ends its streams within this)
+    stream_recheck_seconds: float = Field(default=10.0, gt=0)
+    #: when set, /metrics answers only ``Authorization: Bearer <token>`` (401 otherwise)
+    metrics_token: SecretStr | None = None
+
     @field_validator(
         "cors_origins", "login_return_origins", "native_redirect_uris", "session_previous_secrets", mode="before"
     )
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("cors_origins", "login_return_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        # issue 24: "*" (or "null") would make CORSMiddleware reflect any Origin with credentials
+        return [check_origin(item) for item in value]
 
     @field_validator("public_url")
     @classmethod

@@ -22,11 +22,13 @@ LAYER = {
     "upstream": 1,
     "auth": 1,
     "resources": 2,
+    "admission": 2,
     "graphql": 3,
     "web": 3,
     "app": 4,
     "cli": 4,
     "serving": 4,
+    "protocols": 4,
     "testing": 4,
 }
 #: may import bff.demo: the CLI and the test utilities wire the dev IdP in

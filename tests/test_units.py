@@ -110,3 +110,51 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_production_requires_a_secret() -> None:
     with pytest.raises(ValueError, match="BFF_SESSION_SECRET"):
         Settings(env="production")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://App.example.com/", "https://app.example.com"),
+        ("http://127.0.0.1:5173", "http://127.0.0.1:5173"),
+        ("*", None),
+        ("null", None),
+        ("https://*.example.com", None),
+        ("app.example.com", None),
+        ("https://app.example.com/path", None),
+        ("ftp://app.example.com", None),
+        ("https://user@app.example.com", None),
+    ],
+)
+def test_origin_lists_hold_exact_origins(given: str, expected: str | None) -> None:
+    """BFF_CORS_ORIGINS and BFF_LOGIN_RETURN_ORIGINS: a wildcard or null would make CORS reflect any
+    Origin with credentials (issue 24); the error names the variable, on one line."""
+    from pydantic import ValidationError
+
+    from bff.settings import describe_errors
+
+    if expected is not None:
+        assert Settings(cors_origins=given, login_return_origins=given).cors_origins == [expected]
+        return
+    with pytest.raises(ValidationError) as exc:
+        Settings(cors_origins=f"https://ok.example.com,{given}")
+    (line,) = describe_errors(exc.value)
+    assert line.startswith("BFF_CORS_ORIGINS: ")
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        (None, "unknown"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_anonymous_streams_are_counted_per_address_and_ipv6_per_64(host: str | None, key: str) -> None:
+    from bff.admission import address_key
+
+    assert address_key(host) == key

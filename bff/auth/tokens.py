@@ -200,11 +200,12 @@ class TokenManager:
             raise UpstreamTokenRefused(slot, _refused_message(slot))
         task = self._start(session.id, slot, rejected_token)
         budget = self.wait_seconds
-        if rejected_token is None and tokens is not None and not tokens.is_expired(self.clock()):
+        left = 0.0 if tokens is None else tokens.seconds_left(self.clock()) - _TRIP_SECONDS
+        if rejected_token is None and left > 0:
             # a still-valid token goes out before its end rather than wait past it, and rather than
-            # wait long on a refresh that may be stuck elsewhere (a cut-off holder's)
-            left = tokens.seconds_left(self.clock()) - _TRIP_SECONDS
-            budget = min(budget, _VALID_WAIT_SECONDS, max(0.0, left))
+            # wait long on a refresh that may be stuck elsewhere (a cut-off holder's); one that would
+            # expire on its way is as good as expired: wait for the refresh
+            budget = min(budget, _VALID_WAIT_SECONDS, left)
         try:
             # shield: a caller that goes away (or gives up) must not cancel the refresh
             return await asyncio.wait_for(asyncio.shield(task), budget)

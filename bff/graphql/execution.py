@@ -36,9 +36,9 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from bff.graphql.compiled import Plan, Unsupported, compile_plan
-from bff.graphql.documents import select_operation
+from bff.graphql.documents import CACHE_CHARS, select_operation
 from bff.graphql.errors import BFFSchema, to_graphql_error
-from bff.graphql.limits import DocumentGate
+from bff.graphql.limits import DocumentGate, ValidationCaches
 from bff.metrics import Metrics
 
 __all__ = ["DirectExecution"]
@@ -46,6 +46,8 @@ __all__ = ["DirectExecution"]
 _HOOKS = ("on_operation", "on_parse", "on_validate", "on_execute", "resolve", "get_results")
 #: plans (or the reason there is none) of this many (document, operation name) pairs
 PLAN_CACHE_SIZE = 512
+#: ... whose documents weigh this much together, in characters
+PLAN_CACHE_CHARS = CACHE_CHARS
 
 log = logging.getLogger("bff")
 
@@ -62,6 +64,21 @@ class DirectExecution:
         self.schema = schema
         self.reason = self._ineligible(schema)
         self._plans: OrderedDict[tuple[str, str | None], Plan | str] = OrderedDict()
+        self._plan_chars = 0
+        self._validation = _validation(schema)
+
+    async def validates(self, query: str) -> bool:
+        """Whether ``query`` parses within the token limit and passes the schema's validation
+        (its rules, the gate's shape limits) as a request would: what APQ may register (issue 24).
+        A valid document is cached as its first execution would cache it."""
+        if self._validation is None:
+            return False  # a schema without bff's gate: nothing is known valid
+        shared, rules = self._validation
+        try:
+            document = await shared.documents.parse(query)
+        except GraphQLError:
+            return False
+        return not await shared.validate(self.schema._schema, query, document, rules)
 
     def _ineligible(self, schema: Any) -> str | None:
         """Why the direct path would not be equivalent to ``Schema.execute`` (None: it would)."""
@@ -166,8 +183,12 @@ class DirectExecution:
             if self.executor_class is not StrawberryGraphQLCoreExecutionContext:
                 plan = "executor_class"  # a custom executor may complete values its own way
             self._plans[key] = plan
-            if len(self._plans) > PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
+            self._plan_chars += len(query)
+            # bounded in documents and in their size: only valid documents get here, but any
+            # client may vary them (issue 24)
+            while len(self._plans) > PLAN_CACHE_SIZE or self._plan_chars > PLAN_CACHE_CHARS:
+                (evicted, _), _ = self._plans.popitem(last=False)
+                self._plan_chars -= len(evicted)
         else:
             self._plans.move_to_end(key)
         if isinstance(plan, str):
@@ -202,3 +223,18 @@ class DirectExecution:
             request_id = getattr(context, "request_id", None)
             errors = [to_graphql_error(error, str(request_id) if request_id else None) for error in errors]
         return ExecutionResult(data=data, errors=errors or None, extensions={})
+
+
+def _validation(schema: Any) -> tuple[ValidationCaches, tuple[type[Any], ...]] | None:
+    """The gate's caches and the validation rules a request of ``schema`` is checked with (the
+    specified rules and those of every ``AddValidationRules`` extension, as Strawberry adds them)."""
+    if not hasattr(schema, "get_extensions"):
+        return None
+    rules: list[Any] = list(specified_rules)
+    shared: ValidationCaches | None = None
+    for extension in schema.get_extensions():
+        if isinstance(extension, DocumentGate):
+            shared = extension.shared
+        elif isinstance(extension, AddValidationRules):
+            rules.extend(extension.validation_rules)
+    return None if shared is None else (shared, shared.rules(tuple(rules)))

@@ -183,11 +183,11 @@ class GraphQLHTTPHandler:
                 raise RequestError(400, "a stream runs one operation, not a batch")
             query, variables, operation_name, extensions, document_id = request_params(payload)
             name = _operation_name(operation_name, query)
-            document = self.document(query, extensions, document_id)
+            document = await self.document(query, extensions, document_id)
             context = await self._context(request)
             assert resources.streams is not None
             try:
-                stream = resources.streams.open(context.session_id)
+                stream = resources.streams.open(context.session_id, request.client.host if request.client else None)
             except StreamLimitExceeded as exc:
                 raise RequestError(429, str(exc), code=exc.code) from None
             except ShuttingDown as exc:
@@ -271,10 +271,11 @@ class GraphQLHTTPHandler:
             context.end_session()  # a cookie that names no session is cleared, whatever the query asks
         return context
 
-    def document(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str:
-        """The document to run: the query, or the persisted one the request names by hash."""
+    async def document(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str:
+        """The document to run: the query, or the persisted one the request names by hash (a hash
+        sent with its document registers it only once it parsed and validated)."""
         try:
-            document = self.persisted.resolve(query, extensions, document_id)
+            document = await self.persisted.resolve(query, extensions, document_id, valid=self.direct.validates)
         except PersistedQueryError as exc:
             raise RequestError(exc.status, str(exc), code=exc.code) from None
         if document is None:
@@ -290,7 +291,7 @@ class GraphQLHTTPHandler:
         try:
             query, variables, operation_name, extensions, document_id = request_params(data)
             name = _operation_name(operation_name, query)
-            document = self.document(query, extensions, document_id)
+            document = await self.document(query, extensions, document_id)
             allowed = (
                 {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
             )

@@ -53,7 +53,7 @@ from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from bff.graphql.documents import INLINE_CHARS, MAX_CACHED_CHARS, DocumentCache, select_operation
+from bff.graphql.documents import CACHE_CHARS, INLINE_CHARS, MAX_CACHED_CHARS, DocumentCache, select_operation
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -308,6 +308,9 @@ class _Shared:
     #: (query, rules) of the documents that passed: only those are cached, with their parse
     valid: OrderedDict[tuple[str, tuple[type[Any], ...]], None] = field(default_factory=OrderedDict)
     maxsize: int = 512
+    #: what the documents of ``valid`` may weigh together, in characters (as the parse cache)
+    max_chars: int = CACHE_CHARS
+    _valid_chars: int = 0
 
     def rules(self, requested: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
         rules = self.rule_sets.get(requested)
@@ -333,8 +336,10 @@ class _Shared:
         if not errors and len(query) <= MAX_CACHED_CHARS:
             self.documents.remember(query, document)
             self.valid[key] = None
-            if len(self.valid) > self.maxsize:
-                self.valid.popitem(last=False)
+            self._valid_chars += len(query)
+            while len(self.valid) > self.maxsize or self._valid_chars > self.max_chars:
+                (evicted, _), _ = self.valid.popitem(last=False)
+                self._valid_chars -= len(evicted)
         return errors
 
     def variables_and_cost(
@@ -378,6 +383,11 @@ def _validate(schema: GraphQLSchema, document: DocumentNode, rules: Sequence[typ
         else error
         for error in errors
     ]
+
+
+#: the public name of what every request of one schema shares (`bff.graphql.execution` validates
+#: through it)
+ValidationCaches = _Shared
 
 
 class DocumentGate(SchemaExtension):

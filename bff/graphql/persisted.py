@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,46 @@ def load_manifest(path: str | Path) -> dict[str, str]:
     raise ValueError(f"{path}: not a persisted-documents manifest")
 
 
+#: what every registered APQ document may weigh together, in characters (issue 24: bounded by
+#: size, as the parse cache is, not by count: 2,000 documents of 1 MB were 2 GB per worker)
+APQ_CACHE_CHARS = 2 * 1024 * 1024
+#: a longer document is never registered (it still runs when sent whole): real clients' documents
+#: are a few KB, and this is the parse cache's own bound (`bff.graphql.documents.MAX_CACHED_CHARS`)
+APQ_MAX_DOCUMENT_CHARS = 32 * 1024
+
+#: decides whether a document may be registered: it parses within the token limit and validates
+Validator = Callable[[str], Awaitable[bool]]
+
+
 class PersistedDocuments:
     """Resolves the document to execute from a request's ``query``, ``extensions`` and
     ``documentId``. With a manifest only its documents run; without one, APQ registers documents in
-    a bounded LRU (hand-written: aiocache's memory backend has TTLs but no size bound)."""
+    an LRU bounded by characters (hand-written: aiocache's memory backend has TTLs but no size
+    bound), and only documents that parsed within the token limit and passed validation: a hash is
+    never an alias for a document that was refused, nor for megabytes of padding."""
 
-    def __init__(self, manifest: dict[str, str] | None = None, *, apq: bool = True, max_entries: int = 2000) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, str] | None = None,
+        *,
+        apq: bool = True,
+        max_chars: int = APQ_CACHE_CHARS,
+        max_document_chars: int = APQ_MAX_DOCUMENT_CHARS,
+    ) -> None:
         self.manifest = manifest
         self.apq = apq and manifest is None
-        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self.max_document_chars = max_document_chars
         self._cache: OrderedDict[str, str] = OrderedDict()
+        self._chars = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def chars(self) -> int:
+        """What the registered documents weigh together, in characters."""
+        return self._chars
 
     def operation_names(self) -> set[str]:
         """The names of the manifest's operations (none without a manifest)."""
@@ -58,7 +89,16 @@ class PersistedDocuments:
             names.update(d.name.value for d in parsed.definitions if isinstance(d, OperationDefinitionNode) and d.name)
         return names
 
-    def resolve(self, query: str | None, extensions: dict[str, Any] | None, document_id: str | None) -> str | None:
+    async def resolve(
+        self,
+        query: str | None,
+        extensions: dict[str, Any] | None,
+        document_id: str | None,
+        *,
+        valid: Validator | None = None,
+    ) -> str | None:
+        """The document to run (None: the request has none); raises `PersistedQueryError`. A hash
+        sent with its document registers it when ``valid`` says so (always when ``valid`` is None)."""
         persisted = (extensions or {}).get("persistedQuery")
         wanted: str | None = None
         if document_id is not None:
@@ -85,7 +125,8 @@ class PersistedDocuments:
         if wanted is None:
             return query
         if query is not None:
-            if self.apq:
+            small = len(query) <= self.max_document_chars
+            if self.apq and small and wanted not in self._cache and (valid is None or await valid(query)):
                 self._remember(wanted, query)
             return query
         cached = self._cache.get(wanted) if self.apq else None
@@ -95,7 +136,11 @@ class PersistedDocuments:
         return cached
 
     def _remember(self, digest: str, query: str) -> None:
+        if digest in self._cache:
+            self._cache.move_to_end(digest)
+            return
         self._cache[digest] = query
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
+        self._chars += len(query)
+        while self._chars > self.max_chars and self._cache:
+            _, evicted = self._cache.popitem(last=False)
+            self._chars -= len(evicted)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -36,6 +37,8 @@ EVENT_STREAM = "text/event-stream"
 #: a stream may run any operation: a query or mutation is one result, then complete
 ALL_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
 SESSION_ENDED = {"message": "The session has ended", "extensions": {"code": "UNAUTHENTICATED"}}
+
+log = logging.getLogger("bff.graphql")
 
 #: what `stream_results` yields: a result to send, the errors of a document that never ran, or
 #: a quiet ``heartbeat`` interval gone by
@@ -273,19 +276,43 @@ def wants_multipart(accept: str | None) -> bool:
     return MultipartSubscriptionTransport().accepts(accept)
 
 
+class _ClientStalled(Exception):
+    """The client took nothing of a write for the stall bound."""
+
+
 class _ClosingStreamingResponse(StreamingResponse):
     """Closes its body however the response ends: a client that goes away while a write is
     pending leaves the body generator suspended at a ``yield``, its stream registered (and its
-    upstream stream open) until the generator is garbage-collected."""
+    upstream stream open) until the generator is garbage-collected. ``on_close`` runs last, also
+    when the body never started (the client left before the headers went out).
+
+    A write the client does not take within ``stall_seconds`` ends the response (issue 24). The
+    server's protocol aborts such a connection sooner (`bff.protocols`, ``BFF_WRITE_TIMEOUT_SECONDS``);
+    this bound frees the stream's slot on a server that lacks that deadline."""
+
+    def __init__(self, content: Any, *, on_close: Callable[[], None], stall_seconds: float, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+        self.stall_seconds = stall_seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_in_time(message: Any) -> None:
+            try:
+                async with asyncio.timeout(self.stall_seconds):
+                    await send(message)
+            except TimeoutError:
+                raise _ClientStalled from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except _ClientStalled:
+            log.warning("a streaming client took nothing for %.0f s: its stream ended", self.stall_seconds)
         finally:
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+            self.on_close()
 
 
 class EventStream:
@@ -303,8 +330,12 @@ class EventStream:
     def response(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None, headers: dict[str, str]
     ) -> StreamingResponse:
+        registry, stream = self.resources.streams, self.stream
+        assert registry is not None
         return _ClosingStreamingResponse(
             self._events(document, variables, operation_name),
+            on_close=lambda: registry.close(stream, "client_closed"),  # a no-op once it was closed
+            stall_seconds=2 * self.resources.settings.write_timeout_seconds,
             media_type=self.framing.media_type,
             headers={**headers, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
         )

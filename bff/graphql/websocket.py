@@ -14,6 +14,16 @@ on the upgrade request, or, for clients that cannot set headers, ``{"authorizati
 anonymous connection (a cookie is then cleared in the 101 answer), as over HTTP. The Origin rule
 is checked before the upgrade, by `bff.web.middleware.CSRFMiddleware`.
 
+Per connection (issue 24): at most ``BFF_STREAMS_PER_CONNECTION`` operations run at once (one more
+is an ``error`` with ``TOO_MANY_STREAMS``, the connection kept), each a stream of the registry with
+its per-session, per-process and anonymous limits (`bff.admission`); an operation id is at most
+``MAX_ID_CHARS`` characters (it is echoed in every message of the operation). A message is at most
+``BFF_MAX_BODY_BYTES`` bytes of UTF-8: the server refuses a larger frame from its header, before
+buffering it (``ws_max_size``, `bff.protocols.uvicorn_options`), and this handler checks again. A
+client that takes nothing of what is written to it for ``BFF_WRITE_TIMEOUT_SECONDS`` is aborted by
+the server's protocol (`bff.protocols`); should the server not have that deadline, a send that
+stalls twice as long ends every operation of the connection here, so its slots are freed anyway.
+
 Close codes: 4400 malformed message, 4401 subscribe before ``connection_ack`` and also when the
 connection's session has ended (after each of its operations got the ``UNAUTHENTICATED`` error and
 ``complete``; graphql-ws clients do not retry 4401), 4406 subprotocol not offered, 4408 no
@@ -46,6 +56,8 @@ PROTOCOL = "graphql-transport-ws"
 CONNECTION_INIT_SECONDS = 10.0
 #: seconds the other operations of a connection get to send their own last messages before it closes
 _LAST_WORDS_SECONDS = 1.0
+#: the longest operation id accepted (graphql-ws sends UUIDs): each message of the operation echoes it
+MAX_ID_CHARS = 256
 
 log = logging.getLogger("bff.graphql")
 
@@ -93,6 +105,13 @@ class _Connection:
         self.operations: dict[str, _Operation] = {}
         self.background: list[asyncio.Task[None]] = []
         self._send_lock = asyncio.Lock()
+        client = websocket.client
+        self.address = client.host if client else None
+        settings = self.resources.settings
+        self.max_operations = settings.streams_per_connection
+        # the protocol aborts a stalled connection after the write timeout (bff.protocols); this
+        # later bound frees the slots even on a server without it
+        self.stall_seconds = 2 * settings.write_timeout_seconds
 
     # connection --------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -165,10 +184,26 @@ class _Connection:
         if self.closed:
             return
         async with self._send_lock:
+            if self.closed:
+                return
             try:
-                await self.websocket.send_text(orjson.dumps(message).decode())
+                async with asyncio.timeout(self.stall_seconds):
+                    await self.websocket.send_text(orjson.dumps(message).decode())
+            except TimeoutError:
+                self._stalled()
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True  # the client is gone; the receive loop finds out too
+
+    def _stalled(self) -> None:
+        """The client has taken nothing for ``stall_seconds``: every operation ends (its slot is
+        freed) and nothing more is read from or written to the connection."""
+        self.closed = True
+        me = asyncio.current_task()
+        for operation in self.operations.values():
+            if operation.task is not me:
+                operation.task.cancel()
+        self._release()  # nothing more will be said on it: shutdown need not wait for it
+        log.warning("a WebSocket client took nothing for %.0f s: its operations ended", self.stall_seconds)
 
     async def _close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -201,8 +236,10 @@ class _Connection:
         if text is None:
             await self._close(4400, "WebSocket message type must be text")
             return
-        if len(text) > self.handler.http.max_body_bytes:
-            await self._close(1009, f"Messages are limited to {self.handler.http.max_body_bytes} bytes")
+        limit = self.handler.http.max_body_bytes
+        # bytes of UTF-8, not characters (a character is up to 4 bytes): counted only when it matters
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+            await self._close(1009, f"Messages are limited to {limit} bytes")
             return
         try:
             data = orjson.loads(text)
@@ -251,7 +288,12 @@ class _Connection:
             await self._close(4401, "Unauthorized")
             return
         operation_id, payload = data.get("id"), data.get("payload")
-        if not isinstance(operation_id, str) or not operation_id or not isinstance(payload, dict):
+        if (
+            not isinstance(operation_id, str)
+            or not operation_id
+            or len(operation_id) > MAX_ID_CHARS
+            or not isinstance(payload, dict)
+        ):
             await self._close(4400, "Invalid subscribe message")
             return
         if operation_id in self.operations:
@@ -262,10 +304,15 @@ class _Connection:
         if self.closing and not registry.closing:
             return  # the session has ended: the connection closes with 4401 in a moment
         try:
+            if len(self.operations) >= self.max_operations and not registry.closing:
+                self.resources.metrics.streams_refused.labels("per_connection").inc()
+                raise StreamLimitExceeded(
+                    f"this connection already runs its maximum of {self.max_operations} operations"
+                )
             query, variables, operation_name, extensions, document_id = request_params(payload)
-            document = self.handler.http.document(query, extensions, document_id)
+            document = await self.handler.http.document(query, extensions, document_id)
             # refused with SHUTTING_DOWN once shutdown has begun: the 1001 close follows
-            stream = registry.open(self.session_id)
+            stream = registry.open(self.session_id, self.address)
         except (RequestError, StreamLimitExceeded, ShuttingDown) as exc:
             code = exc.code
             await self._send({"id": operation_id, "type": "error", "payload": [_error(str(exc), code)]})
@@ -311,6 +358,8 @@ class _Connection:
                         last = {"id": operation_id, "type": "error", "payload": payload}
                     elif kind == "next":
                         await self._send({"id": operation_id, "type": "next", "payload": payload})
+                        if self.closed:
+                            break  # the client is gone, or took nothing (`_stalled`): its stream ends
         except Exception:
             log.exception("subscription failed", extra={"request_id": self.request_id})
             last = {"id": operation_id, "type": "error", "payload": [_error("Internal server error")]}

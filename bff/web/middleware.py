@@ -1,8 +1,10 @@
 """Pure ASGI middleware: request ids, access log, security and cache headers, the contract's CSRF /
-Origin rule, and the last-resort guard that turns any unhandled exception into a JSON answer."""
+Origin rule, the one request-body limit, and the last-resort guard that turns any unhandled
+exception into a JSON answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -213,6 +215,87 @@ class LastResortMiddleware:
             ]
             await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
+
+
+class BodyTooLarge(Exception):
+    """Raised into the application by `BodyLimitMiddleware`'s ``receive`` once the limit is passed."""
+
+
+class BodyLimitMiddleware:
+    """One request-body limit for every route (issue 24): any body larger than ``max_bytes`` is a
+    413, whatever route, method or parser would have read it (``/auth/native/token`` read any body
+    whole before).
+
+    A ``Content-Length`` over the limit is refused before the application runs and before a byte of
+    the body is read (a client that sent ``Expect: 100-continue`` sends none). A body without one
+    (chunked) is counted as it is read: past the limit ``receive`` raises `BodyTooLarge` into the
+    application, and whatever it answers then (a parser's 400, nothing) is replaced by the 413. The
+    answer closes the connection (the rest of the body is never read). ``/graphql`` answers in
+    GraphQL's shape, the other routes in the ``/auth`` one."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, graphql_paths: Iterable[str] = ("/graphql",)) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.graphql_paths = tuple(graphql_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        over = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received, over
+            if over:
+                raise BodyTooLarge()
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    over = True
+                    raise BodyTooLarge()
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the application's answer to a body it could not read: the 413 replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(BodyTooLarge):  # the application did not catch it: the 413 follows
+            await self.app(scope, counted, unless_refused)
+        if over and not started:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"the request body exceeds {self.max_bytes} bytes"
+        path = scope.get("path", "")
+        body: dict[str, object]
+        if any(path == p or path.startswith(p + "/") for p in self.graphql_paths):
+            body = {"errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}
+        else:
+            body = {"error": "payload_too_large", "message": message}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"connection", b"close"),  # the rest of the body is not read
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
 
 class CSRFMiddleware:

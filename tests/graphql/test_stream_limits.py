@@ -79,3 +79,53 @@ async def test_the_per_process_limit_is_a_clear_429(
         async with two_per_process.client() as plain:
             metrics = (await plain.get("/metrics")).text
         assert 'bff_streams_refused_total{limit="per_process"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_without_the_servers_write_deadline_a_stalled_client_still_frees_its_slots(transport: str) -> None:
+    """Under a server that lacks `bff.protocols` (plain uvicorn, as `bff.testing.serve` runs it), a
+    client that reads nothing still loses its streams once a write has stalled for twice
+    BFF_WRITE_TIMEOUT_SECONDS: its slots are free for others (issue 24)."""
+    import asyncio
+    import json
+
+    from tests.support.hostile_schema import schema
+    from tests.support.rawclients import RawWebSocket, subscribe
+
+    values = make_settings(write_timeout_seconds=1.0)
+    app = create_app(values, schema=schema)
+    async with serve(app) as url:
+        registry = app.state.resources.streams
+        port = int(url.rsplit(":", 1)[1])
+        if transport == "websocket":
+            client = await asyncio.to_thread(RawWebSocket.connect, port, receive_buffer=4096)
+            client.send_text(json.dumps({"type": "connection_init"}))
+            for i in range(8):
+                client.send_text(subscribe(f"f{i}", "subscription { forever }"))
+                client.send_text(subscribe(f"q{i}", "{ blob(size: 2000000) }"))
+            sock = client.sock
+        else:
+            import socket
+
+            body = b'{"query": "subscription { flood(size: 200000, interval: 0.001) }"}'
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            head = (
+                f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            await asyncio.get_running_loop().sock_sendall(sock, head.encode() + body)
+        try:
+            deadline = time.monotonic() + 5
+            while len(registry) == 0 and time.monotonic() < deadline:  # noqa: ASYNC110 (polling another party's state)
+                await asyncio.sleep(0.05)
+            assert len(registry) > 0
+            started = time.monotonic()
+            while len(registry) > 0 and time.monotonic() - started < 15:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            assert len(registry) == 0, f"{len(registry)} streams still held"
+            assert time.monotonic() - started < 10
+        finally:
+            sock.close()

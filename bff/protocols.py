@@ -1,0 +1,144 @@
+"""uvicorn's own HTTP and WebSocket protocols, with a deadline on every write (issue 24).
+
+uvicorn writes a response (or a WebSocket message) into the connection's transport and, once the
+transport's buffer is over its high-water mark, waits until the client takes some of it: with no
+deadline. A client that stops reading therefore keeps whatever the write holds (the task, its
+stream slots, the buffered bytes) for as long as it keeps its socket open, and a graceful close
+(``transport.close()``, which first waits for the buffer to drain) never completes either, at
+shutdown included. ASGI gives an application no way to abort a connection, and uvicorn has no
+write timeout, so the deadline lives here, in asyncio's own flow-control callbacks (written by
+hand: uvicorn offers no hook for it, and asyncio's ``pause_writing``/``resume_writing`` are the
+public protocol interface every uvicorn protocol implements):
+
+- the transport's high-water mark is 0: the protocol is paused as soon as the kernel's socket
+  buffer refuses bytes (the client has stopped taking them), and resumed once everything went;
+- paused for longer than ``BFF_WRITE_TIMEOUT_SECONDS``, the connection is aborted
+  (``transport.abort()``: a graceful close would wait for the same bytes); uvicorn sees the
+  connection lost, the application's pending write returns (HTTP) or fails (WebSocket) at once, and
+  every stream the connection held is closed (``bff_connections_aborted_total{reason="write_stall"}``).
+
+A client on a slow link is not a stalled one: the deadline runs only while the kernel takes nothing
+at all from a full buffer, and restarts whenever it took everything.
+
+`bff serve` and `bff demo` run these (with `uvicorn_options`); under plain uvicorn pass
+``--http bff.protocols:HTTPProtocol --ws bff.protocols:WebSocketProtocol`` and the WebSocket size
+flags `uvicorn_options` names (README, "Limits per client").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger("bff")
+
+#: seconds a write may stall when the app's settings are not reachable (no lifespan)
+DEFAULT_WRITE_TIMEOUT = 10.0
+
+
+def uvicorn_options(max_message_bytes: int) -> dict[str, Any]:
+    """The `uvicorn.Config` arguments every ``bff`` server runs with: these protocols, and
+    WebSocket messages bounded before they are buffered (``ws_max_size``: a larger frame is refused
+    with 1009 from its header, before its payload is read) and never compressed (permessage-deflate
+    would inflate up to that size in memory for every frame, from a few KB on the wire)."""
+    return {
+        "http": "bff.protocols:HTTPProtocol",
+        "ws": "bff.protocols:WebSocketProtocol",
+        "ws_max_size": max_message_bytes,
+        "ws_per_message_deflate": False,
+    }
+
+
+def uvicorn_flags(max_message_bytes: int) -> list[str]:
+    """`uvicorn_options` as ``uvicorn`` command-line flags (``uvicorn --factory bff.app:app_from_env``
+    with these serves as ``bff serve`` does; ``max_message_bytes`` is ``BFF_MAX_BODY_BYTES``)."""
+    options = uvicorn_options(max_message_bytes)
+    return [
+        "--http",
+        options["http"],
+        "--ws",
+        options["ws"],
+        "--ws-max-size",
+        str(options["ws_max_size"]),
+        "--ws-per-message-deflate",
+        str(options["ws_per_message_deflate"]).lower(),
+    ]
+
+
+class _WriteDeadline(asyncio.Protocol):
+    """The deadline, mixed into a uvicorn protocol (see the module's doc). uvicorn's protocols keep
+    ``transport`` and ``app_state`` (the lifespan state, where the app's `Resources` are)."""
+
+    transport: asyncio.Transport
+    app_state: dict[str, Any]
+    _stalled: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if isinstance(transport, asyncio.WriteTransport):
+            # paused as soon as anything is left unsent: the deadline then measures the client
+            transport.set_write_buffer_limits(high=0)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            timeout = _setting(self.app_state, "write_timeout_seconds", DEFAULT_WRITE_TIMEOUT)
+            self._stalled = asyncio.get_running_loop().call_later(timeout, self._abort)
+
+    def resume_writing(self) -> None:
+        self._disarm()
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _disarm(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _abort(self) -> None:
+        self._stalled = None
+        transport = self.transport
+        if transport is None or (transport.is_closing() and transport.get_write_buffer_size() == 0):
+            return
+        if transport.get_protocol() is not self:
+            return  # upgraded to a WebSocket meanwhile: that protocol has its own deadline
+        resources = self.app_state.get("resources")
+        metrics = getattr(resources, "metrics", None)
+        if metrics is not None:
+            metrics.connections_aborted.labels("write_stall").inc()
+        peer = transport.get_extra_info("peername")
+        log.info(
+            "aborted a connection whose client took nothing for the write timeout",
+            extra={"client": str(peer[0]) if isinstance(peer, tuple) and peer else None},
+        )
+        transport.abort()
+
+
+def _setting(app_state: dict[str, Any], name: str, default: float) -> float:
+    settings = getattr(app_state.get("resources"), "settings", None)
+    value = getattr(settings, name, None)
+    return float(value) if isinstance(value, int | float) else default
+
+
+class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
+    """uvicorn's httptools protocol (its default) with the write deadline."""
+
+
+class H11Protocol(_WriteDeadline, _H11Protocol):
+    """uvicorn's h11 protocol with the write deadline."""
+
+
+#: what ``--http auto`` would pick: httptools (installed with ``uvicorn[standard]``)
+HTTPProtocol = HttpToolsProtocol
+
+
+class WebSocketProtocol(_WriteDeadline, WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (``websockets-sansio``, its default) with the write deadline."""
