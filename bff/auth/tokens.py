@@ -455,10 +455,10 @@ class TokenManager:
                 return await self._lost_write(current, updated.tokens)
             self.metrics.token_refresh.labels("success").inc()
             log.info(
-                "%s token refreshed for %s (session %s), valid %ds",
-                label,
+                "access token refreshed for %s (session %s, token for %s), valid %ds",
                 current.sub,
                 self.store.crypto.fingerprint(current.id),
+                "the session" if step is None else f"upstream {step}",
                 int(_lifetime(self.tokens_of(updated, step))),
             )
             return stored
