@@ -298,7 +298,8 @@ def _expires_at(resources: Resources, session: Session) -> str:
 async def session_info(request: Request) -> Response:
     resources = _resources(request)
     session_id, from_cookie = _credentials(request, resources)
-    session = await resources.store.get(session_id) if session_id else None
+    # a look, not a use (Duende's slide=false): a page that polls this must not keep an idle session alive
+    session = await resources.store.get(session_id, touch=False) if session_id else None
     body: dict[str, Any] = {"authenticated": False, "user": None, "expiresAt": None}
     if session is not None:
         body = {
