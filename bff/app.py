@@ -148,7 +148,9 @@ def load_schema(reference: str) -> BFFSchema:
         raise SchemaError(f"schema reference {reference!r} must look like package.module:attribute")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+        # last, not first: a stray file in the working directory (a json.py, a redis.py) must not
+        # shadow an installed module for the whole process
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
