@@ -31,7 +31,7 @@ from bff.logs import configure_logging
 from bff.resources import open_resources
 from bff.runtime import settle_heap
 from bff.serving import SignalsEndStreams
-from bff.settings import Settings, invalid_configuration
+from bff.settings import Settings, invalid_configuration, unknown_variables
 from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
@@ -186,6 +186,8 @@ def app_from_env() -> FastAPI:
         raise SystemExit("bff: " + invalid_configuration(exc)) from None
     configure_logging(settings.log_level, json=True)
     _route_uvicorn_logs()
+    for name in unknown_variables(os.environ):
+        logging.getLogger("bff").warning("%s is not a setting (misspelt?): it configures nothing", name)
     try:
         app = create_app(settings)
     except SchemaError as exc:

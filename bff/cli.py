@@ -125,7 +125,7 @@ def check(args: argparse.Namespace) -> int:
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.resources import PartCheck, check_parts, open_resources
-    from bff.settings import Settings, invalid_configuration, mask_url
+    from bff.settings import Settings, invalid_configuration, mask_url, unknown_variables
 
     try:
         settings = Settings()
@@ -143,10 +143,18 @@ def check(args: argparse.Namespace) -> int:
         schema_check = PartCheck("schema", True, f"{settings.schema_ref}: {_describe(schema)}")
     except SchemaError as exc:
         schema_check = PartCheck("schema", False, str(exc))
+    unknown = unknown_variables(os.environ)
+    variables_check = PartCheck(
+        "variables",
+        not unknown,
+        "every BFF_ variable is a setting"
+        if not unknown
+        else f"not settings (misspelt?), they configure nothing: {', '.join(unknown)}",
+    )
 
     async def run() -> list[bool]:
         async with open_resources(settings, log_checks=False) as resources:
-            checks = [schema_check, *await check_parts(resources, timeout=args.timeout)]
+            checks = [variables_check, schema_check, *await check_parts(resources, timeout=args.timeout)]
         print("checks:")
         for item in checks:
             print(f"  [{'ok' if item.ok else 'FAIL'}] {item.part}: {item.detail}")

@@ -6,6 +6,7 @@ construct it once and pass slices of it down.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -79,6 +80,24 @@ def mask_url(value: str) -> str:
     if sep and "@" in rest.split("/")[0]:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return value
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``BFF_*`` variables that configure nothing (a misspelt name is otherwise silently ignored):
+    not a setting, or, under ``BFF_UPSTREAMS__<NAME>__``, not an upstream setting. ``BFF_TEST_*``
+    belongs to the test suite."""
+    top = {name.upper() for name in Settings.model_fields} | {"SCHEMA"}
+    top.discard("SCHEMA_REF")
+    upstream = {name.upper() for name in UpstreamSettings.model_fields}
+    unknown = []
+    for key in environ:
+        name = key.upper()
+        if not name.startswith("BFF_") or name.startswith("BFF_TEST_"):
+            continue
+        parts = name[4:].split("__")
+        if parts[0] not in top or (parts[0] == "UPSTREAMS" and (len(parts) != 3 or parts[2] not in upstream)):
+            unknown.append(key)
+    return sorted(unknown)
 
 
 def invalid_configuration(error: ValidationError) -> str:

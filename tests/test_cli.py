@@ -76,3 +76,25 @@ def test_check_names_a_schema_it_cannot_serve() -> None:
     result = _run("check", "--timeout", "2", BFF_SCHEMA="bff.demo.api.types:Query", BFF_ENV="development")
     assert result.returncode == 1
     assert "[FAIL] schema: schema reference 'bff.demo.api.types:Query' names the class Query" in result.stdout
+
+
+def test_a_misspelt_variable_is_named_not_silently_ignored() -> None:
+    from bff.settings import unknown_variables
+
+    assert unknown_variables(
+        {
+            "BFF_SCHEMA": "x:y",
+            "BFF_SESSION_STORE": "memory",
+            "BFF_UPSTREAMS__ACCOUNTS__URL": "http://a",
+            "bff_upstreams__accounts__resource": "http://a",
+            "BFF_TEST_CHROMIUM": "/usr/bin/chromium",
+            "PATH": "/bin",
+            "BFF_SESION_STORE": "redis://x",
+            "BFF_UPSTREAMS__ACCOUNTS__TIMEOUT": "3",
+            "BFF_UPSTREAMS__ACCOUNTS": "x",
+        }
+    ) == ["BFF_SESION_STORE", "BFF_UPSTREAMS__ACCOUNTS", "BFF_UPSTREAMS__ACCOUNTS__TIMEOUT"]
+    result = _run("check", "--timeout", "1", BFF_SESION_STORE="redis://127.0.0.1:1")
+    assert result.returncode == 1
+    assert "[FAIL] variables:" in result.stdout
+    assert "BFF_SESION_STORE" in result.stdout
