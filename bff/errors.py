@@ -3,6 +3,7 @@
     BFFError                      INTERNAL_SERVER_ERROR (never shown as-is: masked)
     ├── Unauthenticated           UNAUTHENTICATED: no session, or the IdP refused its refresh
     ├── AuthProviderUnavailable   AUTH_PROVIDER_UNAVAILABLE: IdP down while the token has expired
+    │   └── ClientRejected        (same code) the IdP refused our client credentials: configuration
     ├── InvalidGrant              (internal) the IdP answered invalid_grant
     ├── GrantRefused              (internal) the IdP refused a token for a target: invalid_target,
     │                             invalid_scope (a misconfigured upstream, not a logout)
@@ -53,6 +54,13 @@ class Unauthenticated(BFFError):
 class AuthProviderUnavailable(BFFError):
     code = "AUTH_PROVIDER_UNAVAILABLE"
     public_message = "The identity provider is unavailable; try again shortly"
+
+
+class ClientRejected(AuthProviderUnavailable):
+    """The IdP refused this BFF's own client credentials (``invalid_client``): a configuration error,
+    not an outage. Sessions are kept (it may be a secret rotating at the IdP); sign-in says so."""
+
+    public_message = "The identity provider refused this server's client credentials"
 
 
 class InvalidGrant(BFFError):

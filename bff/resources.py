@@ -123,6 +123,15 @@ async def check_parts(resources: Resources, *, timeout: float = 3.0) -> list[Par
         try:
             meta = await asyncio.wait_for(resources.oidc.metadata(fresh=True), timeout)
             checks.append(PartCheck("identity provider", True, f"discovery at {meta.issuer} ok"))
+            accepted = await resources.oidc.client_accepted(timeout)
+            if accepted is False:
+                detail = (
+                    "refused (invalid_client): check BFF_OIDC_CLIENT_ID, BFF_OIDC_CLIENT_SECRET, "
+                    "BFF_OIDC_CLIENT_AUTH_METHOD"
+                )
+                checks.append(PartCheck("client credentials", False, detail))
+            elif accepted:
+                checks.append(PartCheck("client credentials", True, f"accepted at {meta.token_endpoint}"))
         except (BFFError, TimeoutError) as exc:
             checks.append(PartCheck("identity provider", False, f"{settings.oidc_issuer}: {exc or 'timed out'}"))
     for name, client in resources.upstreams.items():

@@ -27,7 +27,7 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from bff.auth.dpop import DPoPKey, NonceCache
-from bff.errors import AuthProviderUnavailable, GrantRefused, InvalidGrant, LoginError
+from bff.errors import AuthProviderUnavailable, ClientRejected, GrantRefused, InvalidGrant, LoginError
 from bff.sessions.models import TokenSet
 
 with warnings.catch_warnings():
@@ -162,6 +162,13 @@ class OIDCClient:
         except OAuthError as exc:
             if exc.error == "invalid_grant":
                 raise InvalidGrant(f"{what}: invalid_grant") from exc
+            if exc.error == "invalid_client":
+                log.error(
+                    "identity provider refused this client's credentials at %s (invalid_client): check "
+                    "BFF_OIDC_CLIENT_ID, BFF_OIDC_CLIENT_SECRET and BFF_OIDC_CLIENT_AUTH_METHOD",
+                    what,
+                )
+                raise ClientRejected(f"identity provider refused the client credentials ({what})") from exc
             if exc.error in ("invalid_target", "invalid_scope"):
                 log.warning("identity provider refused %s: %s", what, exc.error)
                 raise GrantRefused(str(exc.error)) from exc
@@ -399,6 +406,28 @@ class OIDCClient:
         except (httpx.HTTPError, AuthProviderUnavailable):
             return False
         return True
+
+    async def client_accepted(self, timeout: float) -> bool | None:
+        """Whether the IdP accepts this client's credentials: the probe's grant type with client
+        authentication. ``invalid_client`` → False; another refusal → True (most IdPs, oidc-provider
+        among them, authenticate the client before they look at the grant type); no answer → None."""
+        try:
+            meta = await self.metadata()
+            response = await self._http.request(
+                "POST",
+                meta.token_endpoint,
+                data={"grant_type": _PROBE_GRANT},
+                auth=self._http.client_auth(self._http.token_endpoint_auth_method),
+                withhold_token=True,
+                timeout=timeout,
+            )
+        except (httpx.HTTPError, AuthProviderUnavailable):
+            return None
+        try:
+            error = response.json().get("error") if response.status_code >= 400 else None
+        except (ValueError, AttributeError):
+            error = None
+        return not (error == "invalid_client" or (response.status_code == 401 and error is None))
 
     async def refresh_token_unused(self, refresh_token: str, timeout: float) -> bool | None:
         """RFC 7662 introspection of our own refresh token: True while the IdP still takes it (it has

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from bff.auth.dpop import DPoPKey
 from bff.auth.oidc import OIDCClient, s256_challenge
-from bff.errors import AuthProviderUnavailable, InvalidGrant, LoginError, StoreUnavailable
+from bff.errors import AuthProviderUnavailable, ClientRejected, InvalidGrant, LoginError, StoreUnavailable
 from bff.resources import Resources
 from bff.sessions.models import Session
 from bff.web.native import handoff, native_login
@@ -187,6 +187,10 @@ async def callback(
         profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]), dpop=bound)
     except InvalidGrant:
         message = "The authorization code was refused (expired or already used)"
+        return _login_failed(request, resources, message, transaction)
+    except ClientRejected:
+        # a configuration error, not an outage: say what to fix (the log names the settings)
+        message = "The identity provider refused this server's client credentials; an administrator must fix them"
         return _login_failed(request, resources, message, transaction)
     except LoginError as exc:
         return _login_failed(request, resources, exc.message, transaction)

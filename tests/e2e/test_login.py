@@ -316,3 +316,23 @@ async def test_bad_parameters_are_400s(stack: Stack) -> None:
     for response in (huge, missing):
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_request"
+
+
+async def test_a_wrong_client_secret_is_a_configuration_error_not_an_outage(stack: Stack) -> None:
+    """bff check's parts name the refused credentials; a sign-in ends on a page that says what is wrong
+    (400, not a 503 'provider unavailable'), and the log names the settings to fix."""
+    from bff.resources import check_parts
+
+    async with stack.start_bff(oidc_client_secret="not-the-secret") as bff:
+        checks = {check.part: check for check in await check_parts(bff.resources)}
+        assert checks["identity provider"].ok
+        assert not checks["client credentials"].ok
+        assert "BFF_OIDC_CLIENT_SECRET" in checks["client credentials"].detail
+        async with bff.client() as browser:
+            final = await browser_login(browser, bff.url)
+        assert final.status_code == 400, final.text
+        assert "client credentials" in final.text
+        assert "bff_session" not in browser.cookies
+    async with stack.start_bff() as good:
+        checks = {check.part: check for check in await check_parts(good.resources)}
+        assert checks["client credentials"].ok
