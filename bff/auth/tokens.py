@@ -566,7 +566,7 @@ class TokenManager:
             started = self.store.now()
             unused = None
             if refresh_token:
-                unused = await self.oidc.refresh_token_unused(refresh_token, timeout=self.overdue_seconds / 2)
+                unused = await self.oidc.refresh_token_unused(refresh_token, timeout=self.overdue_seconds)
             if unused is None:
                 if await self.oidc.probe(timeout=self.overdue_seconds / 2):
                     await self._note_answer(started)
