@@ -154,7 +154,11 @@ def check(args: argparse.Namespace) -> int:
 
     async def run() -> list[bool]:
         async with open_resources(settings, log_checks=False) as resources:
-            checks = [variables_check, schema_check, *await check_parts(resources, timeout=args.timeout)]
+            checks = [
+                variables_check,
+                schema_check,
+                *await check_parts(resources, timeout=args.timeout, verify_client=True),
+            ]
         print("checks:")
         for item in checks:
             print(f"  [{'ok' if item.ok else 'FAIL'}] {item.part}: {item.detail}")

@@ -105,8 +105,11 @@ class PartCheck:
     detail: str
 
 
-async def check_parts(resources: Resources, *, timeout: float = 3.0) -> list[PartCheck]:
-    """Store, identity provider and upstreams, each checked once; URLs shown without credentials."""
+async def check_parts(resources: Resources, *, timeout: float = 3.0, verify_client: bool = False) -> list[PartCheck]:
+    """Store, identity provider and upstreams, each checked once; URLs shown without credentials.
+    ``verify_client`` (`bff check`): also a token-endpoint request the IdP must authenticate, which
+    tells refused client credentials apart (not at every start: it is a request to the IdP's token
+    endpoint, which it may count or rate-limit)."""
     settings = resources.settings
     checks: list[PartCheck] = []
     store_url = mask_url(settings.session_store)
@@ -123,7 +126,7 @@ async def check_parts(resources: Resources, *, timeout: float = 3.0) -> list[Par
         try:
             meta = await asyncio.wait_for(resources.oidc.metadata(fresh=True), timeout)
             checks.append(PartCheck("identity provider", True, f"discovery at {meta.issuer} ok"))
-            accepted = await resources.oidc.client_accepted(timeout)
+            accepted = await resources.oidc.client_accepted(timeout) if verify_client else None
             if accepted is False:
                 detail = (
                     "refused (invalid_client): check BFF_OIDC_CLIENT_ID, BFF_OIDC_CLIENT_SECRET, "

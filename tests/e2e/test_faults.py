@@ -24,9 +24,6 @@ from tests.support.browser import signed_in_cookie
 from tests.support.faults import FaultProxy, fault_proxy
 from tests.support.servers import RedisServer, free_port
 
-# timing-sensitive fault injection (budgets of 1 s, leases of 3 s): run alone, after the parallel phase
-pytestmark = pytest.mark.serial
-
 
 ACCESS_TTL = 10  # seconds: refresh is due at half-life (5 s left), the token is usable until 2.5 s left
 VIEWER = {"query": "{ viewer { id name } }"}

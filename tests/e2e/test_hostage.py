@@ -20,9 +20,6 @@ from tests.support.faults import fault_proxy
 from tests.support.previous import REPO_ROOT, PreviousRelease
 from tests.support.servers import RedisServer, free_port
 
-# timing-sensitive fault injection (budgets of 1 s, leases of 3 s): run alone, after the parallel phase
-pytestmark = pytest.mark.serial
-
 
 VIEWER = {"query": "{ viewer { id name } }"}
 SECRET = "shared-secret-for-hostage-tests"

@@ -324,7 +324,7 @@ async def test_a_wrong_client_secret_is_a_configuration_error_not_an_outage(stac
     from bff.resources import check_parts
 
     async with stack.start_bff(oidc_client_secret="not-the-secret") as bff:
-        checks = {check.part: check for check in await check_parts(bff.resources)}
+        checks = {check.part: check for check in await check_parts(bff.resources, verify_client=True)}
         assert checks["identity provider"].ok
         assert not checks["client credentials"].ok
         assert "BFF_OIDC_CLIENT_SECRET" in checks["client credentials"].detail
@@ -334,5 +334,5 @@ async def test_a_wrong_client_secret_is_a_configuration_error_not_an_outage(stac
         assert "client credentials" in final.text
         assert "bff_session" not in browser.cookies
     async with stack.start_bff() as good:
-        checks = {check.part: check for check in await check_parts(good.resources)}
+        checks = {check.part: check for check in await check_parts(good.resources, verify_client=True)}
         assert checks["client credentials"].ok
