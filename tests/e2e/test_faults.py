@@ -24,7 +24,6 @@ from tests.support.browser import signed_in_cookie
 from tests.support.faults import FaultProxy, fault_proxy
 from tests.support.servers import RedisServer, free_port
 
-
 ACCESS_TTL = 10  # seconds: refresh is due at half-life (5 s left), the token is usable until 2.5 s left
 VIEWER = {"query": "{ viewer { id name } }"}
 BUDGET = 1.0  # the most a request holding a valid token may take

@@ -20,7 +20,6 @@ from tests.support.faults import fault_proxy
 from tests.support.previous import REPO_ROOT, PreviousRelease
 from tests.support.servers import RedisServer, free_port
 
-
 VIEWER = {"query": "{ viewer { id name } }"}
 SECRET = "shared-secret-for-hostage-tests"
 
