@@ -290,6 +290,7 @@ async def open_resources(
             assert settings.oidc_issuer is not None
             assert settings.oidc_client_id is not None
             secret = settings.oidc_client_secret
+            targets = token_targets(settings)
             resources.oidc = OIDCClient(
                 issuer=settings.oidc_issuer,
                 client_id=settings.oidc_client_id,
@@ -297,11 +298,10 @@ async def open_resources(
                 auth_method=settings.oidc_client_auth_method,
                 scopes=settings.oidc_scopes,
                 timeout=settings.oidc_timeout_seconds,
+                resources=tuple(dict.fromkeys(t.resource for t in targets.values() if t.resource)),
                 transport=transports.get("oidc"),
                 clock=store.now,
             )
-            targets = token_targets(settings)
-            resources.oidc.resources = tuple(dict.fromkeys(t.resource for t in targets.values() if t.resource))
             resources.service_tokens = ServiceTokens(resources.oidc, buffer_seconds=settings.refresh_buffer_seconds)
             resources.tokens = TokenManager(
                 store,

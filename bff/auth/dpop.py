@@ -55,10 +55,6 @@ class DPoPKey:
     def to_jwk(self) -> dict[str, Any]:
         return dict(self._key.as_dict(private=True))
 
-    def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint: what a bound token's ``cnf.jkt`` names."""
-        return str(self._key.thumbprint())
-
     def proof(self, method: str, url: str, *, access_token: str | None = None, nonce: str | None = None) -> str:
         """A fresh proof for one request (a new ``jti`` each time)."""
         claims: dict[str, Any] = {
@@ -102,15 +98,3 @@ class NonceCache:
         if len(self._nonces) >= self._MAX:
             self._nonces.clear()
         self._nonces[self._origin(url)] = nonce
-
-
-def nonce_challenge(status: int, headers: Any) -> str | None:
-    """The nonce a resource server demands (401 with ``WWW-Authenticate: DPoP error="use_dpop_nonce"``
-    and a ``DPoP-Nonce`` header), else None."""
-    if status != 401:
-        return None
-    challenge = str(headers.get("www-authenticate") or "")
-    if "use_dpop_nonce" not in challenge:
-        return None
-    nonce = headers.get("dpop-nonce")
-    return str(nonce) if nonce else None

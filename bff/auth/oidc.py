@@ -107,6 +107,7 @@ class OIDCClient:
         auth_method: str = "client_secret_basic",
         scopes: str = "openid profile email offline_access",
         timeout: float = 5.0,
+        resources: tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,7 +117,7 @@ class OIDCClient:
         self.scopes = scopes
         self.timeout = timeout
         #: RFC 8707 resource indicators asked for at sign-in (every upstream's that has one)
-        self.resources: tuple[str, ...] = ()
+        self.resources = resources
         # authlib keeps the last token response on the instance (`.token`); we never read it, so one
         # client serves every session. Refresh coordination is ours (auth.tokens), not authlib's.
         self._http = AsyncOAuth2Client(
@@ -144,12 +145,16 @@ class OIDCClient:
         ``use_dpop_nonce``, it is sent once more with the nonce the IdP just gave (RFC 9449 section 8)."""
         if dpop is None:
             return await call(None)  # authlib's default headers
+
+        def headers() -> dict[str, str]:
+            return {**DEFAULT_HEADERS, "DPoP": dpop.proof("POST", url, nonce=self.dpop_nonces.get(url))}
+
         try:
-            return await call({**DEFAULT_HEADERS, "DPoP": dpop.proof("POST", url, nonce=self.dpop_nonces.get(url))})
+            return await call(headers())
         except OAuthError as exc:
             if exc.error != "use_dpop_nonce" or self.dpop_nonces.get(url) is None:
                 raise
-        return await call({**DEFAULT_HEADERS, "DPoP": dpop.proof("POST", url, nonce=self.dpop_nonces.get(url))})
+        return await call(headers())
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -305,19 +310,17 @@ class OIDCClient:
         endpoint = meta.userinfo_endpoint
         if not endpoint:
             return {}
-        bound = dpop is not None
 
         def headers() -> dict[str, str]:
-            result = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
-            if bound and dpop is not None:
-                result["Authorization"] = f"DPoP {access_token}"
-                nonce = self.dpop_nonces.get(endpoint)
-                result["DPoP"] = dpop.proof("GET", endpoint, access_token=access_token, nonce=nonce)
-            return result
+            if dpop is None:
+                return {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+            nonce = self.dpop_nonces.get(endpoint)
+            proof = dpop.proof("GET", endpoint, access_token=access_token, nonce=nonce)
+            return {"Authorization": f"DPoP {access_token}", "DPoP": proof, "Accept": "application/json"}
 
         try:
             response = await self._http.request("GET", endpoint, withhold_token=True, headers=headers())
-            if bound and response.status_code == 401 and response.headers.get("dpop-nonce"):
+            if dpop is not None and response.status_code == 401 and response.headers.get("dpop-nonce"):
                 self.dpop_nonces.remember(endpoint, response.headers.get("dpop-nonce"))
                 response = await self._http.request("GET", endpoint, withhold_token=True, headers=headers())
             response.raise_for_status()
@@ -389,39 +392,37 @@ class OIDCClient:
         tokens.id_token = None
         return tokens
 
-    async def probe(self, timeout: float) -> bool:
-        """Whether the token endpoint answers this process within ``timeout``: a POST with a grant
-        type no IdP supports (nothing is issued, used up or counted as a refresh), any HTTP answer
-        counting. Evidence, for a peer whose own refresh hangs, that the IdP is up and its path to
-        the IdP is what is broken (`TokenManager`)."""
+    async def _probe_request(self, timeout: float, *, authenticated: bool) -> httpx.Response | None:
+        """A POST to the token endpoint with a grant type no IdP supports (nothing is issued, used up
+        or counted as a refresh); the answer, or None when there is none in time."""
+        auth: Any = self._http.client_auth(self._http.token_endpoint_auth_method) if authenticated else None
+        extra = {"auth": auth} if authenticated else {}
         try:
             meta = await self.metadata()
-            await self._http.request(
+            response: httpx.Response = await self._http.request(
                 "POST",
                 meta.token_endpoint,
                 data={"grant_type": _PROBE_GRANT},
                 withhold_token=True,
                 timeout=timeout,
+                **extra,
             )
         except (httpx.HTTPError, AuthProviderUnavailable):
-            return False
-        return True
+            return None
+        return response
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether the token endpoint answers this process within ``timeout`` (any HTTP answer):
+        evidence, for a peer whose own refresh hangs, that the IdP is up and that peer's path to it is
+        what is broken (`TokenManager`)."""
+        return await self._probe_request(timeout, authenticated=False) is not None
 
     async def client_accepted(self, timeout: float) -> bool | None:
-        """Whether the IdP accepts this client's credentials: the probe's grant type with client
-        authentication. ``invalid_client`` → False; another refusal → True (most IdPs, oidc-provider
-        among them, authenticate the client before they look at the grant type); no answer → None."""
-        try:
-            meta = await self.metadata()
-            response = await self._http.request(
-                "POST",
-                meta.token_endpoint,
-                data={"grant_type": _PROBE_GRANT},
-                auth=self._http.client_auth(self._http.token_endpoint_auth_method),
-                withhold_token=True,
-                timeout=timeout,
-            )
-        except (httpx.HTTPError, AuthProviderUnavailable):
+        """Whether the IdP accepts this client's credentials: the probe with client authentication.
+        ``invalid_client`` → False; another refusal → True (most IdPs, oidc-provider among them,
+        authenticate the client before they look at the grant type); no answer → None."""
+        response = await self._probe_request(timeout, authenticated=True)
+        if response is None:
             return None
         try:
             error = response.json().get("error") if response.status_code >= 400 else None

@@ -13,17 +13,20 @@ How (each rule answers a fault seen in the chaos runs; the README's "Failure sem
 
 * A request whose token is still usable (valid beyond a small margin) never waits for a refresh: it
   uses that token and the refresh runs beside it, in a background task. A request whose token is
-  valid but nearly spent waits at most until just before the token's end, then goes out with it.
+  valid but nearly spent waits at most 0.5 s (never past the token's end), then goes out with it.
 * In a process, one refresh task per session and token (single flight); across replicas, the refresh
   CLAIM lives inside the session record (`SessionStore.claim_refresh`), taken atomically on the
   record's version and judged by the store's clock.
 * The claim is a short LEASE (``lease_seconds``) that only a live holder renews while its IdP call is
   in flight: a killed or frozen holder's claim lapses within one lease.
 * A refresh running longer than ``overdue_seconds`` is overdue. A request that cannot be served until
-  another holder's overdue refresh ends fails fast (`AuthProviderUnavailable`, session kept). When our
-  own call is overdue while another replica got an IdP answer to a later call, our path to the IdP is
-  broken (a partition, not a slow IdP): we release the claim so a peer refreshes, and take no claims
-  until our calls are answered again. A slow IdP, which answers nobody faster, never triggers this.
+  another holder's overdue refresh ends fails fast (`AuthProviderUnavailable`, session kept), and its
+  replica asks the IdP (introspection) whether the refresh token the holder sent is still unused. Unused:
+  the call never arrived (a blackhole); the holder closes it and gives the claim up, and a peer
+  refreshes. Used: the answer is only late; nobody replays the token and the holder stores the answer.
+  A replica whose call hangs while others' are answered takes no new claims until the IdP answers it.
+* A claim whose lease lapsed unfinished (a dead or frozen holder) is checked the same way before its
+  refresh token is sent again.
 * With the IdP's refresh-token reuse interval configured (``reuse_grace_seconds``), a peer may take
   over an overdue claim inside that interval: the replayed refresh token is accepted there.
 * Once sent, a refresh call is shielded and has its own deadline (``refresh_deadline``): its answer,
@@ -123,9 +126,9 @@ class TokenManager:
         self._attempts = 0
         self._inflight: dict[tuple[str, Slot], asyncio.Task[Session]] = {}
         self._pending: dict[str, _Pending] = {}
-        self._backoff: dict[tuple[str, Slot], float] = {}
-        #: slots whose backoff is the IdP refusing their target (invalid_target / invalid_scope)
-        self._refused: dict[tuple[str, Slot], bool] = {}
+        #: (session, slot) -> until when background refreshes pause, and whether because the IdP refused
+        #: the slot's target (invalid_target / invalid_scope: then requests fail at once meanwhile)
+        self._backoff: dict[tuple[str, Slot], tuple[float, bool]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._leases: set[asyncio.Task[None]] = set()
         #: this replica's IdP calls in flight: holder -> start (store clock)
@@ -150,10 +153,6 @@ class TokenManager:
     @staticmethod
     def tokens_of(session: Session, slot: Slot) -> TokenSet | None:
         return session.tokens if slot is None else session.upstream_tokens.get(slot)
-
-    def needs_refresh(self, session: Session, slot: Slot = None) -> bool:
-        tokens = self.tokens_of(session, slot)
-        return tokens is None or tokens.needs_refresh(self.clock(), self.buffer_seconds)
 
     def usable(self, tokens: TokenSet | None) -> bool:
         """Valid for longer than the safety margin (a quarter of its life for short tokens)."""
@@ -187,7 +186,7 @@ class TokenManager:
                 return session
             if self.usable(tokens):
                 # Never wait while the token in hand is good: refresh beside the request.
-                if time.monotonic() >= self._backoff.get((session.id, slot), 0.0):
+                if time.monotonic() >= self._backoff.get((session.id, slot), (0.0, False))[0]:
                     self._start(session.id, slot, None)
                 return session
         else:
@@ -195,8 +194,8 @@ class TokenManager:
             tokens = self.tokens_of(session, slot)
             if tokens is not None and tokens.access_token != rejected_token:
                 return session
-        backoff = self._backoff.get((session.id, slot), 0.0)
-        if slot is not None and time.monotonic() < backoff and self._refused.get((session.id, slot)):
+        until, refused = self._backoff.get((session.id, slot), (0.0, False))
+        if refused and time.monotonic() < until and slot is not None:
             raise UpstreamTokenRefused(slot, _refused_message(slot))
         task = self._start(session.id, slot, rejected_token)
         budget = self.wait_seconds
@@ -440,7 +439,6 @@ class TokenManager:
             self.metrics.child(self.metrics.token_grants, label, "success").inc()
             for key in ((current.id, step), (current.id, None)):
                 self._backoff.pop(key, None)
-                self._refused.pop(key, None)
             # Write first: until the store has it, a dead replica here would lose the rotation.
             try:
                 stored = await self.store.replace(updated, end_claim=holder)
@@ -473,11 +471,8 @@ class TokenManager:
     def _back_off(self, session_id: str, slot: Slot, *, refused: bool = False) -> None:
         now = time.monotonic()
         if len(self._backoff) > 10_000:  # a long outage over many sessions: keep only live entries
-            self._backoff = {key: until for key, until in self._backoff.items() if until > now}
-            self._refused = {key: True for key in self._refused if key in self._backoff}
-        self._backoff[(session_id, slot)] = now + _BACKOFF_SECONDS
-        if refused:
-            self._refused[(session_id, slot)] = True
+            self._backoff = {key: entry for key, entry in self._backoff.items() if entry[0] > now}
+        self._backoff[(session_id, slot)] = (now + _BACKOFF_SECONDS, refused)
 
     async def _keep_claim(self, session_id: str, holder: str, call_started: float) -> None:
         """Renew our lease while the IdP call runs. If the call is overdue and another replica got an

@@ -42,9 +42,9 @@ class Context(BaseContext):
         self.request_id = request_id
         self._cookie = cookie  # None when the session came in an Authorization header
         self._session_task: asyncio.Task[Session | None] | None = None
-        self._fresh_task: asyncio.Task[Session] | None = None
-        #: per upstream with a token of its own (`TokenManager.targets`): its fresh-token task
-        self._fresh_for: dict[str, asyncio.Task[Session]] = {}
+        #: per token (None: the session's; else the upstream slot, `TokenManager.slot`): the task that
+        #: made it fresh for this request
+        self._fresh: dict[str | None, asyncio.Task[Session]] = {}
         #: DPoP-bound tokens handed out in this request, and the session key that proves them
         self._bound: dict[str, DPoPKey] = {}
         self._clients: dict[str, Any] = {}
@@ -83,11 +83,13 @@ class Context(BaseContext):
             self.request.state.session_hash = self.resources.crypto.fingerprint(session_id)
         return session
 
-    async def fresh_session(self) -> Session:
-        """The session with a fresh access token: refreshed at most once per request, lazily."""
-        if self._fresh_task is None:
-            self._fresh_task = shared_task(self._freshen(None))
-        return await asyncio.shield(self._fresh_task)
+    async def fresh_session(self, upstream: str | None = None) -> Session:
+        """The session with a fresh access token (``upstream``: that upstream slot's own token):
+        refreshed at most once per request, lazily."""
+        task = self._fresh.get(upstream)
+        if task is None:
+            task = self._fresh[upstream] = shared_task(self._freshen(None, upstream))
+        return await asyncio.shield(task)
 
     async def _freshen(self, rejected: str | None, upstream: str | None = None) -> Session:
         try:
@@ -126,8 +128,7 @@ class Context(BaseContext):
         Called once the answer is built; a resolver still running after it (a sibling cancelled by
         a null propagation) just builds what it needs again."""
         self._session_task = None
-        self._fresh_task = None
-        self._fresh_for.clear()
+        self._fresh.clear()
         self._bound.clear()
         self._clients.clear()
         self._loaders.clear()
@@ -210,10 +211,11 @@ class Context(BaseContext):
                 yield event
 
     # TokenSource -------------------------------------------------------------------------------
-    async def access_token(self) -> str:
-        """The session's own access token (for upstreams without a token of their own)."""
-        session = await self.fresh_session()
-        return self._handed_out(session, session.tokens)
+    async def access_token(self, upstream: str | None = None) -> str:
+        """The session's own access token, or (``upstream``) the token issued for that upstream slot
+        (its resource, scopes, audience or exchange), never another upstream's."""
+        session = await self.fresh_session(upstream)
+        return self._handed_out(session, _tokens_for(session, upstream))
 
     def _handed_out(self, session: Session, tokens: TokenSet) -> str:
         """``tokens``' access token; a DPoP-bound one is remembered with its key for `authorization`."""
@@ -223,46 +225,25 @@ class Context(BaseContext):
         return token
 
     # ProofSource (bff.upstream.base): DPoP-bound tokens go with a proof of the session's key
-    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
-        key = self._bound.get(token)
-        if key is None:
-            return None
+    def binds(self, token: str) -> bool:
+        return token in self._bound
+
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str]:
+        key = self._bound[token]
         nonce = self.resources.dpop_nonces.get(url)
         return {"Authorization": f"DPoP {token}", "DPoP": key.proof(method, url, access_token=token, nonce=nonce)}
 
     def remember_nonce(self, url: str, nonce: str) -> None:
         self.resources.dpop_nonces.remember(url, nonce)
 
-    async def refreshed_access_token(self, rejected: str) -> str:
+    async def refreshed_access_token(self, rejected: str, upstream: str | None = None) -> str:
         """After an upstream 401: one forced refresh, shared by every resolver that saw it."""
-        current = await self.fresh_session()
-        if current.tokens.access_token == rejected:
-            task = self._fresh_task
-            if task is not None and task.done() and task.result() is current:
-                self._fresh_task = shared_task(self._freshen(rejected))
-        session = await self.fresh_session()
-        return self._handed_out(session, session.tokens)
-
-    async def _upstream_session(self, upstream: str) -> Session:
-        task = self._fresh_for.get(upstream)
-        if task is None:
-            task = self._fresh_for[upstream] = shared_task(self._freshen(None, upstream))
-        return await asyncio.shield(task)
-
-    async def upstream_access_token(self, upstream: str) -> str:
-        """The token issued for ``upstream`` (its resource, scopes, audience or exchange): fresh, at
-        most one grant per request; never another upstream's."""
-        session = await self._upstream_session(upstream)
-        return self._handed_out(session, _tokens_for(session, upstream))
-
-    async def refreshed_upstream_access_token(self, upstream: str, rejected: str) -> str:
-        current = await self._upstream_session(upstream)
+        current = await self.fresh_session(upstream)
         if _tokens_for(current, upstream).access_token == rejected:
-            task = self._fresh_for.get(upstream)
+            task = self._fresh.get(upstream)
             if task is not None and task.done() and task.result() is current:
-                self._fresh_for[upstream] = shared_task(self._freshen(rejected, upstream))
-        session = await self._upstream_session(upstream)
-        return self._handed_out(session, _tokens_for(session, upstream))
+                self._fresh[upstream] = shared_task(self._freshen(rejected, upstream))
+        return await self.access_token(upstream)
 
     def upstream_tokens(self, name: str) -> TokenSource:
         anonymous = self.resources.settings.upstreams[name].anonymous
@@ -324,14 +305,32 @@ class Context(BaseContext):
         return loader
 
 
-def _tokens_for(session: Session, upstream: str) -> TokenSet:
+def _tokens_for(session: Session, upstream: str | None) -> TokenSet:
+    if upstream is None:
+        return session.tokens
     tokens = session.upstream_tokens.get(upstream)
     if tokens is None:  # ensure_fresh returned without one: never fall back to another token
         raise AuthProviderUnavailable(f"no token for upstream {upstream!r}")
     return tokens
 
 
-class _UpstreamToken:
+class _ContextProofs:
+    """`bff.upstream.base.ProofSource` of a token source over the context: the context knows which
+    tokens it handed out are DPoP-bound (never the BFF's own token) and proves them."""
+
+    context: Context
+
+    def binds(self, token: str) -> bool:
+        return self.context.binds(token)
+
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str]:
+        return self.context.authorization(token, method, url)
+
+    def remember_nonce(self, url: str, nonce: str) -> None:
+        self.context.remember_nonce(url, nonce)
+
+
+class _UpstreamToken(_ContextProofs):
     """The token source of an upstream with a token of its own: only ever that token."""
 
     __slots__ = ("context", "upstream")
@@ -341,19 +340,13 @@ class _UpstreamToken:
         self.upstream = upstream
 
     async def access_token(self) -> str:
-        return await self.context.upstream_access_token(self.upstream)
+        return await self.context.access_token(self.upstream)
 
     async def refreshed_access_token(self, rejected: str) -> str:
-        return await self.context.refreshed_upstream_access_token(self.upstream, rejected)
-
-    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
-        return self.context.authorization(token, method, url)
-
-    def remember_nonce(self, url: str, nonce: str) -> None:
-        self.context.remember_nonce(url, nonce)
+        return await self.context.refreshed_access_token(rejected, self.upstream)
 
 
-class _AnonymousAware:
+class _AnonymousAware(_ContextProofs):
     """An upstream that serves anonymous requests too: the user's token when there is a session,
     else the BFF's own token (``client_credentials``) or none at all (``none``)."""
 
@@ -361,12 +354,6 @@ class _AnonymousAware:
         self.context = context
         self.anonymous = anonymous
         self.user = user
-
-    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None:
-        return self.context.authorization(token, method, url)  # None for the BFF's own token
-
-    def remember_nonce(self, url: str, nonce: str) -> None:
-        self.context.remember_nonce(url, nonce)
 
     async def _anonymous(self) -> bool:
         return await self.context.session() is None

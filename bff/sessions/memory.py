@@ -17,6 +17,13 @@ def _key(kind: str, secret: str) -> str:
     return f"{kind}:{hashlib.sha256(secret.encode()).hexdigest()}"
 
 
+def _live(record: Record | None) -> Record | None:
+    """The record with an expired claim read as no claim."""
+    if record is not None and record.claim is not None and record.claim_until <= time.time():
+        return dataclasses.replace(record, claim=None, claim_until=0.0)
+    return record
+
+
 class MemorySessionStore(SessionStore):
     """Good for one process (``bff demo``, tests). Several replicas need the Redis store."""
 
@@ -32,10 +39,7 @@ class MemorySessionStore(SessionStore):
         self._write = asyncio.Lock()
 
     async def _get(self, session_id: str) -> Record | None:
-        record: Record | None = await self._cache.get(_key("s", session_id))
-        if record is not None and record.claim is not None and record.claim_until <= time.time():
-            record = dataclasses.replace(record, claim=None, claim_until=0.0)
-        return record
+        return _live(await self._cache.get(_key("s", session_id)))
 
     async def _create(
         self, session_id: str, blob: bytes, extras: bytes | None, now: float, ttl: float, sid: str | None, sub: str
@@ -78,7 +82,7 @@ class MemorySessionStore(SessionStore):
     ) -> Claim:
         async with self._write:
             raw: Record | None = await self._cache.get(_key("s", session_id))
-            current = await self._get(session_id)
+            current = _live(raw)
             if raw is None or current is None or current.version != version:
                 return Claim.MOVED
             now = time.time()

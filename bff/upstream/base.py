@@ -78,10 +78,16 @@ class TokenSource(Protocol):
 
 class ProofSource(Protocol):
     """Optional side of a `TokenSource` for sender-constrained tokens (DPoP, RFC 9449): the headers
-    that carry ``token`` to ``url`` (``Authorization: DPoP …`` and a ``DPoP`` proof), or None to send
-    it as a bearer token. The upstream client stays ignorant of keys and proofs."""
+    that carry a bound token to a URL (``Authorization: DPoP …`` and a ``DPoP`` proof); other tokens go
+    as bearer tokens. The upstream client stays ignorant of keys and proofs."""
 
-    def authorization(self, token: str, method: str, url: str) -> dict[str, str] | None: ...
+    def binds(self, token: str) -> bool:
+        """Whether ``token`` is sender-constrained (cheap: asked on every call before anything else)."""
+        ...
+
+    def authorization(self, token: str, method: str, url: str) -> dict[str, str]:
+        """The headers that carry a bound ``token`` to ``url``."""
+        ...
 
     def remember_nonce(self, url: str, nonce: str) -> None:
         """The upstream demanded this DPoP nonce (``use_dpop_nonce``); the next proof carries it."""
@@ -295,11 +301,10 @@ class UpstreamClient:
     def _headers(self, token: str | None, kwargs: dict[str, Any], method: str = "GET", url: str = "") -> dict[str, str]:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
-            bound = None if self.proofs is None else self.proofs.authorization(token, method, self._absolute(url))
-            if bound is None:
-                headers["Authorization"] = f"Bearer {token}"
+            if self.proofs is not None and self.proofs.binds(token):
+                headers.update(self.proofs.authorization(token, method, self._absolute(url)))
             else:
-                headers.update(bound)
+                headers["Authorization"] = f"Bearer {token}"
         return headers
 
     def _absolute(self, url: str) -> str:
@@ -323,7 +328,7 @@ class UpstreamClient:
         """`_exchange` written out for the common case (no breaker open, no error): every upstream
         call runs it, and each context manager costs a generator and a reference cycle. A DPoP
         upstream that demands a nonce gets the request once more with it (nothing was done: a 401)."""
-        if self.proofs is None or token is None:
+        if self.proofs is None or token is None or not self.proofs.binds(token):
             return await self._send_once(method, url, token, **kwargs)
         try:
             return await self._send_once(method, url, token, **kwargs)
