@@ -5,6 +5,7 @@ The public surface a team builds on (everything else may move between versions):
     from bff import build_schema, Context           # your root types -> a schema with the safeguards
     from bff import UpstreamError, QueryRejected     # the error classes (each carries extensions.code)
     from bff import selects                          # does this field select a path? (prefetch in one call)
+    from bff import User, RestClient, GraphQLClient  # what the context hands a resolver
     from bff import Settings, create_app             # configuration and the app factory
     import bff.testing                               # a signed-in test client, upstream mocks
 
@@ -19,14 +20,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
+#: the public surface, name -> module; `__all__` is its keys (declared once, here)
 _EXPORTS = {
     "build_schema": "bff.graphql.schema",
     "Limits": "bff.graphql.limits",
     "SchemaError": "bff.graphql.schema",
     "Context": "bff.graphql.context",
+    "ClientRequest": "bff.graphql.context",
+    "User": "bff.sessions.models",
     "selects": "bff.graphql.selection",
+    "RestClient": "bff.upstream.rest",
+    "GraphQLClient": "bff.upstream.graphql",
+    "UpstreamEvent": "bff.upstream.sse",
+    "Backoff": "bff.upstream.sse",
     "Settings": "bff.settings",
     "create_app": "bff.app",
     "load_schema": "bff.app",
@@ -36,49 +44,34 @@ _EXPORTS = {
     "UpstreamError": "bff.errors",
     "UpstreamTimeout": "bff.errors",
     "UpstreamUnauthorized": "bff.errors",
-    "QueryRejected": "bff.errors",
     "UpstreamTokenRefused": "bff.errors",
-    "User": "bff.sessions.models",
+    "QueryRejected": "bff.errors",
 }
 
-__all__ = [
-    "AuthProviderUnavailable",
-    "BFFError",
-    "Context",
-    "Limits",
-    "QueryRejected",
-    "SchemaError",
-    "Settings",
-    "Unauthenticated",
-    "UpstreamError",
-    "UpstreamTimeout",
-    "UpstreamTokenRefused",
-    "UpstreamUnauthorized",
-    "User",
-    "build_schema",
-    "create_app",
-    "load_schema",
-    "selects",
-]
+__all__ = sorted(_EXPORTS)
 
+# explicit re-exports (``X as X``) for type checkers, which cannot read a computed `__all__`
 if TYPE_CHECKING:
-    from bff.app import create_app, load_schema
+    from bff.app import create_app as create_app, load_schema as load_schema
     from bff.errors import (
-        AuthProviderUnavailable,
-        BFFError,
-        QueryRejected,
-        Unauthenticated,
-        UpstreamError,
-        UpstreamTimeout,
-        UpstreamTokenRefused,
-        UpstreamUnauthorized,
+        AuthProviderUnavailable as AuthProviderUnavailable,
+        BFFError as BFFError,
+        QueryRejected as QueryRejected,
+        Unauthenticated as Unauthenticated,
+        UpstreamError as UpstreamError,
+        UpstreamTimeout as UpstreamTimeout,
+        UpstreamTokenRefused as UpstreamTokenRefused,
+        UpstreamUnauthorized as UpstreamUnauthorized,
     )
-    from bff.graphql.context import Context
-    from bff.graphql.limits import Limits
-    from bff.graphql.schema import SchemaError, build_schema
-    from bff.graphql.selection import selects
-    from bff.sessions.models import User
-    from bff.settings import Settings
+    from bff.graphql.context import ClientRequest as ClientRequest, Context as Context
+    from bff.graphql.limits import Limits as Limits
+    from bff.graphql.schema import SchemaError as SchemaError, build_schema as build_schema
+    from bff.graphql.selection import selects as selects
+    from bff.sessions.models import User as User
+    from bff.settings import Settings as Settings
+    from bff.upstream.graphql import GraphQLClient as GraphQLClient
+    from bff.upstream.rest import RestClient as RestClient
+    from bff.upstream.sse import Backoff as Backoff, UpstreamEvent as UpstreamEvent
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -74,7 +73,10 @@ __all__ = [
 
 log = logging.getLogger("bff.testing")
 _HANDED_OUT: set[int] = set()
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: the development IdPs `running_bff` started in this process: the only issuers `dev_token_subject`
+#: trusts unless told one (a token names its own issuer, so trusting "any IdP on loopback" would
+#: let any local process mint a token a fake upstream believes)
+_TRUSTED_ISSUERS: set[str] = set()
 
 
 def free_port() -> int:
@@ -270,6 +272,7 @@ async def running_bff(
         given = None if schema is None or isinstance(schema, str) else schema
         app = create_app(built, schema=given, transports=transports)
         app.mount("/idp", idp.app())
+        _TRUSTED_ISSUERS.add(f"{base}/idp")
         url = await stack.enter_async_context(serve(app, port))
         yield RunningBFF(url=url, app=app, settings=built, idp=idp, upstreams=urls)
 
@@ -286,21 +289,26 @@ def _segment(part: str) -> dict[str, Any]:
     return value
 
 
-async def dev_token_subject(authorization: str | None) -> str | None:
+async def dev_token_subject(authorization: str | None, *, issuer: str | None = None) -> str | None:
     """For a fake upstream: the subject of ``Authorization: Bearer <token>`` when the token was
-    issued by a development IdP on this machine (`running_bff`, ``bff demo``) and is valid now:
-    signature checked against that IdP's published keys, issuer and expiry. None otherwise."""
+    issued by a trusted development IdP and is valid now: signature checked against that IdP's
+    published keys, issuer and expiry. None otherwise.
+
+    Trusted: ``issuer`` when given (for example ``bff demo``'s, ``http://127.0.0.1:8000/idp``), else
+    the IdPs of the `running_bff` calls of this process. A token's own ``iss`` is never a reason to
+    trust it."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or token.count(".") != 2:
         return None
     try:
         header, claims = _segment(token.split(".")[0]), _segment(token.split(".")[1])
-        issuer, kid = str(claims["iss"]), str(header["kid"])
+        claimed, kid = str(claims["iss"]), str(header["kid"])
     except (ValueError, KeyError):
         return None
-    if urlsplit(issuer).hostname not in _LOOPBACK:
-        return None  # only a development IdP on this machine is trusted here
+    if claimed not in ({issuer} if issuer else _TRUSTED_ISSUERS):
+        return None
+    issuer = claimed
     keys = _KEYS.get((issuer, kid))
     if keys is None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,13 +76,35 @@ def test_imports_only_look_down() -> None:
     assert problems == []
 
 
-def test_the_demo_api_uses_only_the_public_surface() -> None:
-    """The demo API is written as a team's would be: from `bff` itself, never its internals."""
+def _imported_names(path: Path) -> Iterator[tuple[str, str | None]]:
+    """(module, name) of each import; name None for ``import module``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield from ((node.module, alias.name) for alias in node.names)
+
+
+@pytest.mark.parametrize(
+    ("code", "own"),
+    [(PACKAGE / "demo" / "api", "bff.demo.api"), (ROOT / "examples" / "team", "team_")],
+    ids=["demo-api", "examples-team"],
+)
+def test_team_code_uses_only_the_public_surface(code: Path, own: str) -> None:
+    """The demo API and the example team project are written as a team's would be: names from
+    `bff` itself (its ``__all__``) and `bff.testing`, never the package's internals."""
+    import bff
+
     problems = []
-    for path in (PACKAGE / "demo" / "api").rglob("*.py"):
-        for name in _imports(path):
-            if name.startswith("bff.") and not name.startswith("bff.demo.api"):
-                problems.append(f"{path.name}: {name}")
+    files = [path for path in code.rglob("*.py") if "node_modules" not in path.parts]
+    assert files
+    for path in files:
+        for module, name in _imported_names(path):
+            if module.startswith(own) or not (module == "bff" or module.startswith("bff.")):
+                continue
+            if module == "bff.testing" or (module == "bff" and name in bff.__all__):
+                continue
+            problems.append(f"{path.relative_to(ROOT)}: {module}{'.' + name if name else ''}")
     assert problems == []
 
 

@@ -275,7 +275,10 @@ class OIDCClient:
                     headers=headers,
                 ),
             )
-            return _token_set(dict(raw), self.clock())
+            tokens = _token_set(dict(raw), self.clock())
+        if tokens.scope is None:  # RFC 6749 5.1: absent means granted as requested
+            tokens.scope = self.scopes
+        return tokens
 
     async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
         """Signature, iss, aud, azp, exp, iat and nonce; raises `LoginError` when any fails."""
@@ -565,4 +568,5 @@ def _token_set(raw: dict[str, Any], now: float) -> TokenSet:
         refresh_token=raw.get("refresh_token"),
         id_token=raw.get("id_token"),
         token_type=str(raw.get("token_type") or "Bearer"),
+        scope=str(raw["scope"]) if raw.get("scope") else None,
     )

@@ -368,6 +368,7 @@ class TokenManager:
             tokens = await self.oidc.refresh(refresh_token, timeout=self.refresh_deadline, dpop=dpop)
             tokens.refresh_token = tokens.refresh_token or refresh_token
             tokens.id_token = tokens.id_token or current.tokens.id_token
+            tokens.scope = tokens.scope or current.tokens.scope  # a refresh keeps the grant's scope
             return dataclasses.replace(current, tokens=tokens)
         target = self.targets[step]
         if target.exchange:

@@ -1,5 +1,10 @@
 """The per-request GraphQL context: the session, its fresh token (at most once), upstream clients
-and DataLoaders. Cheap to build: nothing is read until a resolver asks."""
+and DataLoaders. Cheap to build: nothing is read until a resolver asks.
+
+The context is what a team's resolvers hold, so its public names reach no token, no session id, no
+secret, no store and no `Settings`: the user is a frozen `User`, the request a `ClientRequest` without
+its cookies and credentials, and the token source behind the upstream clients a private object
+(`tests/graphql/test_surface.py` walks every public name to prove it)."""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, TypeVar
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NoReturn, TypeVar
 
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from strawberry.dataloader import DataLoader
-from strawberry.fastapi import BaseContext
 
 from bff.auth.dpop import DPoPKey
 from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticated, UpstreamError
@@ -25,8 +35,31 @@ L = TypeVar("L", bound=DataLoader[Any, Any])
 log = logging.getLogger("bff")
 
 
-class Context(BaseContext):
-    """Implements `bff.upstream.TokenSource` for the request's upstream clients."""
+#: request headers a resolver never sees: the session's credentials travel in them
+_WITHHELD = frozenset({"cookie", "authorization", "proxy-authorization", "x-bff-csrf"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """What a resolver may know of the request it serves: its method, path, client address and
+    headers, without the cookies and credentials that carry the session (`Context.request`)."""
+
+    method: str
+    path: str
+    headers: Headers
+    client: str | None
+
+    @classmethod
+    def of(cls, connection: HTTPConnection) -> ClientRequest:
+        raw = [(k, v) for k, v in connection.headers.raw if k.decode("latin-1").lower() not in _WITHHELD]
+        method = connection.scope.get("method", "GET")
+        client = connection.client.host if connection.client else None
+        return cls(method=method, path=connection.url.path, headers=Headers(raw=raw), client=client)
+
+
+class Context:
+    """What a resolver gets as ``info.context``: the user, upstream clients by name, per-request
+    DataLoaders, the request (a `ClientRequest`) and a response whose headers it may set."""
 
     def __init__(
         self,
@@ -35,11 +68,24 @@ class Context(BaseContext):
         *,
         cookie: CookiePolicy | None,
         request_id: str,
+        connection: HTTPConnection | None = None,
+        response: Response | None = None,
+        connection_params: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.resources = resources
-        self.session_id = session_id
+        self._resources = resources
+        self._session_id = session_id
         self.request_id = request_id
+        #: the real request, for the access log (`request.state`); resolvers see `request`
+        self._connection = connection
+        self._request_view: ClientRequest | None = None
+        #: the sub-response: headers a resolver sets here go out with the answer (HTTP only)
+        self.response = response
+        #: graphql-transport-ws ``connection_init`` payload, without the session credential
+        self.connection_params: Mapping[str, Any] | None = (
+            None
+            if connection_params is None
+            else MappingProxyType({k: v for k, v in connection_params.items() if str(k).lower() not in _WITHHELD})
+        )
         self._cookie = cookie  # None when the session came in an Authorization header
         self._session_task: asyncio.Task[Session | None] | None = None
         #: per token (None: the session's; else the upstream slot, `TokenManager.slot`): the task that
@@ -55,13 +101,38 @@ class Context(BaseContext):
         #: whether reading the session counts as activity (a stream's reads only if configured so)
         self.touch = True
 
+    @property
+    def request(self) -> ClientRequest | None:
+        """The request (for a subscription over WebSocket: the upgrade request), without the
+        cookies and credentials that carry the session."""
+        if self._request_view is None and self._connection is not None:
+            self._request_view = ClientRequest.of(self._connection)
+        return self._request_view
+
+    @property
+    def resources(self) -> NoReturn:
+        """Removed in 0.3 (it was the whole runtime: store, OIDC client, cookie signer, settings)."""
+        raise AttributeError(
+            "Context.resources was removed in 0.3: a resolver reaches upstreams through "
+            "info.context.rest(name) / graphql(name) and the user through await info.context.user()"
+        )
+
     # session -----------------------------------------------------------------------------------
-    async def session(self) -> Session | None:
+    async def session(self) -> User | None:
+        """Deprecated since 0.3 (it returned the stored session, tokens included): `user`."""
+        warnings.warn(
+            "Context.session() is deprecated: use `await info.context.user()` (a bff.User, without tokens)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.user()
+
+    async def _session(self) -> Session | None:
         """The stored session, read once per request."""
-        if self.session_id is None:
+        if self._session_id is None:
             return None
         if self._session_task is None:
-            self._session_task = shared_task(self._read_session(self.session_id))
+            self._session_task = shared_task(self._read_session(self._session_id))
         return await asyncio.shield(self._session_task)
 
     async def user(self) -> User | None:
@@ -72,18 +143,18 @@ class Context(BaseContext):
             if user is None:
                 raise Unauthenticated()
         """
-        session = await self.session()
+        session = await self._session()
         return None if session is None else User.of(session)
 
     async def _read_session(self, session_id: str) -> Session | None:
-        session = await self.resources.store.get(session_id, touch=self.touch)
-        if session is not None and self.request is not None:
+        session = await self._resources.store.get(session_id, touch=self.touch)
+        if session is not None and self._connection is not None:
             # for the access log: the subject and a hash of the id, never the id
-            self.request.state.user_sub = session.sub
-            self.request.state.session_hash = self.resources.crypto.fingerprint(session_id)
+            self._connection.state.user_sub = session.sub
+            self._connection.state.session_hash = self._resources.crypto.fingerprint(session_id)
         return session
 
-    async def fresh_session(self, upstream: str | None = None) -> Session:
+    async def _fresh_session(self, upstream: str | None = None) -> Session:
         """The session with a fresh access token (``upstream``: that upstream slot's own token):
         refreshed at most once per request, lazily."""
         task = self._fresh.get(upstream)
@@ -93,10 +164,10 @@ class Context(BaseContext):
 
     async def _freshen(self, rejected: str | None, upstream: str | None = None) -> Session:
         try:
-            session = await self.session()
+            session = await self._session()
             if session is None:
                 raise Unauthenticated()
-            tokens = self.resources.tokens
+            tokens = self._resources.tokens
             if tokens is None:
                 return session
             return await tokens.ensure_fresh(session, upstream=upstream, rejected_token=rejected)
@@ -106,7 +177,7 @@ class Context(BaseContext):
 
     def end_session(self) -> None:
         """Clear the cookie of a session that no longer exists (only if the browser sent one)."""
-        if self._cookie is None or self.session_id is None or self.response is None or self._cookie_cleared:
+        if self._cookie is None or self._session_id is None or self.response is None or self._cookie_cleared:
             return
         self._cookie_cleared = True
         self.response.headers.append("set-cookie", self._cookie.clear())
@@ -118,7 +189,7 @@ class Context(BaseContext):
         subscription's context is renewed before each event (`stream_results`) and before each
         connection of `events`."""
         self.release()
-        self.deadline = time.monotonic() + self.resources.settings.request_timeout_seconds
+        self.deadline = time.monotonic() + self._resources.settings.request_timeout_seconds
 
     def release(self) -> None:
         """Let go of what the request built: its upstream clients and DataLoaders point back at
@@ -210,11 +281,11 @@ class Context(BaseContext):
             async for event in events:
                 yield event
 
-    # TokenSource -------------------------------------------------------------------------------
-    async def access_token(self, upstream: str | None = None) -> str:
+    # the upstream clients' token source (private: a resolver never holds a token) -----------------------
+    async def _access_token(self, upstream: str | None = None) -> str:
         """The session's own access token, or (``upstream``) the token issued for that upstream slot
         (its resource, scopes, audience or exchange), never another upstream's."""
-        session = await self.fresh_session(upstream)
+        session = await self._fresh_session(upstream)
         return self._handed_out(session, _tokens_for(session, upstream))
 
     def _handed_out(self, session: Session, tokens: TokenSet) -> str:
@@ -224,34 +295,32 @@ class Context(BaseContext):
             self._bound[token] = DPoPKey.from_jwk(session.dpop_key)
         return token
 
-    # ProofSource (bff.upstream.base): DPoP-bound tokens go with a proof of the session's key
-    def binds(self, token: str) -> bool:
+    # proofs (bff.upstream.base.ProofSource): DPoP-bound tokens go with a proof of the session's key
+    def _binds(self, token: str) -> bool:
         return token in self._bound
 
-    def authorization(self, token: str, method: str, url: str) -> dict[str, str]:
+    def _authorization(self, token: str, method: str, url: str) -> dict[str, str]:
         key = self._bound[token]
-        nonce = self.resources.dpop_nonces.get(url)
+        nonce = self._resources.dpop_nonces.get(url)
         return {"Authorization": f"DPoP {token}", "DPoP": key.proof(method, url, access_token=token, nonce=nonce)}
 
-    def remember_nonce(self, url: str, nonce: str) -> None:
-        self.resources.dpop_nonces.remember(url, nonce)
+    def _remember_nonce(self, url: str, nonce: str) -> None:
+        self._resources.dpop_nonces.remember(url, nonce)
 
-    async def refreshed_access_token(self, rejected: str, upstream: str | None = None) -> str:
+    async def _refreshed_access_token(self, rejected: str, upstream: str | None = None) -> str:
         """After an upstream 401: one forced refresh, shared by every resolver that saw it."""
-        current = await self.fresh_session(upstream)
+        current = await self._fresh_session(upstream)
         if _tokens_for(current, upstream).access_token == rejected:
             task = self._fresh.get(upstream)
             if task is not None and task.done() and task.result() is current:
                 self._fresh[upstream] = shared_task(self._freshen(rejected, upstream))
-        return await self.access_token(upstream)
+        return await self._access_token(upstream)
 
-    def upstream_tokens(self, name: str) -> TokenSource:
-        anonymous = self.resources.settings.upstreams[name].anonymous
-        manager = self.resources.tokens
-        source: TokenSource = self
-        slot = None if manager is None else manager.slot(name)
-        if slot is not None:  # its own token (shared with upstreams that ask for the same one)
-            source = _UpstreamToken(self, slot)
+    def _upstream_tokens(self, name: str) -> TokenSource:
+        anonymous = self._resources.settings.upstreams[name].anonymous
+        manager = self._resources.tokens
+        # its own token (shared with upstreams that ask for the same one), else the session's (None)
+        source: TokenSource = _Token(self, None if manager is None else manager.slot(name))
         return source if anonymous == "deny" else _AnonymousAware(self, anonymous, source)
 
     # upstreams and loaders ---------------------------------------------------------------------
@@ -259,7 +328,7 @@ class Context(BaseContext):
         client = self._clients.get(name)
         if client is None:
             client = RestClient(
-                name, self._http(name), self.upstream_tokens(name), self.resources.metrics, **self._client_options()
+                name, self._http(name), self._upstream_tokens(name), self._resources.metrics, **self._client_options()
             )
             self._clients[name] = client
         return client
@@ -268,12 +337,12 @@ class Context(BaseContext):
         client = self._clients.get(name)
         if client is None:
             http = self._http(name)
-            endpoint = self.resources.settings.upstreams[name].url
+            endpoint = self._resources.settings.upstreams[name].url
             client = GraphQLClient(
                 name,
                 http,
-                self.upstream_tokens(name),
-                self.resources.metrics,
+                self._upstream_tokens(name),
+                self._resources.metrics,
                 endpoint=endpoint,
                 **self._client_options(),
             )
@@ -281,17 +350,17 @@ class Context(BaseContext):
         return client
 
     def _client_options(self) -> dict[str, Any]:
-        principal = self.resources.crypto.fingerprint(self.session_id) if self.session_id else None
+        principal = self._resources.crypto.fingerprint(self._session_id) if self._session_id else None
         return {
-            "breakers": self.resources.breakers,
+            "breakers": self._resources.breakers,
             "deadline": self.deadline,
-            "rejections": self.resources.rejections,
+            "rejections": self._resources.rejections,
             "principal": principal,
         }
 
     def _http(self, name: str) -> Any:
         try:
-            return self.resources.upstreams[name]
+            return self._resources.upstreams[name]
         except KeyError:
             log.warning("upstream %r is used but not configured (BFF_UPSTREAMS__%s__URL)", name, name.upper())
             raise UpstreamError(name, f"Upstream {name!r} is not configured") from None
@@ -321,29 +390,30 @@ class _ContextProofs:
     context: Context
 
     def binds(self, token: str) -> bool:
-        return self.context.binds(token)
+        return self.context._binds(token)
 
     def authorization(self, token: str, method: str, url: str) -> dict[str, str]:
-        return self.context.authorization(token, method, url)
+        return self.context._authorization(token, method, url)
 
     def remember_nonce(self, url: str, nonce: str) -> None:
-        self.context.remember_nonce(url, nonce)
+        self.context._remember_nonce(url, nonce)
 
 
-class _UpstreamToken(_ContextProofs):
-    """The token source of an upstream with a token of its own: only ever that token."""
+class _Token(_ContextProofs):
+    """The token source of an upstream: the session's token (``upstream`` None) or, for an upstream
+    with a token of its own, only ever that token."""
 
     __slots__ = ("context", "upstream")
 
-    def __init__(self, context: Context, upstream: str) -> None:
+    def __init__(self, context: Context, upstream: str | None) -> None:
         self.context = context
         self.upstream = upstream
 
     async def access_token(self) -> str:
-        return await self.context.access_token(self.upstream)
+        return await self.context._access_token(self.upstream)
 
     async def refreshed_access_token(self, rejected: str) -> str:
-        return await self.context.refreshed_access_token(rejected, self.upstream)
+        return await self.context._refreshed_access_token(rejected, self.upstream)
 
 
 class _AnonymousAware(_ContextProofs):
@@ -356,12 +426,12 @@ class _AnonymousAware(_ContextProofs):
         self.user = user
 
     async def _anonymous(self) -> bool:
-        return await self.context.session() is None
+        return await self.context._session() is None
 
     async def access_token(self) -> str | None:
         if not await self._anonymous():
             return await self.user.access_token()
-        service = self.context.resources.service_tokens
+        service = self.context._resources.service_tokens
         if self.anonymous == "none" or service is None:
             return None
         return await service.access_token()
@@ -369,7 +439,7 @@ class _AnonymousAware(_ContextProofs):
     async def refreshed_access_token(self, rejected: str) -> str | None:
         if not await self._anonymous():
             return await self.user.refreshed_access_token(rejected)
-        service = self.context.resources.service_tokens
+        service = self.context._resources.service_tokens
         if self.anonymous == "none" or service is None:
             raise Unauthenticated()
         service.invalidate(rejected)

@@ -170,7 +170,7 @@ class GraphQLHTTPHandler:
         if sub_response is not None:
             response.headers.raw.extend((k, v) for k, v in sub_response.headers.raw if k == b"set-cookie")
         context.release()
-        context.request = context.response = None
+        context.response = None
         return response
 
     async def _event_stream(self, request: Request, framing: SSEFraming | MultipartFraming) -> Response:
@@ -185,9 +185,10 @@ class GraphQLHTTPHandler:
             name = _operation_name(operation_name, query)
             document = await self.document(query, extensions, document_id)
             context = await self._context(request)
+            session_id = context._session_id  # the package's own use: resolvers never see it
             assert resources.streams is not None
             try:
-                stream = resources.streams.open(context.session_id, request.client.host if request.client else None)
+                stream = resources.streams.open(session_id, request.client.host if request.client else None)
             except StreamLimitExceeded as exc:
                 raise RequestError(429, str(exc), code=exc.code) from None
             except ShuttingDown as exc:
@@ -264,9 +265,9 @@ class GraphQLHTTPHandler:
             session_id,
             cookie=resources.session_cookie if from_cookie else None,
             request_id=getattr(request.state, "request_id", ""),
+            connection=request,
+            response=Response(),
         )
-        context.request = request
-        context.response = Response()
         if session_id == "":
             context.end_session()  # a cookie that names no session is cleared, whatever the query asks
         return context

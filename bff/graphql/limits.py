@@ -77,6 +77,25 @@ class Limits:
     overlap_budget: int = 20_000
     introspection: bool = True
 
+    def tightened(self, floor: Limits | None) -> Limits:
+        """These limits, made at least as strict as ``floor`` everywhere (`build_schema`'s ``limits``
+        are a floor that the app's settings can tighten, never loosen): the smaller maximum, the
+        larger assumed list size, both size-argument names, introspection only if both allow it."""
+        if floor is None:
+            return self
+        return Limits(
+            max_depth=min(self.max_depth, floor.max_depth),
+            max_tokens=min(self.max_tokens, floor.max_tokens),
+            max_aliases=min(self.max_aliases, floor.max_aliases),
+            max_cost=min(self.max_cost, floor.max_cost),
+            max_expanded_fields=min(self.max_expanded_fields, floor.max_expanded_fields),
+            default_list_size=max(self.default_list_size, floor.default_list_size),
+            max_page_size=max(self.max_page_size, floor.max_page_size),
+            size_arguments=tuple(dict.fromkeys((*self.size_arguments, *floor.size_arguments))),
+            overlap_budget=min(self.overlap_budget, floor.overlap_budget),
+            introspection=self.introspection and floor.introspection,
+        )
+
 
 def _is_list(type_: Any) -> bool:
     if isinstance(type_, GraphQLNonNull):

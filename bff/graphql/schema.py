@@ -5,8 +5,8 @@ What every schema served by `bff` carries: the error mapping (`BFFSchema`), the 
 resolver runs: `bff.graphql.limits`), introspection and field suggestions off in production.
 
 A schema remembers how it was built, so that the app can apply its own `Settings` to it
-(`for_settings`): whatever limits or mode the module that built it chose at import time, the served
-schema has the limits and the mode of the configuration it runs under.
+(`for_settings`): the served schema has the mode of the configuration it runs under, and its limits,
+tightened by the schema's own ``limits`` where those are stricter: a floor the settings cannot loosen.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class SchemaOptions:
     config: StrawberryConfig | None = None
     limits: Limits = dataclasses.field(default_factory=Limits)
     production: bool = False
+    #: the ``limits`` the schema was built with: the strictest the app may serve it with
+    floor: Limits | None = None
 
 
 def build_schema(
@@ -69,9 +71,10 @@ def build_schema(
     query limits and the parse/validation caches attached.
 
     ``extensions`` are your own Strawberry extensions; they run after `bff`'s (which refuse a
-    document before anything else sees it). ``limits`` and ``production`` matter only when you
-    execute the schema yourself: the app replaces them with those of its `Settings`
-    (``BFF_MAX_DEPTH``..., ``BFF_ENV``, ``BFF_INTROSPECTION``)."""
+    document before anything else sees it). ``limits`` are a floor: the app serves the schema with
+    its `Settings`' limits (``BFF_MAX_DEPTH``..., ``BFF_INTROSPECTION``) made at least as strict as
+    these, never looser. ``production`` matters only when you execute the schema yourself: the app
+    uses ``BFF_ENV``."""
     options = SchemaOptions(
         query=query,
         mutation=mutation,
@@ -82,8 +85,9 @@ def build_schema(
         schema_directives=tuple(schema_directives),
         scalar_overrides=scalar_overrides,
         config=config,
-        limits=limits or Limits(introspection=not production),
+        limits=(limits or Limits()).tightened(Limits(introspection=not production)),
         production=production,
+        floor=limits,
     )
     return _build(options)
 
@@ -130,6 +134,8 @@ def for_settings(schema: Any, settings: Settings) -> BFFSchema:
             f"{kind} is not a schema bff can serve with its limits, error mapping and production mode: {HOW_TO_BUILD}"
         )
     wanted = dataclasses.replace(
-        options, limits=limits_from_settings(settings), production=settings.env == "production"
+        options,
+        limits=limits_from_settings(settings).tightened(options.floor),
+        production=settings.env == "production",
     )
     return schema if wanted == options else _build(wanted)

@@ -317,9 +317,14 @@ class _Connection:
             code = exc.code
             await self._send({"id": operation_id, "type": "error", "payload": [_error(str(exc), code)]})
             return
-        context = Context(self.resources, self.session_id, cookie=None, request_id=self.request_id)
-        context.request = self.websocket
-        context.connection_params = self.params
+        context = Context(
+            self.resources,
+            self.session_id,
+            cookie=None,
+            request_id=self.request_id,
+            connection=self.websocket,
+            connection_params=self.params,
+        )
         context.touch = self.resources.settings.stream_keeps_session_alive
         task = asyncio.create_task(
             self._run(operation_id, stream, context, document, variables, operation_name), name="bff-ws-operation"

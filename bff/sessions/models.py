@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 
@@ -19,6 +21,9 @@ class TokenSet:
     refresh_token: str | None = None
     id_token: str | None = None
     token_type: str = "Bearer"
+    #: the scopes granted (the token response's ``scope``); kept in the record's extras, which 0.2
+    #: neither reads nor drops, because 0.2 refuses a token set with keys it does not know
+    scope: str | None = None
 
     def __repr__(self) -> str:  # never print tokens
         return f"TokenSet(expires_at={self.expires_at:.0f}, refresh_token={'yes' if self.refresh_token else 'no'})"
@@ -45,12 +50,15 @@ class User:
     sub: str
     name: str | None = None
     email: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the scopes the session's access token was granted
+    scopes: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, session: Session) -> User:
-        claims = dict(session.claims)
-        return cls(sub=session.sub, name=claims.get("name"), email=claims.get("email"), claims=claims)
+        claims = MappingProxyType(dict(session.claims))
+        scopes = frozenset(session.tokens.scope.split()) if session.tokens.scope else frozenset()
+        return cls(sub=session.sub, name=claims.get("name"), email=claims.get("email"), claims=claims, scopes=scopes)
 
 
 #: the record format this release writes. Format 1 (0.1, 0.2): the session JSON alone. Format 2 (0.3):
@@ -93,12 +101,12 @@ class Session:
     def to_json(self) -> bytes:
         """The format-1 part: exactly the keys 0.2 knows (it refuses a record with others)."""
         data = {name: getattr(self, name) for name in _FORMAT1_KEYS}
-        data["tokens"] = _token_dict(self.tokens)
+        data["tokens"] = _token_dict(self.tokens, _FORMAT1_TOKEN_KEYS)
         return json.dumps(data, separators=(",", ":")).encode()
 
     def extras_json(self) -> bytes | None:
         """The format-2 part, or None when there is nothing beyond format 1."""
-        if not self.upstream_tokens and self.dpop_key is None:
+        if not self.upstream_tokens and self.dpop_key is None and self.tokens.scope is None:
             return None
         data: dict[str, Any] = {
             "format": RECORD_FORMAT,
@@ -106,6 +114,8 @@ class Session:
         }
         if self.dpop_key is not None:
             data["dpop_key"] = self.dpop_key
+        if self.tokens.scope is not None:
+            data["scope"] = self.tokens.scope
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -121,6 +131,8 @@ class Session:
             }
             key = more.get("dpop_key")
             session.dpop_key = key if isinstance(key, dict) else None
+            scope = more.get("scope")
+            session.tokens.scope = scope if isinstance(scope, str) else None
         return session
 
     def __repr__(self) -> str:  # never print tokens
@@ -129,10 +141,11 @@ class Session:
 
 _FORMAT1_KEYS = ("id", "sub", "tokens", "created_at", "last_seen", "claims", "sid", "kind")
 _TOKEN_KEYS = tuple(f.name for f in dataclasses.fields(TokenSet))
+_FORMAT1_TOKEN_KEYS = tuple(name for name in _TOKEN_KEYS if name != "scope")
 
 
-def _token_dict(tokens: TokenSet) -> dict[str, Any]:
-    return {name: getattr(tokens, name) for name in _TOKEN_KEYS}
+def _token_dict(tokens: TokenSet, keys: tuple[str, ...] = _TOKEN_KEYS) -> dict[str, Any]:
+    return {name: getattr(tokens, name) for name in keys}
 
 
 def _token_set(data: dict[str, Any]) -> TokenSet:

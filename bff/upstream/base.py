@@ -135,23 +135,23 @@ class UpstreamClient:
         principal: str | None = None,
     ) -> None:
         self.name = name
-        self.http = http
-        self.tokens = tokens
-        self.metrics = metrics
-        self.breakers = breakers
-        self.deadline = deadline  # time.monotonic() by which the whole GraphQL request must end
-        self.retry_connect_errors = retry_connect_errors
-        self.rejections = rejections
-        self.principal = principal  # whose token (a session's hash): the key of the 401 cooldown
+        self._http = http
+        self._tokens = tokens
+        self._metrics = metrics
+        self._breakers = breakers
+        self._deadline = deadline  # time.monotonic() by which the whole GraphQL request must end
+        self._retry_connect_errors = retry_connect_errors
+        self._rejections = rejections
+        self._principal = principal  # whose token (a session's hash): the key of the 401 cooldown
         #: DPoP-bound tokens: the token source that makes their proofs (None: bearer tokens only)
-        self.proofs = cast("ProofSource | None", tokens if hasattr(tokens, "authorization") else None)
+        self._proofs = cast("ProofSource | None", tokens if hasattr(tokens, "authorization") else None)
 
-    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Response:
+    async def _request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Response:
         """Send with the user's bearer token; on 401 refresh once and retry once. If the fresh token
         is refused too, `UpstreamUnauthorized` (the session is kept) and a cooldown starts."""
         retry = (
             method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
-        ) and self.retry_connect_errors
+        ) and self._retry_connect_errors
 
         async def send(token: str | None) -> Response:
             return await self._attempts(retry, lambda: self._send(method, url, token, **kwargs))
@@ -159,7 +159,7 @@ class UpstreamClient:
         return await self._authorized(send)
 
     @contextlib.asynccontextmanager
-    async def stream(
+    async def _stream(
         self, method: str, url: str, *, idle_timeout: float | None, **kwargs: Any
     ) -> AsyncIterator[httpx.Response]:
         """An answer read as it arrives (Server-Sent Events, see `bff.upstream.sse`). Opening it is
@@ -168,7 +168,7 @@ class UpstreamClient:
         ``idle_timeout`` bounds each wait for more of the body (None: no bound); read it inside
         `translated` so that a broken stream becomes an `UpstreamError` too."""
 
-        retry = method in ("GET", "HEAD", "OPTIONS") and self.retry_connect_errors
+        retry = method in ("GET", "HEAD", "OPTIONS") and self._retry_connect_errors
 
         async def send(token: str | None) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
             return await self._attempts(retry, lambda: self._open(method, url, token, idle_timeout, **kwargs))
@@ -178,9 +178,9 @@ class UpstreamClient:
             yield response
 
     async def _authorized(self, send: Callable[[str | None], Awaitable[T]]) -> T:
-        if self.tokens is None:
+        if self._tokens is None:
             return await send(None)
-        token = await self.tokens.access_token()
+        token = await self._tokens.access_token()
         try:
             return await send(token)
         except UpstreamUnauthorized:
@@ -188,19 +188,19 @@ class UpstreamClient:
                 raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
             if self._cooling():
                 raise self._refused() from None
-            token = await self.tokens.refreshed_access_token(token)
+            token = await self._tokens.refreshed_access_token(token)
         try:
             return await send(token)
         except UpstreamUnauthorized:
-            if self.rejections is not None and self.principal is not None:
-                self.rejections.start(self.name, self.principal)
+            if self._rejections is not None and self._principal is not None:
+                self._rejections.start(self.name, self._principal)
             raise self._refused() from None
 
     def _cooling(self) -> bool:
         return (
-            self.rejections is not None
-            and self.principal is not None
-            and self.rejections.cooling(self.name, self.principal)
+            self._rejections is not None
+            and self._principal is not None
+            and self._rejections.cooling(self.name, self._principal)
         )
 
     def _refused(self) -> UpstreamUnauthorized:
@@ -224,9 +224,9 @@ class UpstreamClient:
     async def _enter_breaker(self) -> AsyncCircuitBreaker | None:
         """The upstream's breaker, entered (the caller exits it with the outcome); `UpstreamError`
         at once while it is open."""
-        if self.breakers is None:
+        if self._breakers is None:
             return None
-        breaker = await self.breakers.get_breaker(self.name)
+        breaker = await self._breakers.get_breaker(self.name)
         try:
             await breaker.__aenter__()
         except OpenedState:
@@ -234,9 +234,9 @@ class UpstreamClient:
         return breaker
 
     def _remaining(self) -> float | None:
-        if self.deadline is None:
+        if self._deadline is None:
             return None
-        remaining = self.deadline - time.monotonic()
+        remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise UpstreamTimeout(self.name, "The request's deadline passed before the upstream call")
         return remaining
@@ -245,11 +245,11 @@ class UpstreamClient:
         remaining = self._remaining()
         if remaining is None:
             return None
-        configured = self.http.timeout.read or remaining
+        configured = self._http.timeout.read or remaining
         return httpx.Timeout(min(configured, remaining))
 
     @contextlib.contextmanager
-    def translated(self) -> Iterator[None]:
+    def _translated(self) -> Iterator[None]:
         """The one translation of transport errors (httpx's, which `bff.upstream.aio` raises too)
         into the `bff.errors` tree, for requests and for reading streams."""
         try:
@@ -275,7 +275,7 @@ class UpstreamClient:
             breaker = await self._enter_breaker()
             try:
                 try:
-                    with self.translated():
+                    with self._translated():
                         yield status
                 except UpstreamTimeout:
                     status[0] = "timeout"
@@ -294,24 +294,24 @@ class UpstreamClient:
             await breaker.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
     def _observe(self, status: str, started: float) -> None:
-        if self.metrics is not None:
+        if self._metrics is not None:
             elapsed = time.perf_counter() - started
-            self.metrics.child(self.metrics.upstream_duration, self.name, status).observe(elapsed)
+            self._metrics.child(self._metrics.upstream_duration, self.name, status).observe(elapsed)
 
     def _headers(self, token: str | None, kwargs: dict[str, Any], method: str = "GET", url: str = "") -> dict[str, str]:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
-            if self.proofs is not None and self.proofs.binds(token):
-                headers.update(self.proofs.authorization(token, method, self._absolute(url)))
+            if self._proofs is not None and self._proofs.binds(token):
+                headers.update(self._proofs.authorization(token, method, self._absolute(url)))
             else:
                 headers["Authorization"] = f"Bearer {token}"
         return headers
 
     def _absolute(self, url: str) -> str:
         """The URL a request goes to (a DPoP proof names it)."""
-        if isinstance(self.http, httpx.AsyncClient):
-            return str(self.http.build_request("GET", url).url)
-        return self.http.absolute_url(url)
+        if isinstance(self._http, httpx.AsyncClient):
+            return str(self._http.build_request("GET", url).url)
+        return self._http.absolute_url(url)
 
     def _checked(self, status_code: int) -> None:
         if status_code >= 500:
@@ -328,12 +328,12 @@ class UpstreamClient:
         """`_exchange` written out for the common case (no breaker open, no error): every upstream
         call runs it, and each context manager costs a generator and a reference cycle. A DPoP
         upstream that demands a nonce gets the request once more with it (nothing was done: a 401)."""
-        if self.proofs is None or token is None or not self.proofs.binds(token):
+        if self._proofs is None or token is None or not self._proofs.binds(token):
             return await self._send_once(method, url, token, **kwargs)
         try:
             return await self._send_once(method, url, token, **kwargs)
         except _NonceRequired as demanded:
-            self.proofs.remember_nonce(self._absolute(url), demanded.nonce)
+            self._proofs.remember_nonce(self._absolute(url), demanded.nonce)
         return await self._send_once(method, url, token, **kwargs)
 
     async def _send_once(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
@@ -347,7 +347,7 @@ class UpstreamClient:
             breaker = await self._enter_breaker()
             try:
                 try:
-                    response: Response = await self.http.request(method, url, headers=headers, **kwargs)
+                    response: Response = await self._http.request(method, url, headers=headers, **kwargs)
                 except httpx.HTTPError as exc:
                     label = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
                     raise self._translate(exc) from exc
@@ -361,7 +361,7 @@ class UpstreamClient:
             self._observe(label, started)
         refusal = self._refusal(response.status_code)
         if refusal is not None:
-            if self.proofs is not None and (nonce := _nonce_challenge(response)) is not None:
+            if self._proofs is not None and (nonce := _nonce_challenge(response)) is not None:
                 raise _NonceRequired(self.name, nonce)
             raise refusal
         return response
@@ -371,7 +371,7 @@ class UpstreamClient:
     ) -> tuple[httpx.Response, contextlib.AsyncExitStack]:
         headers = self._headers(token, kwargs, method, url)
         remaining = self._remaining()  # the deadline bounds opening the stream, not reading it
-        connect = self.http.timeout.connect
+        connect = self._http.timeout.connect
         if remaining is not None:
             connect = remaining if connect is None else min(connect, remaining)
         timeout = httpx.Timeout(connect, read=idle_timeout)
@@ -379,7 +379,7 @@ class UpstreamClient:
         try:
             async with self._exchange() as status:
                 response = await opened.enter_async_context(
-                    self.http.stream(method, url, headers=headers, timeout=timeout, **kwargs)
+                    self._http.stream(method, url, headers=headers, timeout=timeout, **kwargs)
                 )
                 status[0] = str(response.status_code)
                 self._checked(response.status_code)
@@ -391,7 +391,7 @@ class UpstreamClient:
             raise
         return response, opened
 
-    def json(self, response: Response) -> Any:
+    def _json(self, response: Response) -> Any:
         try:
             return response.json()
         except ValueError:

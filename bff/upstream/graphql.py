@@ -13,14 +13,14 @@ class GraphQLClient(UpstreamClient):
 
     def __init__(self, *args: Any, endpoint: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.endpoint = endpoint
+        self._endpoint = endpoint
 
     async def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         # queries are idempotent: a connect failure may be retried
-        response = await self.request(
-            "POST", self.endpoint, json={"query": query, "variables": variables or {}}, idempotent=True
+        response = await self._request(
+            "POST", self._endpoint, json={"query": query, "variables": variables or {}}, idempotent=True
         )
-        body = self.json(response)
+        body = self._json(response)
         if not isinstance(body, dict):
             raise UpstreamError(self.name, f"Upstream {self.name!r} sent a malformed answer")
         if body.get("errors"):

@@ -26,16 +26,16 @@ class RestClient(UpstreamClient):
         return await asyncio.shield(task)
 
     async def _get(self, path: str, params: dict[str, Any] | None) -> Any:
-        return self.json(await self.request("GET", path, params=params))
+        return self._json(await self._request("GET", path, params=params))
 
     async def post_json(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
         """POST and decode. Not retried on a connect failure unless the caller says the call is
         idempotent (the upstream would do the same thing twice harmlessly)."""
-        return self.json(await self.request("POST", path, json=body, idempotent=idempotent))
+        return self._json(await self._request("POST", path, json=body, idempotent=idempotent))
 
     async def put_json(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
         """PUT and decode; idempotent by HTTP's definition, so a connect failure is retried once."""
-        return self.json(await self.request("PUT", path, json=body, idempotent=idempotent))
+        return self._json(await self._request("PUT", path, json=body, idempotent=idempotent))
 
     async def events(
         self,
@@ -52,6 +52,6 @@ class RestClient(UpstreamClient):
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        async with self.stream("GET", path, params=params, headers=headers, idle_timeout=idle_timeout) as response:
+        async with self._stream("GET", path, params=params, headers=headers, idle_timeout=idle_timeout) as response:
             async for event in read_events(self, response):
                 yield event

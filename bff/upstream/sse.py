@@ -52,7 +52,7 @@ async def read_events(upstream: UpstreamClient, response: httpx.Response) -> Asy
     async with contextlib.aclosing(stream):
         while True:
             try:
-                with upstream.translated():
+                with upstream._translated():
                     try:
                         sse = await anext(stream)
                     except SSEError:  # an httpx.TransportError to httpx-sse: told apart here

@@ -39,8 +39,8 @@ class Query:
 
     @strawberry.field
     async def who(self, info: Info[Context, None]) -> str | None:
-        session = await info.context.session()
-        return session.sub if session else None
+        user = await info.context.user()
+        return user.sub if user else None
 
 
 @strawberry.type

@@ -37,7 +37,7 @@ class Subscription:
     async def ticks(self, info: Info[Context, None]) -> AsyncIterator[int]:
         """A signed-in user's ticks: the session is read once, so only the stream registry's
         watcher can notice that it ended."""
-        if await info.context.session() is None:
+        if await info.context.user() is None:
             raise Unauthenticated()
         n = 0
         while True:

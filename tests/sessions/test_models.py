@@ -1,0 +1,44 @@
+"""The record's two parts: format 1 stays exactly what 0.2 reads, everything newer goes to extras."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from bff import User
+from bff.sessions.models import Session, TokenSet
+
+
+def _session(scope: str | None) -> Session:
+    tokens = TokenSet(
+        access_token="AT-secret", expires_at=200.0, issued_at=100.0, refresh_token="RT-secret", scope=scope
+    )
+    return Session(id="s", sub="alice", tokens=tokens, created_at=1.0, last_seen=2.0, claims={"name": "Alice"})
+
+
+def test_granted_scopes_travel_in_extras_never_in_the_part_0_2_reads() -> None:
+    session = _session("openid orders:read")
+    first = json.loads(session.to_json())
+    assert "scope" not in first["tokens"]  # 0.2 builds its TokenSet from these keys and refuses others
+    extras = session.extras_json()
+    assert extras is not None and json.loads(extras)["scope"] == "openid orders:read"
+    back = Session.from_json(session.to_json(), 3, extras)
+    assert back.tokens.scope == "openid orders:read"
+    assert User.of(back).scopes == frozenset({"openid", "orders:read"})
+    assert _session(None).extras_json() is None  # nothing beyond format 1: written as 0.2 writes it
+
+
+def test_a_user_is_frozen_and_holds_no_token() -> None:
+    user = User.of(_session("openid"))
+    assert (user.sub, user.name, user.scopes) == ("alice", "Alice", frozenset({"openid"}))
+    assert "secret" not in repr(user) and "secret" not in str(vars_of(user))
+    with pytest.raises(TypeError):
+        user.claims["name"] = "Mallory"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        user.sub = "mallory"  # type: ignore[misc]
+
+
+def vars_of(user: User) -> dict[str, object]:
+    return {field.name: getattr(user, field.name) for field in dataclasses.fields(user)}
