@@ -25,7 +25,7 @@ __version__ = "0.3.0"
 #: the public surface, name -> module; `__all__` is its keys (declared once, here)
 _EXPORTS = {
     "build_schema": "bff.graphql.schema",
-    "Limits": "bff.graphql.limits",
+    "Limits": "bff.graphql.documents.limits",
     "SchemaError": "bff.graphql.schema",
     "Context": "bff.graphql.context",
     "ClientRequest": "bff.graphql.context",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         UpstreamUnauthorized as UpstreamUnauthorized,
     )
     from bff.graphql.context import ClientRequest as ClientRequest, Context as Context
-    from bff.graphql.limits import Limits as Limits
+    from bff.graphql.documents.limits import Limits as Limits
     from bff.graphql.schema import SchemaError as SchemaError, build_schema as build_schema
     from bff.graphql.selection import selects as selects
     from bff.sessions.models import User as User

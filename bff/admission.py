@@ -12,7 +12,7 @@ no session (anonymous ones, which nothing else attributes to anybody):
 
 A signed-in stream is limited per session (``BFF_STREAMS_PER_SESSION``) and by the process budget,
 never per address: many users may share one address (a NAT, a proxy that is not trusted). The limit
-per WebSocket connection is the transport's (`bff.graphql.websocket`).
+per WebSocket connection is the transport's (`bff.graphql.transport.websocket`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -22,16 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry import Schema as StrawberrySchema
 
+from bff.graphql.documents.persisted import PersistedDocuments, load_manifest
 from bff.graphql.errors import BFFSchema
-from bff.graphql.http import STATIC_DIR, GraphQLHTTPHandler
-from bff.graphql.persisted import PersistedDocuments, load_manifest
 from bff.graphql.schema import HOW_TO_BUILD, SchemaError, for_settings
-from bff.graphql.websocket import GraphQLWebSocketHandler
+from bff.graphql.transport.http import STATIC_DIR, GraphQLHTTPHandler
+from bff.graphql.transport.websocket import GraphQLWebSocketHandler
 from bff.logs import configure_logging
 from bff.resources import open_resources
 from bff.runtime import settle_heap
 from bff.serving import SignalsEndStreams
-from bff.settings import Settings, invalid_configuration, unknown_variables
+from bff.settings import Settings, invalid_configuration, unknown_variable_message, unknown_variables
 from bff.telemetry import instrument
 from bff.web import auth, health, native
 from bff.web.middleware import (
@@ -40,6 +39,8 @@ from bff.web.middleware import (
     CSRFMiddleware,
     LastResortMiddleware,
     NoStoreMiddleware,
+    OriginLoggingCORSMiddleware,
+    RefusedOrigins,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -106,7 +107,8 @@ def create_app(
     )
     app.add_api_route("/graphql", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     # subscriptions over graphql-transport-ws on the same path (the Origin rule: CSRFMiddleware)
-    app.router.add_websocket_route("/graphql", GraphQLWebSocketHandler(schema, handler).handle)
+    sockets = GraphQLWebSocketHandler(schema, handler.documents, max_message_bytes=settings.max_body_bytes)
+    app.router.add_websocket_route("/graphql", sockets.handle)
     if settings.graphiql_enabled:
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)
@@ -118,9 +120,11 @@ def create_app(
     # one body limit for every route (issue 24); inside the access log, the request id and CORS
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     allowed = [settings.public_origin, *settings.cors_origins]
-    app.add_middleware(CSRFMiddleware, cookie_name=settings.cookie_name, allowed_origins=allowed)
+    refused = RefusedOrigins(settings.public_origin)  # each refused origin logged once, with the setting
+    app.add_middleware(CSRFMiddleware, cookie_name=settings.cookie_name, allowed_origins=allowed, refused=refused)
     app.add_middleware(
-        CORSMiddleware,
+        OriginLoggingCORSMiddleware,
+        refused=refused,
         allow_origins=allowed,
         allow_credentials=True,
         allow_methods=["GET", "POST"],
@@ -187,7 +191,7 @@ def app_from_env() -> FastAPI:
     configure_logging(settings.log_level, json=True)
     _route_uvicorn_logs()
     for name in unknown_variables(os.environ):
-        logging.getLogger("bff").warning("%s is not a setting (misspelt?): it configures nothing", name)
+        logging.getLogger("bff").warning(unknown_variable_message(name))
     try:
         app = create_app(settings)
     except SchemaError as exc:

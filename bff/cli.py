@@ -89,7 +89,6 @@ def serve(args: argparse.Namespace) -> int:
         for_settings(load_schema(settings.schema_ref), settings)
     except SchemaError as exc:
         return _fail(str(exc))
-    configure_logging(args.log_level or settings.log_level, json=True)
     if args.workers > 1 and settings.session_store == "memory":
         print(
             "bff serve --workers > 1 needs a shared session store (BFF_SESSION_STORE=redis://...): "
@@ -97,6 +96,15 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.skip_startup_checks:
+        problem, warning = _startup_failure(settings)
+        if problem is not None:
+            # one line naming the variable, before any worker starts (a failing lifespan would log a
+            # traceback per worker); an orchestrator restarts us until the part answers
+            return _fail(f"cannot start: {problem}")
+        if warning is not None:
+            print(f"bff: warning: {warning}; starting anyway (/readyz is 503 until it answers)", file=sys.stderr)
+    configure_logging(args.log_level or settings.log_level, json=True)
     config = uvicorn.Config(
         "bff.app:app_from_env",
         factory=True,
@@ -115,6 +123,23 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if serving.run(config) else 3
 
 
+def _startup_failure(settings: Any) -> tuple[str | None, str | None]:
+    """`bff.resources.startup_failure` run to completion; logs of the probe itself are kept quiet
+    (logging is not configured yet: only the one line of the verdict is printed)."""
+    import asyncio
+    import logging
+
+    from bff.resources import startup_failure
+
+    quiet = logging.getLogger("bff")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(startup_failure(settings))
+    finally:
+        quiet.setLevel(level)
+
+
 def check(args: argparse.Namespace) -> int:
     """The effective configuration (secrets masked) and whether each part is reachable; exit 1 if not."""
     import asyncio
@@ -125,7 +150,7 @@ def check(args: argparse.Namespace) -> int:
     from bff.app import load_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.resources import PartCheck, check_parts, open_resources
-    from bff.settings import Settings, invalid_configuration, mask_url, unknown_variables
+    from bff.settings import Settings, invalid_configuration, mask_url, suggest_variable, unknown_variables
 
     try:
         settings = Settings()
@@ -144,12 +169,17 @@ def check(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         schema_check = PartCheck("schema", False, str(exc))
     unknown = unknown_variables(os.environ)
+    named = []
+    for name in unknown:
+        suggestion = suggest_variable(name)
+        close = suggestion and suggestion != name.upper()
+        named.append(f"{name} (did you mean {suggestion}?)" if close else name)
     variables_check = PartCheck(
         "variables",
         not unknown,
         "every BFF_ variable is a setting"
         if not unknown
-        else f"not settings (misspelt?), they configure nothing: {', '.join(unknown)}",
+        else f"not settings (misspelt?), they configure nothing: {', '.join(named)}",
     )
 
     async def run() -> list[bool]:
@@ -161,7 +191,7 @@ def check(args: argparse.Namespace) -> int:
             ]
         print("checks:")
         for item in checks:
-            print(f"  [{'ok' if item.ok else 'FAIL'}] {item.part}: {item.detail}")
+            print(f"  [{item.status}] {item.part}: {item.detail}")
         return [item.ok for item in checks]
 
     return 0 if all(asyncio.run(run())) else 1
@@ -185,7 +215,7 @@ def demo(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bff import serving
-    from bff.demo.stack import build_demo_app
+    from bff.demo.stack import DEMO_SCHEMA, build_demo_app
     from bff.graphql.schema import SchemaError
     from bff.protocols import uvicorn_options
     from bff.settings import Settings, invalid_configuration
@@ -202,12 +232,15 @@ def demo(args: argparse.Namespace) -> int:
         return _fail(invalid_configuration(exc))
     configure_logging("info", json=False)
     base = f"http://{args.host}:{args.port}"
+    schema = args.schema or environment.schema_ref
     try:
         app = build_demo_app(
             base,
             access_ttl=args.access_ttl,
-            schema=args.schema or environment.schema_ref,
+            schema=schema,
             upstreams={name: upstream.model_dump() for name, upstream in environment.upstreams.items()},
+            # a team's schema calls the team's upstreams (BFF_UPSTREAMS__*), not the demo's
+            demo_upstreams=schema == DEMO_SCHEMA or args.demo_upstreams,
         )
     except SchemaError as exc:
         return _fail(str(exc))
@@ -259,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default=None)
     p.add_argument("--schema", default=None, help=SCHEMA_HELP)
+    p.add_argument(
+        "--skip-startup-checks",
+        action="store_true",
+        help="start even when the session store or the identity provider does not answer (/readyz reports it)",
+    )
 
     p = commands.add_parser("check", help="print the effective configuration and check every part; exit 1 if not ok")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
@@ -267,7 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--access-ttl", type=int, default=300, help="access token lifetime in seconds")
-    p.add_argument("--schema", default=None, help=SCHEMA_HELP + "; upstreams from BFF_UPSTREAMS__*, else the demo's")
+    p.add_argument(
+        "--schema",
+        default=None,
+        help=SCHEMA_HELP + "; behind the dev IdP, with the upstreams of BFF_UPSTREAMS__* (not the demo's)",
+    )
+    p.add_argument(
+        "--demo-upstreams",
+        action="store_true",
+        help="with --schema (or BFF_SCHEMA): also run the demo's accounts and catalog upstreams",
+    )
 
     p = commands.add_parser("export-schema", help="print the GraphQL SDL (or write / check a file)")
     p.add_argument("--schema", default=None, help=SCHEMA_HELP)

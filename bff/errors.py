@@ -16,9 +16,16 @@
     │   └── UpstreamTokenRefused  UPSTREAM_TOKEN_REFUSED: the IdP would not issue this upstream's own
     │                             token (invalid_target / invalid_scope); the session is kept
     ├── QueryRejected             a query over a limit (BAD_USER_INPUT)
-    ├── StreamLimitExceeded       TOO_MANY_STREAMS (HTTP 429): too many open subscriptions
-    └── ShuttingDown              SHUTTING_DOWN (HTTP 503, Retry-After): a stream asked for while
-                                  the server shuts down
+    └── RequestRefused            BAD_REQUEST (HTTP 400): a request refused before execution; each
+        │                         refusal's HTTP ``status`` is a class attribute, its headers its own
+        ├── MethodNotAllowed      METHOD_NOT_ALLOWED (405, Allow)
+        ├── NotAcceptable         NOT_ACCEPTABLE (406)
+        ├── PayloadTooLarge       PAYLOAD_TOO_LARGE (413)
+        ├── UnsupportedMediaType  UNSUPPORTED_MEDIA_TYPE (415)
+        ├── PersistedQueryError   PERSISTED_QUERY_* (`bff.graphql.documents.persisted`)
+        ├── StreamLimitExceeded   TOO_MANY_STREAMS (429): too many open subscriptions
+        └── ShuttingDown          SHUTTING_DOWN (503, Retry-After): a stream asked for while the
+                                  server shuts down
 
 Lower-level errors (httpx, authlib, redis) are translated into these at the layer boundary, in one
 place per layer; `graphql.errors` maps them to GraphQL errors in one place.
@@ -101,20 +108,62 @@ class QueryRejected(BFFError):
     public_message = "The query was rejected"
 
 
-class StreamLimitExceeded(BFFError):
+class RequestRefused(BFFError):
+    """A request refused before anything ran: the transports answer it with ``status``, ``headers``
+    and ``{"errors": [{"message", "extensions": {"code"}}]}`` (`bff.graphql.errors.error_entry`)."""
+
+    code = "BAD_REQUEST"
+    public_message = "Bad request"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = dict(headers or {})
+
+
+class MethodNotAllowed(RequestRefused):
+    code = "METHOD_NOT_ALLOWED"
+    public_message = "Method not allowed"
+    status = 405
+
+
+class NotAcceptable(RequestRefused):
+    code = "NOT_ACCEPTABLE"
+    public_message = "Not acceptable"
+    status = 406
+
+
+class PayloadTooLarge(RequestRefused):
+    code = "PAYLOAD_TOO_LARGE"
+    public_message = "The request body is too large"
+    status = 413
+
+
+class UnsupportedMediaType(RequestRefused):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    public_message = "Unsupported media type"
+    status = 415
+
+
+class StreamLimitExceeded(RequestRefused):
     """Too many open streams (subscriptions) for this session or this process."""
 
     code = "TOO_MANY_STREAMS"
     public_message = "Too many open streams"
+    status = 429
 
 
-class ShuttingDown(BFFError):
+class ShuttingDown(RequestRefused):
     """A new stream refused because this server is shutting down: not the client's fault and not
     a limit, so a 503 whose retry reaches another replica (``retry_after`` seconds later)."""
 
     code = "SHUTTING_DOWN"
     public_message = "The server is shutting down; try again"
+    status = 503
     retry_after: ClassVar[int] = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.retry_after)})
 
 
 class UpstreamError(BFFError):

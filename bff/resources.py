@@ -34,6 +34,25 @@ from bff.upstream.transport import UpstreamTransport
 log = logging.getLogger("bff")
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presented as its session. ``session_id``: the verified id (an `UnverifiedId`
+    when it was signed under a key id this replica does not know yet, a rotation in progress: the
+    store tells whether the session exists under that key too), else None. ``presented``: whether
+    anything was. ``from_cookie``: it came as the cookie (an ``Authorization: Session <handle>``
+    header wins over cookies and makes the request ignore them)."""
+
+    session_id: str | None = None
+    presented: bool = False
+    from_cookie: bool = False
+
+    @property
+    def invalid(self) -> bool:
+        """Something was presented that names no session (garbage, forged, a retired key): a
+        cookie like that is cleared wherever it is read."""
+        return self.presented and self.session_id is None
+
+
 @dataclass
 class Resources:
     """Everything a request may use; reaches handlers through ``request.state``."""
@@ -73,14 +92,8 @@ class Resources:
             max_age=settings.login_timeout_seconds,
         )
 
-    def session_credentials(self, authorization: str | None, cookies: Mapping[str, str]) -> tuple[str | None, bool]:
-        """(session id, came in a cookie). ``Authorization: Session <handle>`` wins over cookies
-        and makes the request ignore them.
-
-        The id is None when nothing was presented, ``""`` when a value was presented that names no
-        session (garbage, forged, retired key: the caller clears the cookie), and an `UnverifiedId`
-        when it was signed under a key id this replica does not know yet (a rotation in progress:
-        the store tells whether the session exists under that key too)."""
+    def session_credentials(self, authorization: str | None, cookies: Mapping[str, str]) -> Credentials:
+        """The session a request presents, in ``Authorization: Session <handle>`` or the cookie."""
         scheme, _, handle = (authorization or "").partition(" ")
         if scheme.lower() == "session":
             value: str | None = handle.strip()
@@ -89,35 +102,58 @@ class Resources:
             value = cookies.get(self.settings.cookie_name)
             purpose, from_cookie = "cookie", True
         if value is None:
-            return None, from_cookie
+            return Credentials(from_cookie=from_cookie)
         verified = self.crypto.verify(value, purpose)
         if isinstance(verified, UnknownKey):
-            return UnverifiedId(verified.session_id), from_cookie
-        return verified or "", from_cookie
+            return Credentials(UnverifiedId(verified.session_id), True, from_cookie)
+        return Credentials(verified or None, True, from_cookie)
 
 
 @dataclass(frozen=True, slots=True)
 class PartCheck:
-    """Whether one part the BFF depends on is configured and reachable (``bff check``, startup log)."""
+    """Whether one part the BFF depends on is configured and reachable (``bff check``, startup log).
+    ``warning``: it answers, but not as a correctly configured part would (``[warn]``; not a failure)."""
 
     part: str
     ok: bool
     detail: str
+    warning: bool = False
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``warn`` or ``FAIL``: the tag `bff check` prints."""
+        if not self.ok:
+            return "FAIL"
+        return "warn" if self.warning else "ok"
+
+
+def upstream_answer(name: str, url: str, status: int) -> PartCheck:
+    """What an upstream's answer to a GET at its configured URL says about that URL. 2xx/3xx, 401
+    and 403 (reachable, wants a token) and 405 (a POST-only GraphQL endpoint) are fine; another 4xx
+    (404 above all: a wrong path) or a 5xx is a warning naming the variable to check."""
+    variable = f"BFF_UPSTREAMS__{name.upper()}__URL"
+    detail = f"{url} answered HTTP {status}"
+    if status < 400 or status in (401, 403, 405):
+        return PartCheck(f"upstream {name}", True, detail)
+    if status >= 500:
+        return PartCheck(f"upstream {name}", True, f"{detail}: reachable but failing", warning=True)
+    return PartCheck(f"upstream {name}", True, f"{detail} at its base URL: check {variable}", warning=True)
 
 
 async def check_parts(resources: Resources, *, timeout: float = 3.0, verify_client: bool = False) -> list[PartCheck]:
-    """Store, identity provider and upstreams, each checked once; URLs shown without credentials.
-    ``verify_client`` (`bff check`): also a token-endpoint request the IdP must authenticate, which
-    tells refused client credentials apart (not at every start: it is a request to the IdP's token
-    endpoint, which it may count or rate-limit)."""
+    """Store, identity provider and upstreams, each checked once; URLs shown without credentials,
+    and a failure names the variable to fix. ``verify_client`` (`bff check`): also a token-endpoint
+    request the IdP must authenticate, which tells refused client credentials apart (not at every
+    start: it is a request to the IdP's token endpoint, which it may count or rate-limit).
+    Never raises: a check that breaks is a failed check, not a traceback."""
     settings = resources.settings
     checks: list[PartCheck] = []
     store_url = mask_url(settings.session_store)
     try:
         await asyncio.wait_for(resources.store.ping(), timeout)
         checks.append(PartCheck("session store", True, f"{store_url} reachable"))
-    except (BFFError, TimeoutError) as exc:
-        checks.append(PartCheck("session store", False, f"{store_url}: {exc or 'timed out'}"))
+    except Exception as exc:  # a diagnostic reports whatever went wrong
+        checks.append(PartCheck("session store", False, f"{store_url}: {_reason(exc)}; check BFF_SESSION_STORE"))
     if resources.oidc is None:
         checks.append(
             PartCheck("identity provider", False, "not configured: set BFF_OIDC_ISSUER and BFF_OIDC_CLIENT_ID")
@@ -135,17 +171,62 @@ async def check_parts(resources: Resources, *, timeout: float = 3.0, verify_clie
                 checks.append(PartCheck("client credentials", False, detail))
             elif accepted:
                 checks.append(PartCheck("client credentials", True, f"accepted at {meta.token_endpoint}"))
-        except (BFFError, TimeoutError) as exc:
-            checks.append(PartCheck("identity provider", False, f"{settings.oidc_issuer}: {exc or 'timed out'}"))
+        except Exception as exc:
+            detail = f"{settings.oidc_issuer}: {_reason(exc)}; check BFF_OIDC_ISSUER"
+            checks.append(PartCheck("identity provider", False, detail))
     for name, client in resources.upstreams.items():
         url = mask_url(settings.upstreams[name].url)
         try:
-            # any HTTP answer means reachable (a GraphQL endpoint may well say 405 to a GET)
             response = await client.get("", timeout=timeout)
-            checks.append(PartCheck(f"upstream {name}", True, f"{url} answered HTTP {response.status_code}"))
+            checks.append(upstream_answer(name, url, response.status_code))
         except httpx.HTTPError as exc:
             checks.append(PartCheck(f"upstream {name}", False, f"{url} unreachable ({type(exc).__name__})"))
     return checks
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure in a few words: our own errors' messages, other exceptions by type only (their
+    text may hold a URL with a password)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, BFFError):
+        return str(exc)
+    return f"failed ({type(exc).__name__})"
+
+
+async def startup_failure(settings: Settings) -> tuple[str | None, str | None]:
+    """What `bff serve` says before it starts, each as one line naming the variable to fix:
+    (why it cannot start, a warning). The session store must answer: nothing works without it.
+    An IdP whose discovery fails is only a warning: it may be a passing outage (a fleet restarted
+    during one must still serve the sessions whose tokens are valid), and `/readyz` reports it.
+    Built apart from `open_resources` (no store listener, no start-up report: the workers log those)."""
+    store = session_store(settings, SessionCrypto([secrets.token_urlsafe(32)]))
+    # a store's own timeout covers connect and command; its one retry doubles it at most
+    budget = settings.session_store_timeout_seconds * 3
+    try:
+        await asyncio.wait_for(store.ping(), budget)
+    except Exception as exc:  # any failure is a reason not to start
+        return f"BFF_SESSION_STORE ({mask_url(settings.session_store)}): {_reason(exc)}", None
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+    if not settings.oidc_configured:
+        return None, None  # readiness says sign-in is not configured; the server may still be wanted
+    assert settings.oidc_issuer is not None
+    assert settings.oidc_client_id is not None
+    oidc = OIDCClient(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret="",  # discovery only: no client authentication at start (see check_parts)
+        timeout=settings.oidc_timeout_seconds,
+    )
+    try:
+        await asyncio.wait_for(oidc.metadata(fresh=True), settings.oidc_timeout_seconds * 2)
+    except Exception as exc:
+        return None, f"BFF_OIDC_ISSUER ({settings.oidc_issuer}): {_reason(exc)}"
+    finally:
+        await oidc.aclose()
+    return None, None
 
 
 async def _log_startup_checks(resources: Resources) -> None:
@@ -162,7 +243,7 @@ async def _log_startup_checks(resources: Resources) -> None:
         log.warning("startup checks failed: %s", type(exc).__name__)
         return
     for check in checks:
-        (log.info if check.ok else log.warning)("%s: %s", check.part, check.detail)
+        (log.info if check.status == "ok" else log.warning)("%s: %s", check.part, check.detail)
 
 
 def session_crypto(settings: Settings) -> SessionCrypto:

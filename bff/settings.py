@@ -6,6 +6,7 @@ construct it once and pass slices of it down.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -82,13 +83,18 @@ def mask_url(value: str) -> str:
     return value
 
 
+def _variable_names() -> tuple[set[str], set[str]]:
+    """The top-level setting names (as after ``BFF_``) and the fields of one upstream, upper case."""
+    top = {name.upper() for name in Settings.model_fields} | {"SCHEMA"}
+    top.discard("SCHEMA_REF")
+    return top, {name.upper() for name in UpstreamSettings.model_fields}
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``BFF_*`` variables that configure nothing (a misspelt name is otherwise silently ignored):
     not a setting, or, under ``BFF_UPSTREAMS__<NAME>__``, not an upstream setting. ``BFF_TEST_*``
     belongs to the test suite."""
-    top = {name.upper() for name in Settings.model_fields} | {"SCHEMA"}
-    top.discard("SCHEMA_REF")
-    upstream = {name.upper() for name in UpstreamSettings.model_fields}
+    top, upstream = _variable_names()
     unknown = []
     for key in environ:
         name = key.upper()
@@ -98,6 +104,44 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         if parts[0] not in top or (parts[0] == "UPSTREAMS" and (len(parts) != 3 or parts[2] not in upstream)):
             unknown.append(key)
     return sorted(unknown)
+
+
+def _closest(word: str, choices: set[str]) -> str | None:
+    """The choice ``word`` most likely misspells: difflib's closest, else the one it abbreviates."""
+    found = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    if found:
+        return found[0]
+    longer = sorted(choice for choice in choices if word and choice.startswith(word))
+    return longer[0] if longer else None
+
+
+def suggest_variable(key: str) -> str | None:
+    """The setting an unknown ``BFF_*`` variable probably meant, or None. Under
+    ``BFF_UPSTREAMS__<NAME>__<FIELD>`` the upstream's name is kept and only the field corrected
+    (``BFF_UPSTREAMS__ACCOUNTS__TIMEOUT`` -> ``BFF_UPSTREAMS__ACCOUNTS__TIMEOUT_SECONDS``)."""
+    name = key.upper()
+    if not name.startswith("BFF_"):
+        return None
+    top, upstream = _variable_names()
+    parts = name[4:].split("__")
+    if len(parts) > 1 and difflib.get_close_matches(parts[0], ["UPSTREAMS"], n=1, cutoff=0.8):
+        if len(parts) == 2 and parts[1]:
+            return f"BFF_UPSTREAMS__{parts[1]}__URL"
+        if len(parts) == 3 and parts[1]:
+            field = parts[2] if parts[2] in upstream else _closest(parts[2], upstream)
+            return None if field is None else f"BFF_UPSTREAMS__{parts[1]}__{field}"
+        return None
+    # BFF_OIDC__ISSUER: a nested delimiter where the setting has a single underscore
+    flat = "_".join(part for part in parts if part)
+    found = flat if flat in top else _closest(flat, top - {"UPSTREAMS"})
+    return None if found is None else f"BFF_{found}"
+
+
+def unknown_variable_message(key: str) -> str:
+    """One line about a ``BFF_*`` variable that configures nothing, with a "did you mean"."""
+    suggestion = suggest_variable(key)
+    hint = f"; did you mean {suggestion}?" if suggestion and suggestion != key.upper() else ""
+    return f"{key} is not a setting (misspelt?): it configures nothing{hint}"
 
 
 def invalid_configuration(error: ValidationError) -> str:
@@ -243,7 +287,7 @@ class Settings(BaseSettings):
     trusted_documents: str | None = None
     log_level: str = "info"
     otel_enabled: bool = False
-    #: cached, validated queries run by a compiled plan (bff.graphql.compiled); off: graphql-core
+    #: cached, validated queries run by a compiled plan (bff.graphql.execution.compiled); off: graphql-core
     compiled_execution: bool = True
     #: subscriptions (GraphQL over SSE on /graphql): limits, keep-alive and lifetime of a stream
     streams_per_session: int = Field(default=10, gt=0)

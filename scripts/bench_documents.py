@@ -29,7 +29,7 @@ import httpx
 from benchkit import ROOT
 
 from bff.app import create_app
-from bff.graphql.limits import Limits
+from bff.graphql.documents.limits import Limits
 from bff.runtime import settle_heap
 from tests.conftest import make_settings
 from tests.graphql.test_hostile import StubQuery

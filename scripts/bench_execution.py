@@ -22,7 +22,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from bff.demo import data
 from bff.demo.api import schema
-from bff.graphql.compiled import compile_plan
+from bff.graphql.execution.compiled import compile_plan
 
 VIEWER = "{ viewer { id name orders { id totalCents items { quantity product { id name priceCents } } } } }"
 

@@ -13,9 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bff"
 
+#: every top-level module and package of bff, by layer: imports only look down (a module missing here
+#: fails `test_every_module_is_on_the_map`)
 LAYER = {
     "errors": 0,
     "settings": 0,
+    "logs": 0,
+    "telemetry": 0,
     "metrics": 0,
     "tasks": 0,
     "runtime": 0,
@@ -35,6 +39,20 @@ LAYER = {
 #: may import bff.demo: the CLI and the test utilities wire the dev IdP in
 DEMO_USERS = {"cli", "testing"}
 FORBIDDEN_PAIRS = {("graphql", "web"), ("web", "graphql")}
+#: inside bff.graphql: documents <- execution <- transport, each importing only from below; the
+#: modules beside them (the error tree, `selects`, the context, `build_schema`) sit where they import
+GRAPHQL_LAYER = {
+    "_strawberry": 0,
+    "errors": 0,
+    "selection": 0,
+    "context": 0,
+    "documents": 1,
+    "execution": 2,
+    "schema": 2,
+    "transport": 3,
+}
+#: graphql-transport-ws builds on the request and stream modules, never on the HTTP handler
+GRAPHQL_FORBIDDEN = {("transport.websocket", "transport.http")}
 FRAMEWORKS = {"fastapi": 3, "strawberry": 3, "starlette": 3}
 
 
@@ -83,6 +101,40 @@ def _imported_names(path: Path) -> Iterator[tuple[str, str | None]]:
             yield from ((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             yield from ((node.module, alias.name) for alias in node.names)
+
+
+def test_every_module_is_on_the_map() -> None:
+    """A new module must be placed in a layer (here or in ``GRAPHQL_LAYER``), not slip past the rules."""
+    missing = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[0] in ("__init__", "__main__", "demo"):
+            continue
+        in_graphql = parts[0] == "graphql" and parts[1:] != ("__init__",)
+        if parts[0] not in LAYER or (in_graphql and parts[1] not in GRAPHQL_LAYER):
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
+
+
+def test_graphql_documents_execution_transport_look_down() -> None:
+    problems = []
+    graphql = PACKAGE / "graphql"
+    for path in graphql.rglob("*.py"):
+        parts = path.relative_to(graphql).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        mine = parts[0]
+        here = ".".join(p for p in parts if p != "__init__")
+        for name in _imports(path):
+            if not name.startswith("bff.graphql."):
+                continue
+            target = name.removeprefix("bff.graphql.")
+            theirs = target.split(".")[0]
+            if theirs != mine and GRAPHQL_LAYER.get(theirs, 99) > GRAPHQL_LAYER[mine]:
+                problems.append(f"bff.graphql.{here} ({mine}, L{GRAPHQL_LAYER[mine]}) imports {name}")
+            if any(here == a and (target == b or target.startswith(b + ".")) for a, b in GRAPHQL_FORBIDDEN):
+                problems.append(f"bff.graphql.{here} imports {name}")
+    assert problems == []
 
 
 @pytest.mark.parametrize(

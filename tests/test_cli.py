@@ -98,3 +98,36 @@ def test_a_misspelt_variable_is_named_not_silently_ignored() -> None:
     assert result.returncode == 1
     assert "[FAIL] variables:" in result.stdout
     assert "BFF_SESION_STORE" in result.stdout
+
+
+def test_a_misspelt_variable_gets_a_did_you_mean() -> None:
+    from bff.settings import suggest_variable, unknown_variable_message
+
+    assert suggest_variable("BFF_SESION_STORE") == "BFF_SESSION_STORE"
+    assert suggest_variable("bff_oidc_client_secrt") == "BFF_OIDC_CLIENT_SECRET"
+    assert suggest_variable("BFF_OIDC__ISSUER") == "BFF_OIDC_ISSUER"
+    assert suggest_variable("BFF_CORS_ORIGIN") == "BFF_CORS_ORIGINS"
+    # an upstream's field is corrected, its name kept
+    assert suggest_variable("BFF_UPSTREAMS__ACCOUNTS__TIMEOUT") == "BFF_UPSTREAMS__ACCOUNTS__TIMEOUT_SECONDS"
+    assert suggest_variable("BFF_UPSTREAMS__BILLING__URLL") == "BFF_UPSTREAMS__BILLING__URL"
+    assert suggest_variable("BFF_UPSTREAM__BILLING__MAX_CONECTIONS") == "BFF_UPSTREAMS__BILLING__MAX_CONNECTIONS"
+    assert suggest_variable("BFF_UPSTREAMS__ACCOUNTS") == "BFF_UPSTREAMS__ACCOUNTS__URL"
+    assert suggest_variable("BFF_XYZZY") is None
+    assert unknown_variable_message("BFF_XYZZY") == "BFF_XYZZY is not a setting (misspelt?): it configures nothing"
+    assert unknown_variable_message("BFF_UPSTREAMS__ACCOUNTS__TIMEOUT").endswith(
+        "; did you mean BFF_UPSTREAMS__ACCOUNTS__TIMEOUT_SECONDS?"
+    )
+    result = _run(
+        "check",
+        "--timeout",
+        "1",
+        BFF_UPSTREAMS__ACCOUNTS__URL="http://127.0.0.1:1",
+        BFF_UPSTREAMS__ACCOUNTS__TIMEOUT="3",
+        BFF_XYZZY="1",
+    )
+    assert result.returncode == 1
+    assert (
+        "[FAIL] variables: not settings (misspelt?), they configure nothing: "
+        "BFF_UPSTREAMS__ACCOUNTS__TIMEOUT (did you mean BFF_UPSTREAMS__ACCOUNTS__TIMEOUT_SECONDS?), BFF_XYZZY"
+    ) in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

@@ -157,7 +157,7 @@ async def test_a_resolver_cannot_reach_a_token_or_a_secret() -> None:
         body = await client.graphql("{ me }")
         assert body == {"data": {"me": "alice"}}
         resources: Resources = running.app.state.resources
-        session_id, _ = resources.session_credentials(None, dict(client.cookies))
+        session_id = resources.session_credentials(None, dict(client.cookies)).session_id
         assert session_id
         session = await resources.store.get(session_id, touch=False)
         assert session is not None and session.tokens.refresh_token and session.tokens.id_token

@@ -1,6 +1,7 @@
 """`bff demo`: the BFF, the development IdP (/idp) and both demo upstreams (/demo/...) in one
 process on one port, talking to each other over real HTTP. ``bff demo --schema`` serves a team's
-own schema there instead of the demo API, with its own upstreams added to the demo's."""
+own schema there instead of the demo API, behind the same dev IdP, with the team's upstreams
+(``BFF_UPSTREAMS__*``) and without the demo's unless asked (``--demo-upstreams``)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,31 @@ from joserfc.jwk import KeySet
 from bff.app import create_app
 from bff.demo.idp import DevClient, DevIdentityProvider
 from bff.demo.tokens import JWKSValidator
-from bff.demo.upstreams import accounts_app, catalog_app
+from bff.demo.upstreams import accounts_app, accounts_index, catalog_app
 from bff.settings import Settings
+
+DEMO_SCHEMA = "bff.demo.api:schema"
 
 
 def demo_settings(
-    base_url: str, *, schema: str = "bff.demo.api:schema", upstreams: Mapping[str, Any] | None = None
+    base_url: str,
+    *,
+    schema: str = DEMO_SCHEMA,
+    upstreams: Mapping[str, Any] | None = None,
+    demo_upstreams: bool = True,
 ) -> Settings:
     """Embedded defaults: nothing from the environment is needed (or used for these fields).
-    ``upstreams`` are added to (or replace) the demo's own accounts and catalog."""
+    ``upstreams`` are added to (or replace) the demo's own accounts and catalog, which are left out
+    with ``demo_upstreams=False`` (a team's schema that does not call them)."""
+    own: dict[str, Any] = (
+        {
+            "accounts": {"url": f"{base_url}/demo/accounts"},
+            # public product data: anonymous requests use the BFF's own token
+            "catalog": {"url": f"{base_url}/demo/catalog/graphql", "anonymous": "client_credentials"},
+        }
+        if demo_upstreams
+        else {}
+    )
     return Settings(
         schema_ref=schema,
         env="development",
@@ -36,12 +53,7 @@ def demo_settings(
         session_store="memory",
         session_secret=secrets.token_urlsafe(32),
         cookie_secure=base_url.startswith("https://"),
-        upstreams={
-            "accounts": {"url": f"{base_url}/demo/accounts"},
-            # public product data: anonymous requests use the BFF's own token
-            "catalog": {"url": f"{base_url}/demo/catalog/graphql", "anonymous": "client_credentials"},
-            **(upstreams or {}),
-        },
+        upstreams={**own, **(upstreams or {})},
         graphiql=True,
     )
 
@@ -51,12 +63,14 @@ def build_demo_app(
     *,
     access_ttl: int = 300,
     upstream_latency: float = 0.0,
-    schema: str = "bff.demo.api:schema",
+    schema: str = DEMO_SCHEMA,
     upstreams: Mapping[str, Any] | None = None,
+    demo_upstreams: bool = True,
 ) -> FastAPI:
     """The demo on ``base_url``; ``schema`` is a ``package.module:attribute`` reference (raises
-    `bff.SchemaError` for a bad one)."""
-    settings = demo_settings(base_url, schema=schema, upstreams=upstreams)
+    `bff.SchemaError` for a bad one). ``demo_upstreams=False``: the demo's accounts and catalog are
+    neither mounted nor configured (so not probed at start either)."""
+    settings = demo_settings(base_url, schema=schema, upstreams=upstreams, demo_upstreams=demo_upstreams)
     assert settings.oidc_client_id is not None
     assert settings.oidc_client_secret is not None
     assert settings.oidc_issuer is not None
@@ -75,13 +89,18 @@ def build_demo_app(
     validator = JWKSValidator(issuer=settings.oidc_issuer, keys=KeySet([idp.key]), audience="demo-api")
     app = create_app(settings)
     app.mount("/idp", idp.app())
-    app.mount("/demo/accounts", accounts_app(validator, latency=upstream_latency))
-    app.mount("/demo/catalog", catalog_app(validator, latency=upstream_latency))
+    if demo_upstreams:
+        accounts = accounts_app(validator, latency=upstream_latency)
+        # its base URL answers too (start-up probe, `bff check`): a 404 there reads as a wrong URL
+        app.add_route("/demo/accounts", accounts_index, include_in_schema=False)
+        app.mount("/demo/accounts", accounts)
+        app.mount("/demo/catalog", catalog_app(validator, latency=upstream_latency))
     app.state.dev_idp = idp
+    upstream_list = UPSTREAMS_ITEM if demo_upstreams else ""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home() -> str:
-        return HOME.format(base=html.escape(base_url), ttl=access_ttl)
+        return HOME.format(base=html.escape(base_url), ttl=access_ttl, upstreams=upstream_list)
 
     return app
 
@@ -96,11 +115,13 @@ padding:.5rem 1rem;border-radius:4px;text-decoration:none;margin-right:.5rem}}</
 <li>the BFF: GraphQL at <code>/graphql</code>, sign-in at <code>/auth/login</code>;</li>
 <li>a <b>development</b> OpenID Connect provider at <code>/idp</code> (demo users, no passwords,
 refresh tokens rotate; access tokens live {ttl} s);</li>
-<li>the demo upstreams: REST accounts at <code>/demo/accounts</code>, GraphQL catalog at
-<code>/demo/catalog/graphql</code>.</li>
-</ul>
+{upstreams}</ul>
 <p>The browser never sees a token: only an HttpOnly session cookie. Refreshes happen on the server,
 one line each in the log.</p>
 <p><a class="button" href="/graphql">Open GraphiQL</a>
 <a class="button" href="/auth/login?return_to=/graphql">Sign in</a></p>
 </body></html>"""
+
+UPSTREAMS_ITEM = """<li>the demo upstreams: REST accounts at <code>/demo/accounts</code>, GraphQL catalog at
+<code>/demo/catalog/graphql</code>.</li>
+"""

@@ -81,6 +81,12 @@ EVENTS_TICK_SECONDS = 0.05
 EVENTS_HEARTBEAT_SECONDS = 15.0
 
 
+async def accounts_index(request: Request) -> Response:
+    """GET at the service's base URL: names the service and its routes, no data, no token needed.
+    A base URL that answers (rather than 404) tells `bff check` and the start-up report it is right."""
+    return JSONResponse({"service": "accounts", "routes": ["/me", "/users/{id}/orders", "/orders"]})
+
+
 def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step: float = 5.0) -> Starlette:
     """GET /me, GET /users/{id}/orders?limit=N (a user sees only their own orders, newest placed
     first), POST /orders {"items": [{"productId", "quantity"}]} -> 201 with the new order (kept in
@@ -219,6 +225,7 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step
 
     app = Starlette(
         routes=[
+            Route("/", accounts_index),
             Route("/me", me),
             Route("/users/{user_id}/orders", user_orders),
             Route("/orders", place_order, methods=["POST"]),

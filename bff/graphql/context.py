@@ -86,7 +86,7 @@ class Context:
             if connection_params is None
             else MappingProxyType({k: v for k, v in connection_params.items() if str(k).lower() not in _WITHHELD})
         )
-        self._cookie = cookie  # None when the session came in an Authorization header
+        self._cookie = cookie  # None unless a session cookie was presented (not a header, not nothing)
         self._session_task: asyncio.Task[Session | None] | None = None
         #: per token (None: the session's; else the upstream slot, `TokenManager.slot`): the task that
         #: made it fresh for this request
@@ -177,7 +177,7 @@ class Context:
 
     def end_session(self) -> None:
         """Clear the cookie of a session that no longer exists (only if the browser sent one)."""
-        if self._cookie is None or self._session_id is None or self.response is None or self._cookie_cleared:
+        if self._cookie is None or self.response is None or self._cookie_cleared:
             return
         self._cookie_cleared = True
         self.response.headers.append("set-cookie", self._cookie.clear())

@@ -63,6 +63,32 @@ def to_graphql_error(error: GraphQLError, request_id: str | None = None) -> Grap
     )
 
 
+def error_entry(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+    """One entry of a response's ``errors``: the only place that shape is written by hand."""
+    return {"message": message, "extensions": {"code": code, **extensions}}
+
+
+def refusal_body(exc: BFFError) -> dict[str, Any]:
+    """The body of a request refused before execution (`bff.errors.RequestRefused` and kin)."""
+    return {"errors": [error_entry(exc.message, exc.code)]}
+
+
+def result_body(result: Any, request_id: str | None = None) -> tuple[dict[str, Any], bool]:
+    """The response body of an execution result, over every transport (errors mapped by
+    `to_graphql_error`), and whether the request failed before execution: a result whose errors
+    all lack a path and that has no data has no ``data`` entry at all (GraphQL over HTTP)."""
+    errors = getattr(result, "errors", None) or []
+    data = getattr(result, "data", None)
+    failed = data is None and bool(errors) and all(error.path is None for error in errors)
+    body: dict[str, Any] = {} if failed else {"data": data}
+    if errors:
+        body["errors"] = [to_graphql_error(error, request_id).formatted for error in errors]
+    extensions = getattr(result, "extensions", None)
+    if extensions:
+        body["extensions"] = extensions
+    return body, failed
+
+
 def _request_id(context: Any) -> str | None:
     request_id = getattr(context, "request_id", None)
     return str(request_id) if request_id else None

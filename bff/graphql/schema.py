@@ -2,7 +2,7 @@
 
 What every schema served by `bff` carries: the error mapping (`BFFSchema`), the document gate
 (parse and validation caches, token, depth, alias and cost limits, variables checked before any
-resolver runs: `bff.graphql.limits`), introspection and field suggestions off in production.
+resolver runs: `bff.graphql.documents.limits`), introspection and field suggestions off in production.
 
 A schema remembers how it was built, so that the app can apply its own `Settings` to it
 (`for_settings`): the served schema has the mode of the configuration it runs under, and its limits,
@@ -18,8 +18,8 @@ from typing import Any
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
+from bff.graphql.documents.limits import Limits, extensions
 from bff.graphql.errors import BFFSchema
-from bff.graphql.limits import Limits, extensions
 from bff.settings import Settings
 
 Extension = type[SchemaExtension] | Callable[[], SchemaExtension]

@@ -13,6 +13,8 @@ from typing import Any
 
 from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
 
+from bff.graphql._strawberry import raw_info
+
 _MEMO: dict[tuple[tuple[int, ...], str], tuple[tuple[weakref.ref[FieldNode], ...], bool]] = {}
 _MEMO_SIZE = 4096
 
@@ -23,7 +25,7 @@ def selects(info: Any, path: str) -> bool:
     ``@include`` counts as selected (deciding would take the request's variables), so a prefetch
     guarded by this may fetch a little more than needed, never less. ``info`` is Strawberry's
     ``Info`` or graphql-core's ``GraphQLResolveInfo``."""
-    raw = getattr(info, "_raw_info", info)
+    raw = raw_info(info)
     nodes: list[FieldNode] = raw.field_nodes
     key = (tuple(map(id, nodes)), path)
     hit = _MEMO.get(key)

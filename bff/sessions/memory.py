@@ -48,7 +48,7 @@ class MemorySessionStore(SessionStore):
             await self._put(session_id, Record(1, blob, now, extras=extras), ttl)
             self._creates += 1
             if self._creates % 1000 == 0:
-                self._prune()
+                await self._prune()
             for index in (f"sid:{sid}" if sid else None, f"sub:{sub}"):
                 if index:
                     self._index.setdefault(index, set()).add(session_id)
@@ -145,11 +145,11 @@ class MemorySessionStore(SessionStore):
                 if not members:
                     del self._index[index]  # type: ignore[arg-type]
 
-    def _prune(self) -> None:
-        """Forget index entries of sessions that expired (TTL) rather than ended."""
-        live = set(self._cache._cache)  # aiocache's own dict: the keys that have not expired
+    async def _prune(self) -> None:
+        """Forget index entries of sessions that expired (TTL) rather than ended (aiocache's public
+        ``exists``: its own dict is private)."""
         for index in list(self._index):
-            self._index[index] = {s for s in self._index[index] if _key("s", s) in live}
+            self._index[index] = {s for s in self._index[index] if await self._cache.exists(_key("s", s))}
             if not self._index[index]:
                 del self._index[index]
 

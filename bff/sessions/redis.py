@@ -21,7 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 from bff.errors import StoreUnavailable
 from bff.sessions.store import Claim, Record, SessionStore, UnverifiedId
@@ -152,6 +152,23 @@ _POOL_SIZE = 64
 _LEGACY_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
+#: what redis-py raises when Redis cannot be used: `RedisClusterException` (a cluster URL to a
+#: server that is not a cluster, no reachable node) is not a `RedisError`
+_UNUSABLE = (RedisError, RedisClusterException, OSError)
+
+
+def unusable(exc: BaseException) -> StoreUnavailable:
+    """The one translation of a redis-py failure: a short reason, never a URL or a password."""
+    if isinstance(exc, RedisClusterException) and "cluster mode is not enabled" in str(exc).lower():
+        return StoreUnavailable(
+            "session store is not a Redis Cluster (cluster mode is not enabled on that server): "
+            "use redis://host:port/0 for a single server, redis+cluster:// only for a cluster"
+        )
+    if isinstance(exc, RedisClusterException):
+        return StoreUnavailable("session store unreachable: no cluster node answered")
+    return StoreUnavailable(f"session store unreachable: {type(exc).__name__}")
+
+
 def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
@@ -207,7 +224,7 @@ class RedisSessionStore(SessionStore):
             policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
             aof = (await self.redis.config_get("appendonly")).get("appendonly")
             save = (await self.redis.config_get("save")).get("save")
-        except (RedisError, OSError, AttributeError):
+        except (*_UNUSABLE, AttributeError):
             return warnings  # CONFIG is often disabled on managed Redis: nothing to conclude
         if isinstance(policy, str) and policy != "noeviction":
             warnings.append(
@@ -244,8 +261,8 @@ class RedisSessionStore(SessionStore):
     async def _errors(self) -> AsyncIterator[None]:
         try:
             yield
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
+        except _UNUSABLE as exc:
+            raise unusable(exc) from exc
 
     async def _get(self, session_id: str) -> Record | None:
         if time.monotonic() - self._clock_checked > _CLOCK_CHECK_SECONDS:
@@ -400,7 +417,7 @@ class RedisSessionStore(SessionStore):
 
     async def _publish_tag(self, tag: str) -> None:
         self._notify(tag)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_UNUSABLE):
             await self.redis.publish(_CHANNEL, tag)
 
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
@@ -424,14 +441,14 @@ class RedisSessionStore(SessionStore):
                             data = message["data"]
                             self._notify(data.decode() if isinstance(data, bytes) else str(data))
                 finally:
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*_UNUSABLE):
                         # redis-py's stubs type aclose() on some releases and not on others: a cast, not an
                         # ignore, so mypy passes on every redis the project admits (issue 22)
                         close = cast("Callable[[], Awaitable[None]]", pubsub.aclose)
                         await close()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
+            except _UNUSABLE:
                 await asyncio.sleep(0.5)
 
     async def note_idp_answer(self, replica: str, started: float) -> None:
@@ -449,14 +466,14 @@ class RedisSessionStore(SessionStore):
     async def ping(self) -> None:
         try:
             await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from exc
+        except _UNUSABLE as exc:
+            raise unusable(exc) from exc
         await self.sync_clock()
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *_UNUSABLE):
                 await self._listener
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_UNUSABLE):
             await self.redis.aclose()

@@ -105,6 +105,12 @@ class SessionStore(ABC):
         the same clock, whatever its own says (see `RedisSessionStore.clock_offset`)."""
         return time.time()
 
+    def expires_at(self, session: Session) -> tuple[float, float]:
+        """(idle, absolute): when ``session`` ends without further use, and when it ends whatever,
+        on the store's clock. The one place a session's expiry is computed: the record's TTL,
+        ``GET /auth/session``, the native handoff's answer."""
+        return session.last_seen + self.idle_seconds, session.created_at + self.absolute_seconds
+
     async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
         """The live session, or None (absent, expired, tampered, or written under a retired key).
         ``touch=False``: a look that does not count as activity (the idle timeout is not pushed).
@@ -127,8 +133,8 @@ class SessionStore(ABC):
         if isinstance(session_id, UnverifiedId):
             return None  # its cookie named a key we do not have, but the record is under one we do: forged
         session.refresh_claim = record.claim
-        now = time.time()
-        if now >= session.created_at + self.absolute_seconds:
+        now = self.now()
+        if now >= self.expires_at(session)[1]:
             await self.delete(session_id)
             return None
         session.last_seen = max(session.last_seen, record.seen)
@@ -139,7 +145,7 @@ class SessionStore(ABC):
         return session
 
     async def create(self, session: Session) -> None:
-        now = time.time()
+        now = self.now()
         blob, extras = self._seal(session)
         with self._timed("create"):
             await self._create(session.id, blob, extras, now, self._ttl(session, now), session.sid, session.sub)
@@ -149,7 +155,7 @@ class SessionStore(ABC):
         when someone else wrote first. ``end_claim``: the writer's refresh claim, cleared with the
         write (any live claim of another holder is kept). A write is not activity: the idle timeout
         still counts from the session's last use (a refresh must not keep an idle session alive)."""
-        now = time.time()
+        now = self.now()
         new_version = session.version + 1
         blob, extras = self._seal(session)
         with self._timed("replace"):
@@ -289,9 +295,7 @@ class SessionStore(ABC):
 
     def _ttl(self, session: Session, now: float) -> float:
         """Idle life counted from the last use (``last_seen``), capped by the absolute lifetime."""
-        remaining = session.created_at + self.absolute_seconds - now
-        idle = max(session.last_seen, now - self.idle_seconds) + self.idle_seconds - now
-        return max(1.0, min(idle, remaining))
+        return max(1.0, min(self.expires_at(session)) - now)
 
     # backend -----------------------------------------------------------------------------------
     @abstractmethod

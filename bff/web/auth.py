@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from bff.auth.dpop import DPoPKey
 from bff.auth.oidc import OIDCClient, s256_challenge
 from bff.errors import AuthProviderUnavailable, ClientRejected, InvalidGrant, LoginError, StoreUnavailable
-from bff.resources import Resources
+from bff.resources import Credentials, Resources
 from bff.sessions.models import Session
 from bff.web.native import handoff, native_login
 from bff.web.responses import NO_STORE, error_response, iso_utc
@@ -40,7 +40,7 @@ def _oidc(resources: Resources) -> OIDCClient:
     return resources.oidc
 
 
-def _credentials(request: Request, resources: Resources) -> tuple[str | None, bool]:
+def _credentials(request: Request, resources: Resources) -> Credentials:
     return resources.session_credentials(request.headers.get("authorization"), request.cookies)
 
 
@@ -194,7 +194,7 @@ async def callback(
         return _login_failed(request, resources, message, transaction)
     except LoginError as exc:
         return _login_failed(request, resources, exc.message, transaction)
-    now = time.time()
+    now = resources.store.now()  # created and last seen by the store's clock, as its expiry is judged
     session = Session(
         id=Session.new_id(),  # always a fresh id: no session fixation
         sub=str(claims["sub"]),
@@ -269,7 +269,8 @@ def _login_failed(
 @router.post("/logout", summary="End the session, revoke its refresh token, clear the cookie")
 async def logout(request: Request) -> Response:
     resources = _resources(request)
-    session_id, from_cookie = resources.session_credentials(request.headers.get("authorization"), request.cookies)
+    credentials = _credentials(request, resources)
+    session_id, from_cookie = credentials.session_id, credentials.from_cookie
     end_session_url: str | None = None
     session = await resources.store.get(session_id) if session_id else None
     if session is not None and session_id is not None:
@@ -289,27 +290,35 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _expires_at(resources: Resources, session: Session) -> str:
-    settings = resources.settings
-    expiry = min(
-        session.last_seen + settings.session_idle_timeout_seconds,
-        session.created_at + settings.session_absolute_timeout_seconds,
-    )
-    return iso_utc(expiry)
-
-
 @router.get("/session", summary="Who is signed in (never a token)")
-async def session_info(request: Request) -> Response:
+async def session_info(
+    request: Request,
+    slide: bool | None = None,  # accepted for Duende-style clients; never slides
+) -> Response:
+    """``expiresAt`` is the earlier of ``idleExpiresAt`` (the idle timeout counted from the last use)
+    and ``absoluteExpiresAt`` (the session's hard end), so a page can warn before sign-out.
+
+    A look, not a use, whatever ``slide`` says (Duende's ``slide=false`` is always in force): a
+    page that polls this must not keep an idle session alive."""
     resources = _resources(request)
-    session_id, from_cookie = _credentials(request, resources)
-    # a look, not a use (Duende's slide=false): a page that polls this must not keep an idle session alive
+    credentials = _credentials(request, resources)
+    session_id, from_cookie = credentials.session_id, credentials.from_cookie
     session = await resources.store.get(session_id, touch=False) if session_id else None
-    body: dict[str, Any] = {"authenticated": False, "user": None, "expiresAt": None}
+    body: dict[str, Any] = {
+        "authenticated": False,
+        "user": None,
+        "expiresAt": None,
+        "idleExpiresAt": None,
+        "absoluteExpiresAt": None,
+    }
     if session is not None:
+        idle, absolute = resources.store.expires_at(session)
         body = {
             "authenticated": True,
             "user": session.user,
-            "expiresAt": _expires_at(resources, session),
+            "expiresAt": iso_utc(min(idle, absolute)),
+            "idleExpiresAt": iso_utc(idle),
+            "absoluteExpiresAt": iso_utc(absolute),
         }
     origin = request.headers.get("origin")
     if session is None and origin and origin != resources.settings.public_origin:
@@ -318,7 +327,7 @@ async def session_info(request: Request) -> Response:
         if problems:
             body["diagnostics"] = problems
     response = JSONResponse(body, headers=NO_STORE)
-    if session is None and session_id is not None and from_cookie:
+    if session is None and credentials.presented and from_cookie:
         # a cookie that names no live session (garbage, forged, retired key, ended): clear it
         response.headers.append("set-cookie", resources.session_cookie.clear())
     return response

@@ -11,14 +11,17 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff.metrics import Metrics, loggable_name
 
 access_log = logging.getLogger("bff.access")
 error_log = logging.getLogger("bff.errors")
+origin_log = logging.getLogger("bff.origins")
 
 #: methods that may become a metric label; anything else a client invents is "OTHER"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -298,6 +301,50 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
+class RefusedOrigins:
+    """Logs each browser origin the CORS / Origin rule refuses, once, at INFO, with the setting that
+    would allow it: an SPA whose dev server moved to another port otherwise only sees "Failed to
+    fetch". Remembers at most ``limit`` origins (the header is the client's to invent): past that,
+    one line says that further refusals go unlogged."""
+
+    def __init__(self, own_origin: str, limit: int = 256) -> None:
+        self.own_origin = own_origin
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._full = False
+
+    def note(self, origin: str) -> None:
+        shown = "".join(ch for ch in origin[:200] if ch.isprintable() and ch != " ")
+        if shown in self._seen:
+            return
+        if len(self._seen) >= self.limit:
+            if not self._full:
+                self._full = True
+                origin_log.info("%d origins refused so far: further refused origins are not logged", self.limit)
+            return
+        self._seen.add(shown)
+        origin_log.info(
+            "origin %s refused: not in BFF_CORS_ORIGINS (nor BFF_PUBLIC_URL's origin %s); add it there to allow it",
+            shown or "(empty)",
+            self.own_origin,
+        )
+
+
+class OriginLoggingCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, which also notes every origin it does not allow (preflights it
+    answers 400, and simple requests whose answer it leaves unreadable) in `RefusedOrigins`."""
+
+    def __init__(self, app: ASGIApp, /, *, refused: RefusedOrigins, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.refused = refused
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        allowed = super().is_allowed_origin(origin)
+        if not allowed:
+            self.refused.note(origin)
+        return allowed
+
+
 class CSRFMiddleware:
     """On protected paths: a request carrying the session cookie must be a JSON POST or carry a
     non-empty X-CSRF header (forms and simple requests cannot do either cross-site); a present
@@ -316,11 +363,13 @@ class CSRFMiddleware:
         cookie_name: str,
         allowed_origins: Iterable[str],
         paths: Iterable[str] = ("/graphql", "/auth/logout"),
+        refused: RefusedOrigins | None = None,
     ) -> None:
         self.app = app
         self.cookie_name = cookie_name
         self.allowed_origins = {origin.rstrip("/") for origin in allowed_origins}
         self.paths = tuple(paths)
+        self.refused = refused
 
     def _protected(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.paths)
@@ -341,6 +390,8 @@ class CSRFMiddleware:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/") not in self.allowed_origins:
+            if self.refused is not None:
+                self.refused.note(origin)
             return "Cross-origin request refused"
         if headers.get("authorization", "").lower().startswith("session "):
             return None

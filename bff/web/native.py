@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -85,15 +84,13 @@ async def native_token(request: Request) -> Response:
         return _error("unknown, expired or already used handoff code")
     if not _VERIFIER.match(verifier) or not secrets.compare_digest(s256_challenge(verifier), str(parked["challenge"])):
         return _error("code_verifier does not match the code_challenge")
-    now = time.time()
+    now = resources.store.now()
     session = Session.from_json(
         str(parked["session"]).encode(), version=1, extras=str(parked.get("extras") or "").encode() or None
     )
     session.created_at = session.last_seen = now
     await resources.store.create(session)
-    expires_at = min(
-        now + resources.settings.session_idle_timeout_seconds, now + resources.settings.session_absolute_timeout_seconds
-    )
+    expires_at = min(resources.store.expires_at(session))
     return JSONResponse(
         {"session": resources.crypto.sign(session.id, "native"), "expiresAt": iso_utc(expires_at)},
         headers=NO_STORE,

@@ -151,3 +151,71 @@ def test_bff_demo_refuses_production() -> None:
     )
     assert result.returncode != 0
     assert "refuses" in result.stderr
+
+
+async def test_plain_demo_reports_every_part_ok(demo: tuple[Any, str]) -> None:
+    """The demo's own upstreams answer at their base URLs: its start-up report has no warning."""
+    from bff.resources import check_parts
+
+    app, url = demo
+    checks = await check_parts(app.state.resources)
+    assert [check.status for check in checks] == ["ok"] * 4, checks
+    assert {check.part for check in checks} == {
+        "session store",
+        "identity provider",
+        "upstream accounts",
+        "upstream catalog",
+    }
+    async with httpx.AsyncClient(base_url=url) as client:
+        index = await client.get("/demo/accounts")
+        me = await client.get("/demo/accounts/me")
+    assert index.status_code == 200 and index.json()["service"] == "accounts"
+    assert me.status_code == 401  # the index shows no data; the routes still want a token
+
+
+def _run_demo(*args: str, **settings: str) -> tuple[dict[str, int], str]:
+    """`bff demo --port P *args` until it answers; the status of a few paths, and its output."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bff", "demo", "--port", str(port), *args],
+        env={**env, **settings},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    statuses: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                hello = httpx.post(f"{base}/graphql", json={"query": "{ hello }"}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "bff demo did not start"
+                time.sleep(0.1)
+        statuses["hello"] = hello.status_code if "errors" not in hello.json() else 0
+        statuses["accounts"] = httpx.get(f"{base}/demo/accounts", timeout=5).status_code
+        statuses["catalog"] = httpx.post(f"{base}/demo/catalog/graphql", json={}, timeout=5).status_code
+        statuses["idp"] = httpx.get(f"{base}/idp/.well-known/openid-configuration", timeout=5).status_code
+        time.sleep(0.5)  # the start-up report runs in the background
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=15)[0]
+    return statuses, output
+
+
+def test_bff_demo_schema_uses_the_teams_upstreams_not_the_demos() -> None:
+    """`bff demo --schema`: the team's schema and upstreams behind the dev IdP; the demo's upstreams
+    are neither mounted nor probed unless ``--demo-upstreams`` asks for them."""
+    billing = f"http://127.0.0.1:{free_port()}/billing"
+    schema = "tests.api.user_schema:schema"
+    statuses, output = _run_demo("--schema", schema, BFF_UPSTREAMS__BILLING__URL=billing)
+    assert statuses == {"hello": 200, "accounts": 404, "catalog": 404, "idp": 200}
+    assert f"upstream billing: {billing} unreachable" in output
+    assert "upstream accounts" not in output and "upstream catalog" not in output
+
+    statuses, output = _run_demo("--schema", schema, "--demo-upstreams", BFF_UPSTREAMS__BILLING__URL=billing)
+    assert statuses == {"hello": 200, "accounts": 200, "catalog": 401, "idp": 200}
+    assert "upstream accounts:" in output and "upstream catalog:" in output and "upstream billing:" in output

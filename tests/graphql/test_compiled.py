@@ -1,4 +1,4 @@
-"""The compiled execution plan (bff.graphql.compiled) against graphql-core.
+"""The compiled execution plan (bff.graphql.execution.compiled) against graphql-core.
 
 Two layers: a small schema built to fail in every way the plan must reproduce (non-null errors
 propagating to the nearest nullable parent and to the root, list items failing, async and sync
@@ -41,7 +41,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from bff import QueryRejected, build_schema
 from bff.app import create_app
 from bff.demo.upstreams import accounts_app, catalog_app
-from bff.graphql.compiled import Unsupported, _direct_resolver, compile_plan
+from bff.graphql.execution.compiled import Unsupported, _direct_resolver, compile_plan
 from tests.conftest import make_settings
 from tests.support.servers import ThreadedApps, free_port
 from tests.support.sessions import store_session

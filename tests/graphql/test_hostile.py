@@ -14,7 +14,7 @@ import strawberry
 
 from bff import build_schema
 from bff.demo.api.types import Product, User
-from bff.graphql.limits import Limits
+from bff.graphql.documents.limits import Limits
 from bff.runtime import settle_heap
 from tests.conftest import Bff
 from tests.support.hostile import FAMILIES, chain, fits, largest

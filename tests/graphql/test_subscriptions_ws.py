@@ -205,7 +205,7 @@ async def test_subscribe_before_ack_is_4401_and_a_silent_client_4408(bff: Bff, m
     async with connect(bff, init=False) as ws:
         await ws.subscribe()
         assert await ws.closed() == (4401, "Unauthorized")
-    monkeypatch.setattr("bff.graphql.websocket.CONNECTION_INIT_SECONDS", 0.2)
+    monkeypatch.setattr("bff.graphql.transport.websocket.CONNECTION_INIT_SECONDS", 0.2)
     async with connect(bff, init=False) as ws:
         assert await ws.closed() == (4408, "Connection initialisation timeout")
 

@@ -42,3 +42,23 @@ def test_a_user_is_frozen_and_holds_no_token() -> None:
 
 def vars_of(user: User) -> dict[str, object]:
     return {field.name: getattr(user, field.name) for field in dataclasses.fields(user)}
+
+
+async def test_the_memory_store_forgets_the_index_entries_of_expired_sessions() -> None:
+    """Sessions that expire (TTL) rather than end leave their per-subject index entries behind until
+    a prune, which asks the cache which keys still live (its public API, not its private dict)."""
+    import asyncio
+
+    from bff.sessions.crypto import SessionCrypto
+    from bff.sessions.memory import MemorySessionStore
+
+    store = MemorySessionStore(SessionCrypto(["k"]), idle_seconds=1, absolute_seconds=60)
+    for n in range(3):
+        session = _session(None)
+        session.id = f"s{n}"
+        await store.create(session)
+    assert len(store._index["sub:alice"]) == 3
+    await asyncio.sleep(1.2)
+    await store._prune()
+    assert "sub:alice" not in store._index
+    await store.close()

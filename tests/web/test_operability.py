@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from bff.app import create_app
-from bff.graphql.persisted import sha256
+from bff.graphql.documents.persisted import sha256
 from tests.conftest import Bff, Upstreams, make_settings
 from tests.support.servers import RedisServer, serve
 from tests.support.tokens import TestIssuer

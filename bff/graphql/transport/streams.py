@@ -1,5 +1,5 @@
 """Subscriptions on ``/graphql``: the stream loop both transports share (`stream_results`) and the
-SSE transport (the WebSocket one, ``graphql-transport-ws``, is `bff.graphql.websocket`).
+SSE transport (the WebSocket one, ``graphql-transport-ws``, is `bff.graphql.transport.websocket`).
 
 GraphQL over SSE is the graphql-sse protocol, "distinct connections" mode: ``POST /graphql`` with
 ``Accept: text/event-stream`` and the usual JSON body answers ``200 text/event-stream`` with
@@ -29,14 +29,14 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from bff.graphql.context import Context
-from bff.graphql.errors import to_graphql_error
+from bff.graphql.errors import error_entry, result_body, to_graphql_error
 from bff.resources import Resources
 from bff.sessions.streams import Stream
 
 EVENT_STREAM = "text/event-stream"
 #: a stream may run any operation: a query or mutation is one result, then complete
 ALL_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
-SESSION_ENDED = {"message": "The session has ended", "extensions": {"code": "UNAUTHENTICATED"}}
+SESSION_ENDED = error_entry("The session has ended", "UNAUTHENTICATED")
 
 log = logging.getLogger("bff.graphql")
 
@@ -52,25 +52,11 @@ def wants_event_stream(accept: str | None) -> bool:
 
 
 def result_payload(result: Any, context: Context) -> tuple[dict[str, Any], bool]:
-    """The payload of one result (errors mapped as over HTTP), and whether it says the session is gone."""
-    body: dict[str, Any] = {}
-    data = getattr(result, "data", None)
-    if data is not None or not getattr(result, "errors", None):
-        body["data"] = data
-    unauthenticated = False
-    errors = getattr(result, "errors", None)
-    if errors:
-        formatted = []
-        for error in errors:
-            mapped = to_graphql_error(error, context.request_id)
-            item = mapped.formatted
-            if (item.get("extensions") or {}).get("code") == "UNAUTHENTICATED":
-                unauthenticated = True
-            formatted.append(item)
-        body["errors"] = formatted
-    extensions = getattr(result, "extensions", None)
-    if extensions:
-        body["extensions"] = extensions
+    """The payload of one result (the body HTTP would answer), and whether it says the session is gone."""
+    body, _ = result_body(result, context.request_id)
+    unauthenticated = any(
+        (error.get("extensions") or {}).get("code") == "UNAUTHENTICATED" for error in body.get("errors", ())
+    )
     return body, unauthenticated
 
 
@@ -195,9 +181,9 @@ def _refusal(exc: Exception, context: Context) -> list[dict[str, Any]] | None:
     if isinstance(exc, GraphQLError):
         return [dict(to_graphql_error(exc, context.request_id).formatted)]
     if isinstance(exc, CannotGetOperationTypeError):
-        return [{"message": exc.as_http_error_reason(), "extensions": {"code": "BAD_REQUEST"}}]
+        return [error_entry(exc.as_http_error_reason(), "BAD_REQUEST")]
     if isinstance(exc, MissingQueryError):
-        return [{"message": "the request has no query", "extensions": {"code": "BAD_REQUEST"}}]
+        return [error_entry("the request has no query", "BAD_REQUEST")]
     return None
 
 

@@ -16,12 +16,30 @@ from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, parse
 
+from bff.errors import RequestRefused
 
-class PersistedQueryError(Exception):
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+
+class PersistedQueryError(RequestRefused):
+    """A persisted-document request that cannot be served; each kind its code (Apollo's APQ codes)."""
+
+
+class PersistedQueryInvalid(PersistedQueryError):
+    code = "PERSISTED_QUERY_INVALID"
+
+
+class PersistedQueryHashMismatch(PersistedQueryError):
+    code = "PERSISTED_QUERY_HASH_MISMATCH"
+
+
+class PersistedQueryNotAllowed(PersistedQueryError):
+    code = "PERSISTED_QUERY_NOT_ALLOWED"
+
+
+class PersistedQueryNotFound(PersistedQueryError):
+    """Answered 200: APQ clients read the code in the body and send the document with its hash."""
+
+    code = "PERSISTED_QUERY_NOT_FOUND"
+    status = 200
 
 
 def sha256(document: str) -> str:
@@ -41,7 +59,7 @@ def load_manifest(path: str | Path) -> dict[str, str]:
 #: size, as the parse cache is, not by count: 2,000 documents of 1 MB were 2 GB per worker)
 APQ_CACHE_CHARS = 2 * 1024 * 1024
 #: a longer document is never registered (it still runs when sent whole): real clients' documents
-#: are a few KB, and this is the parse cache's own bound (`bff.graphql.documents.MAX_CACHED_CHARS`)
+#: are a few KB, and this is the parse cache's own bound (`bff.graphql.documents.parsing.MAX_CACHED_CHARS`)
 APQ_MAX_DOCUMENT_CHARS = 32 * 1024
 
 #: decides whether a document may be registered: it parses within the token limit and validates
@@ -106,10 +124,10 @@ class PersistedDocuments:
         elif isinstance(persisted, dict):
             digest = persisted.get("sha256Hash")
             if not isinstance(digest, str):
-                raise PersistedQueryError("PERSISTED_QUERY_INVALID", "persistedQuery needs a sha256Hash", 400)
+                raise PersistedQueryInvalid("persistedQuery needs a sha256Hash")
             wanted = digest.removeprefix("sha256:")  # graphql-codegen's client preset may emit the prefix
         if wanted is not None and query is not None and sha256(query) != wanted:
-            raise PersistedQueryError("PERSISTED_QUERY_HASH_MISMATCH", "provided sha does not match query", 400)
+            raise PersistedQueryHashMismatch("provided sha does not match query")
 
         if self.manifest is not None:  # trusted documents only
             digest = wanted or (sha256(query) if query is not None else None)
@@ -117,9 +135,7 @@ class PersistedDocuments:
                 return None
             document = self.manifest.get(digest)
             if document is None:
-                raise PersistedQueryError(
-                    "PERSISTED_QUERY_NOT_ALLOWED", "Only trusted documents may be executed on this server", 400
-                )
+                raise PersistedQueryNotAllowed("Only trusted documents may be executed on this server")
             return document
 
         if wanted is None:
@@ -131,7 +147,7 @@ class PersistedDocuments:
             return query
         cached = self._cache.get(wanted) if self.apq else None
         if cached is None:
-            raise PersistedQueryError("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound", 200)
+            raise PersistedQueryNotFound("PersistedQueryNotFound")
         self._cache.move_to_end(wanted)
         return cached
 

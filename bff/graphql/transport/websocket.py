@@ -44,10 +44,11 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
+from bff.errors import RequestRefused, StoreUnavailable, StreamLimitExceeded
 from bff.graphql.context import Context
-from bff.graphql.http import GraphQLHTTPHandler, RequestError, request_params
-from bff.graphql.subscriptions import stream_results
+from bff.graphql.errors import error_entry
+from bff.graphql.transport.request import DocumentSource, GraphQLRequest
+from bff.graphql.transport.streams import stream_results
 from bff.resources import Resources
 from bff.sessions.streams import Stream
 
@@ -65,9 +66,10 @@ log = logging.getLogger("bff.graphql")
 class GraphQLWebSocketHandler:
     """One instance per app; `handle` serves each WebSocket connection to ``/graphql``."""
 
-    def __init__(self, schema: Any, http: GraphQLHTTPHandler) -> None:
+    def __init__(self, schema: Any, documents: DocumentSource, *, max_message_bytes: int) -> None:
         self.schema = schema
-        self.http = http  # persisted documents are resolved as over HTTP
+        self.documents = documents  # persisted documents are resolved as over HTTP
+        self.max_message_bytes = max_message_bytes
 
     async def handle(self, websocket: WebSocket) -> None:
         if PROTOCOL not in websocket.scope.get("subprotocols", ()):
@@ -118,10 +120,10 @@ class _Connection:
         websocket = self.websocket
         authorization = websocket.headers.get("authorization")
         self.header_auth = (authorization or "").lower().startswith("session ")
-        session_id, from_cookie = self.resources.session_credentials(authorization, websocket.cookies)
-        self.session_id = await self._live(session_id)
+        credentials = self.resources.session_credentials(authorization, websocket.cookies)
+        self.session_id = await self._live(credentials.session_id)
         headers: list[tuple[bytes, bytes]] = []
-        if from_cookie and session_id is not None and self.session_id is None:
+        if credentials.from_cookie and credentials.presented and self.session_id is None:
             # a cookie that names no live session is cleared wherever it is read
             headers.append((b"set-cookie", self.resources.session_cookie.clear().encode()))
         registry = self.resources.streams
@@ -236,7 +238,7 @@ class _Connection:
         if text is None:
             await self._close(4400, "WebSocket message type must be text")
             return
-        limit = self.handler.http.max_body_bytes
+        limit = self.handler.max_message_bytes
         # bytes of UTF-8, not characters (a character is up to 4 bytes): counted only when it matters
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
             await self._close(1009, f"Messages are limited to {limit} bytes")
@@ -276,9 +278,9 @@ class _Connection:
             return
         self.params = payload
         if authorization is not None and not self.header_auth:
-            session_id, _ = self.resources.session_credentials(authorization, {})
-            if session_id is not None or self.session_id is None:
-                self.session_id = await self._live(session_id)
+            credentials = self.resources.session_credentials(authorization, {})
+            if credentials.presented or self.session_id is None:
+                self.session_id = await self._live(credentials.session_id)
         await self._send({"type": "connection_ack"})
         self.acknowledged = True
         self.background.append(asyncio.create_task(self._heartbeat(), name="bff-ws-heartbeat"))
@@ -309,11 +311,11 @@ class _Connection:
                 raise StreamLimitExceeded(
                     f"this connection already runs its maximum of {self.max_operations} operations"
                 )
-            query, variables, operation_name, extensions, document_id = request_params(payload)
-            document = await self.handler.http.document(query, extensions, document_id)
+            operation = GraphQLRequest.of(payload)
+            document = await self.handler.documents.document(operation)
             # refused with SHUTTING_DOWN once shutdown has begun: the 1001 close follows
             stream = registry.open(self.session_id, self.address)
-        except (RequestError, StreamLimitExceeded, ShuttingDown) as exc:
+        except RequestRefused as exc:  # StreamLimitExceeded and ShuttingDown among them
             code = exc.code
             await self._send({"id": operation_id, "type": "error", "payload": [_error(str(exc), code)]})
             return
@@ -327,7 +329,7 @@ class _Connection:
         )
         context.touch = self.resources.settings.stream_keeps_session_alive
         task = asyncio.create_task(
-            self._run(operation_id, stream, context, document, variables, operation_name), name="bff-ws-operation"
+            self._run(operation_id, stream, context, document, operation), name="bff-ws-operation"
         )
         # a task cancelled before it ever ran (subscribe and complete, or a disconnect, in one read)
         # never enters _run's finally: the registry must still forget its stream
@@ -340,8 +342,7 @@ class _Connection:
         stream: Stream,
         context: Context,
         document: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
+        operation: GraphQLRequest,
     ) -> None:
         """One operation: ``next`` per result, then ``complete``; ``error`` (and nothing else) for a
         document that never ran or a failure of the server."""
@@ -351,8 +352,8 @@ class _Connection:
             context,
             stream,
             document,
-            variables,
-            operation_name,
+            operation.variables,
+            operation.operation_name,
             heartbeat=None,  # the connection's pings keep it alive
         )
         last: dict[str, Any] = {"id": operation_id, "type": "complete"}
@@ -383,4 +384,4 @@ class _Connection:
 
 
 def _error(message: str, code: str = "INTERNAL_SERVER_ERROR") -> dict[str, Any]:
-    return {"message": message, "extensions": {"code": code}}
+    return error_entry(message, code)

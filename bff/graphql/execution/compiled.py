@@ -71,6 +71,8 @@ from strawberry.types.base import StrawberryMaybe, StrawberryOptional
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
+from bff.graphql._strawberry import field_exception_handlers, info_factory, is_basic_resolver, strawberry_schema_of
+
 __all__ = ["Plan", "Unsupported", "compile_plan"]
 
 IsAwaitable = Callable[[Any], bool]
@@ -547,8 +549,7 @@ def _plain_field(strawberry_field: Any) -> bool:
 def _basic_attribute(definition: GraphQLField) -> str | None:
     """The attribute a Strawberry basic field reads (no resolver, no field extension, the default
     resolver ``getattr``), or None when the field's resolver must be called."""
-    resolve = definition.resolve
-    if resolve is None or getattr(resolve, "__name__", "") != "_get_basic_result":
+    if not is_basic_resolver(definition.resolve):
         return None
     strawberry_field = (definition.extensions or {}).get("strawberry-definition")
     if strawberry_field is None:
@@ -571,7 +572,7 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
     function that calls it the same way without Strawberry's per-call wrapper (argument
     conversion, the extension chain, and for async resolvers one more coroutine); None otherwise.
     The resolver receives the same ``self``/root, ``info`` and keyword arguments."""
-    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    strawberry_schema = strawberry_schema_of(schema)
     strawberry_field = (definition.extensions or {}).get("strawberry-definition")
     resolve = definition.resolve
     if strawberry_schema is None or strawberry_field is None or resolve is None:
@@ -581,13 +582,9 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
         return None
     if not _plain_field(strawberry_field) or type(resolver).__call__ is not StrawberryResolver.__call__:
         return None
-    code = getattr(resolve, "__code__", None)  # None: not Strawberry's wrapper (a partial, a tracer)
-    if code is None:
-        return None
-    # the handlers Strawberry matched for this field at build time live in its wrapper's closure
-    cells = dict(zip(code.co_freevars, resolve.__closure__ or (), strict=True))
-    handlers = cells.get("field_exception_handlers")
-    if handlers is None or handlers.cell_contents:
+    # the handlers Strawberry matched for this field at build time (None: not its wrapper)
+    handlers = field_exception_handlers(resolve)
+    if handlers is None or handlers:
         return None
     config = strawberry_schema.config
     names: list[tuple[str, str]] = []
@@ -601,7 +598,7 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
     function = resolver.wrapped_func
     if not callable(function):
         return None
-    info_class = config.info_class
+    make_info = info_factory(config.info_class, strawberry_field)
     takes_self = resolver.self_parameter is not None
     source_names = [p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None]
     info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
@@ -611,7 +608,7 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
         for name in source_names:
             kwargs[name] = source
         if info_name is not None:
-            kwargs[info_name] = info_class(_raw_info=info, _field=strawberry_field)
+            kwargs[info_name] = make_info(info)
         return function(source, **kwargs) if takes_self else function(**kwargs)
 
     return call

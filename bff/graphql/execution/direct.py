@@ -15,8 +15,8 @@ The same steps, in the same order: parse (the gate's cache), operation selection
 (`select_operation`), the operation type allowed for the method, validation (a cache hit), the
 variables and the cost (the gate's own check), then execution: graphql-core's ``execute`` with
 the schema's executor class (so resolvers get the same ``info``), or, when enabled and the
-operation compiles, the plan of `bff.graphql.compiled`. Errors are logged by the schema's
-``_process_errors`` and mapped by `to_graphql_error`, exactly as on the Strawberry path.
+operation compiles, the plan of `bff.graphql.execution.compiled`. Errors are logged by the schema's
+``_process_errors`` (`bff.graphql._strawberry`) and mapped by `to_graphql_error`, exactly as on the Strawberry path.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from bff.graphql.compiled import Plan, Unsupported, compile_plan
-from bff.graphql.documents import CACHE_CHARS, select_operation
+from bff.graphql._strawberry import graphql_schema, process_errors
+from bff.graphql.documents.limits import DocumentGate, ValidationCaches
+from bff.graphql.documents.parsing import CACHE_CHARS, select_operation
 from bff.graphql.errors import BFFSchema, to_graphql_error
-from bff.graphql.limits import DocumentGate, ValidationCaches
+from bff.graphql.execution.compiled import Plan, Unsupported, compile_plan
 from bff.metrics import Metrics
 
 __all__ = ["DirectExecution"]
@@ -62,6 +63,7 @@ class DirectExecution:
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
+        self.graphql_schema = graphql_schema(schema)
         self.reason = self._ineligible(schema)
         self._plans: OrderedDict[tuple[str, str | None], Plan | str] = OrderedDict()
         self._plan_chars = 0
@@ -78,7 +80,7 @@ class DirectExecution:
             document = await shared.documents.parse(query)
         except GraphQLError:
             return False
-        return not await shared.validate(self.schema._schema, query, document, rules)
+        return not await shared.validate(self.graphql_schema, query, document, rules)
 
     def _ineligible(self, schema: Any) -> str | None:
         """Why the direct path would not be equivalent to ``Schema.execute`` (None: it would)."""
@@ -121,17 +123,16 @@ class DirectExecution:
         ``InvalidOperationTypeError``)."""
         if self.reason is not None or (query, self.rules) not in self.shared.valid:
             return None
-        shared, schema = self.shared, self.schema
-        graphql_schema = schema._schema
+        shared, schema = self.shared, self.graphql_schema
         document = await shared.documents.parse(query)
         operation = select_operation(document, operation_name)
         operation_type = OperationType(operation.operation.value)
         if operation_type not in allowed:
             raise InvalidOperationTypeError(operation_type)
-        errors = await shared.validate(graphql_schema, query, document, self.rules)  # a hit: [], the LRU touched
+        errors = await shared.validate(schema, query, document, self.rules)  # a hit: [], the LRU touched
         coerced: VariableValues | None = None
         if not errors:
-            coerced, errors = shared.variables_and_cost(graphql_schema, document, operation, variables)
+            coerced, errors = shared.variables_and_cost(schema, document, operation, variables)
         if errors:
             return self._result(None, errors, query, variables, context, operation_name, allowed)
         try:
@@ -140,7 +141,7 @@ class DirectExecution:
                 result: Any = plan.execute(context, coerced)  # the values the cost check coerced
             else:
                 result = execute(
-                    graphql_schema,
+                    schema,
                     document,
                     context_value=context,
                     variable_values=variables,
@@ -169,7 +170,7 @@ class DirectExecution:
         if plan is None:
             try:
                 plan = compile_plan(
-                    self.schema._schema,
+                    self.graphql_schema,
                     document,
                     operation,
                     build_resolve_info=self.executor_class.build_resolve_info,
@@ -219,7 +220,7 @@ class DirectExecution:
                 variables=variables,
                 provided_operation_name=operation_name,
             )
-            self.schema._process_errors(errors, execution_context)
+            process_errors(self.schema, errors, execution_context)
             request_id = getattr(context, "request_id", None)
             errors = [to_graphql_error(error, str(request_id) if request_id else None) for error in errors]
         return ExecutionResult(data=data, errors=errors or None, extensions={})

@@ -3,7 +3,7 @@ before any resolver or upstream call, and all linear in the size of the document
 
 `DocumentGate` is the one extension that does the work before execution, in this order:
 
-1. parse (cached; bounded by ``max_tokens``) and select the operation (`bff.graphql.documents`);
+1. parse (cached; bounded by ``max_tokens``) and select the operation (`bff.graphql.documents.parsing`);
 2. the document's shape, in one pass per definition: fragment cycles are refused up front, and
    each fragment's depth, alias count and expanded field count are computed once (in dependency
    order) and reused wherever it is spread, saturating at the limit, so a chain of fragments that
@@ -53,7 +53,8 @@ from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from bff.graphql.documents import CACHE_CHARS, INLINE_CHARS, MAX_CACHED_CHARS, DocumentCache, select_operation
+from bff.graphql._strawberry import graphql_schema, provided_operation_name
+from bff.graphql.documents.parsing import CACHE_CHARS, INLINE_CHARS, MAX_CACHED_CHARS, DocumentCache, select_operation
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -317,7 +318,7 @@ def budgeted_overlap_rule(budget: int) -> type[ValidationRule]:
 
 
 @dataclass
-class _Shared:
+class ValidationCaches:
     """What every request of one schema shares: the parse and validation caches."""
 
     limits: Limits
@@ -404,15 +405,10 @@ def _validate(schema: GraphQLSchema, document: DocumentNode, rules: Sequence[typ
     ]
 
 
-#: the public name of what every request of one schema shares (`bff.graphql.execution` validates
-#: through it)
-ValidationCaches = _Shared
-
-
 class DocumentGate(SchemaExtension):
     """Everything between the request and execution; see the module's docstring."""
 
-    def __init__(self, shared: _Shared) -> None:
+    def __init__(self, shared: ValidationCaches) -> None:
         self.shared = shared
         self.operation: OperationDefinitionNode | None = None
 
@@ -424,7 +420,7 @@ class DocumentGate(SchemaExtension):
             # before Strawberry picks the operation type itself (first operation, unknown names)
             # the name the client sent: Strawberry's ``operation_name`` falls back to the first
             # operation's, which would silently run the first of several
-            requested = getattr(context, "_provided_operation_name", context.operation_name)
+            requested = provided_operation_name(context)
             self.operation = select_operation(context.graphql_document, requested)
         yield
 
@@ -432,7 +428,7 @@ class DocumentGate(SchemaExtension):
         context = self.execution_context
         document, operation = context.graphql_document, self.operation
         if document is not None and operation is not None and context.query:
-            schema = context.schema._schema
+            schema = graphql_schema(context.schema)
             rules = self.shared.rules(tuple(context.validation_rules))
             errors = await self.shared.validate(schema, context.query, document, rules)
             if not errors:
@@ -444,7 +440,7 @@ class DocumentGate(SchemaExtension):
 def extensions(limits: Limits) -> list[Callable[[], SchemaExtension]]:
     """Factories, not instances: Strawberry builds fresh extensions per request; the caches they
     use are built once here and shared."""
-    shared = _Shared(limits, DocumentCache(limits.max_tokens), budgeted_overlap_rule(limits.overlap_budget))
+    shared = ValidationCaches(limits, DocumentCache(limits.max_tokens), budgeted_overlap_rule(limits.overlap_budget))
     factories: list[Callable[[], SchemaExtension]] = [lambda: DocumentGate(shared)]
     if not limits.introspection:
         factories.insert(0, DisableIntrospection)

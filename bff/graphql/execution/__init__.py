@@ -1,0 +1,1 @@
+"""Execution: the direct path and the compiled plan. Imports `documents`, never `transport`."""
