@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,14 +53,99 @@ class Credentials:
         return self.presented and self.session_id is None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """What the streaming transports (SSE, multipart, graphql-transport-ws) need of the settings."""
+
+    heartbeat_seconds: float
+    max_seconds: float
+    #: whether a stream's session reads count as activity (``BFF_STREAM_KEEPS_SESSION_ALIVE``)
+    keeps_session_alive: bool
+    per_connection: int
+    #: a client that takes nothing for this long loses its streams (twice the write timeout)
+    stall_seconds: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> StreamPolicy:
+        return cls(
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            max_seconds=settings.stream_max_seconds,
+            keeps_session_alive=settings.stream_keeps_session_alive,
+            per_connection=settings.streams_per_connection,
+            stall_seconds=2 * settings.write_timeout_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRoute:
+    """What a request's context needs of one upstream's settings."""
+
+    url: str
+    #: without a session: ``deny``, ``none`` (no token) or ``client_credentials``
+    anonymous: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPolicy:
+    """What GraphQL execution needs of the settings, per request."""
+
+    timeout_seconds: float
+    compiled_execution: bool
+    routes: Mapping[str, UpstreamRoute]
+
+    @classmethod
+    def of(cls, settings: Settings) -> RequestPolicy:
+        return cls(
+            timeout_seconds=settings.request_timeout_seconds,
+            compiled_execution=settings.compiled_execution,
+            routes={name: UpstreamRoute(str(u.url), u.anonymous) for name, u in settings.upstreams.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginConfig:
+    """What the sign-in routes (``/auth/*``, the native handoff) need of the settings."""
+
+    redirect_uri: str
+    timeout_seconds: float
+    return_origins: tuple[str, ...]
+    public_origin: str
+    post_logout_redirect_uri: str | None
+    dpop: bool
+    native_redirect_uris: tuple[str, ...]
+    native_handoff_seconds: float
+    #: why a browser at an origin could not keep the session cookie (`Settings.cookie_problems`)
+    cookie_problems: Callable[[str], list[str]]
+
+    @classmethod
+    def of(cls, settings: Settings) -> LoginConfig:
+        return cls(
+            redirect_uri=settings.redirect_uri,
+            timeout_seconds=float(settings.login_timeout_seconds),
+            return_origins=tuple(settings.login_return_origins),
+            public_origin=settings.public_origin,
+            post_logout_redirect_uri=settings.oidc_post_logout_redirect_uri,
+            dpop=settings.oidc_dpop,
+            native_redirect_uris=tuple(settings.native_redirect_uris),
+            native_handoff_seconds=float(settings.native_handoff_seconds),
+            cookie_problems=settings.cookie_problems,
+        )
+
+
 @dataclass
 class Resources:
-    """Everything a request may use; reaches handlers through ``request.state``."""
+    """Everything a request may use; reaches handlers through ``request.state``. The layers above
+    read the settings through the slices built here once (`streaming`, `requests`, `login`,
+    `metrics_token`), never ``resources.settings`` (the architecture test checks)."""
 
     settings: Settings
     metrics: Metrics
     crypto: SessionCrypto
     store: SessionStore
+    streaming: StreamPolicy
+    requests: RequestPolicy
+    login: LoginConfig
+    metrics_token: str | None = field(default=None, repr=False)
     upstreams: dict[str, HTTPClient] = field(default_factory=dict)
     oidc: OIDCClient | None = None
     tokens: TokenManager | None = None
@@ -340,6 +425,10 @@ async def open_resources(
         metrics=metrics,
         crypto=crypto,
         store=store,
+        streaming=StreamPolicy.of(settings),
+        requests=RequestPolicy.of(settings),
+        login=LoginConfig.of(settings),
+        metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
         breakers=circuit_breakers(settings.breaker_threshold, settings.breaker_cooldown_seconds),
         rejections=RejectionCooldown(settings.upstream_unauthorized_cooldown_seconds),
         streams=ClientStreamRegistry(

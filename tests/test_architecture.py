@@ -137,6 +137,18 @@ def test_graphql_documents_execution_transport_look_down() -> None:
     assert problems == []
 
 
+def test_below_resources_settings_travel_as_slices() -> None:
+    """The GraphQL and web layers read the slices `bff.resources` builds once (`StreamPolicy`,
+    `RequestPolicy`, `LoginConfig`...), never ``resources.settings.X`` at request time."""
+    problems = []
+    for layer in ("graphql", "web"):
+        for path in (PACKAGE / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "settings":
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert problems == []
+
+
 @pytest.mark.parametrize(
     ("code", "own"),
     [(PACKAGE / "demo" / "api", "bff.demo.api"), (ROOT / "examples" / "team", "team_")],

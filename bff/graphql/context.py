@@ -97,7 +97,7 @@ class Context:
         self._loaders: dict[str, Any] = {}
         self._cookie_cleared = False
         # every upstream call of this request must end by then (each call's timeout is bounded by it)
-        self.deadline = time.monotonic() + resources.settings.request_timeout_seconds
+        self.deadline = time.monotonic() + resources.requests.timeout_seconds
         #: whether reading the session counts as activity (a stream's reads only if configured so)
         self.touch = True
 
@@ -189,7 +189,7 @@ class Context:
         subscription's context is renewed before each event (`stream_results`) and before each
         connection of `events`."""
         self.release()
-        self.deadline = time.monotonic() + self._resources.settings.request_timeout_seconds
+        self.deadline = time.monotonic() + self._resources.requests.timeout_seconds
 
     def release(self) -> None:
         """Let go of what the request built: its upstream clients and DataLoaders point back at
@@ -317,7 +317,7 @@ class Context:
         return await self._access_token(upstream)
 
     def _upstream_tokens(self, name: str) -> TokenSource:
-        anonymous = self._resources.settings.upstreams[name].anonymous
+        anonymous = self._resources.requests.routes[name].anonymous
         manager = self._resources.tokens
         # its own token (shared with upstreams that ask for the same one), else the session's (None)
         source: TokenSource = _Token(self, None if manager is None else manager.slot(name))
@@ -337,7 +337,7 @@ class Context:
         client = self._clients.get(name)
         if client is None:
             http = self._http(name)
-            endpoint = self._resources.settings.upstreams[name].url
+            endpoint = self._resources.requests.routes[name].url
             client = GraphQLClient(
                 name,
                 http,

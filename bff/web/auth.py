@@ -84,9 +84,7 @@ def safe_return_to(value: str | None, allowed_origins: Sequence[str] = ()) -> st
 
 
 def _transactions(resources: Resources) -> LoginTransactions:
-    return LoginTransactions(
-        resources.crypto, resources.login_cookie, timeout=float(resources.settings.login_timeout_seconds)
-    )
+    return LoginTransactions(resources.crypto, resources.login_cookie, timeout=resources.login.timeout_seconds)
 
 
 @router.get("/login", summary="Start the OIDC sign-in (302 to the identity provider)")
@@ -119,7 +117,7 @@ async def login(
         state=secrets.token_urlsafe(32),  # ours, for the IdP; the app's own state travels in `native`
         verifier=secrets.token_urlsafe(48),
         nonce=secrets.token_urlsafe(32),
-        return_to=safe_return_to(return_to, resources.settings.login_return_origins),
+        return_to=safe_return_to(return_to, resources.login.return_origins),
         created_at=time.time(),
         native=native,
     )
@@ -128,7 +126,7 @@ async def login(
     except LoginError as exc:
         return error_response(400, "invalid_request", exc.message)
     url = await oidc.authorization_url(
-        redirect_uri=resources.settings.redirect_uri,
+        redirect_uri=resources.login.redirect_uri,
         state=transaction.state,
         nonce=transaction.nonce,
         code_challenge=s256_challenge(transaction.verifier),
@@ -173,12 +171,12 @@ async def callback(
         return _login_failed(request, resources, f"The identity provider refused the sign-in ({safe})", transaction)
     if not code:
         return _login_failed(request, resources, "The identity provider sent no authorization code", transaction)
-    settings = resources.settings
+    login = resources.login
     # DPoP: the session's own key pair, made before the code is exchanged so the tokens are bound to it
-    dpop = DPoPKey.generate() if settings.oidc_dpop else None
+    dpop = DPoPKey.generate() if login.dpop else None
     try:
         tokens = await oidc.exchange_code(
-            code=code, code_verifier=transaction.verifier, redirect_uri=settings.redirect_uri, dpop=dpop
+            code=code, code_verifier=transaction.verifier, redirect_uri=login.redirect_uri, dpop=dpop
         )
         if not tokens.id_token:
             raise LoginError("The identity provider sent no ID token")
@@ -281,7 +279,7 @@ async def logout(request: Request) -> Response:
             if session.tokens.refresh_token:
                 await oidc.revoke(session.tokens.refresh_token, hint="refresh_token")
             end_session_url = await oidc.end_session_url(
-                post_logout_redirect_uri=resources.settings.oidc_post_logout_redirect_uri
+                post_logout_redirect_uri=resources.login.post_logout_redirect_uri
             )
         log.info("signed out", extra={"sub": session.sub})
     response = JSONResponse({"loggedOut": session is not None, "endSessionUrl": end_session_url}, headers=NO_STORE)
@@ -321,9 +319,9 @@ async def session_info(
             "absoluteExpiresAt": iso_utc(absolute),
         }
     origin = request.headers.get("origin")
-    if session is None and origin and origin != resources.settings.public_origin:
+    if session is None and origin and origin != resources.login.public_origin:
         # an SPA on another origin that gets no session: say why when the cookie cannot reach us
-        problems = resources.settings.cookie_problems(origin)
+        problems = resources.login.cookie_problems(origin)
         if problems:
             body["diagnostics"] = problems
     response = JSONResponse(body, headers=NO_STORE)

@@ -86,10 +86,10 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; with ``BFF_METRICS_TOKEN`` only for ``Authorization: Bearer <token>``."""
     resources: Resources = request.state.resources
-    token = resources.settings.metrics_token
+    token = resources.metrics_token
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
+        expected = token.encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             return JSONResponse(
                 {"error": "unauthorized", "message": "/metrics needs Authorization: Bearer <BFF_METRICS_TOKEN>"},

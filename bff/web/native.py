@@ -33,7 +33,7 @@ def native_login(
     resources: Resources, redirect_uri: str | None, code_challenge: str | None, method: str | None
 ) -> dict[str, str]:
     """What a native login keeps in its pending state; `LoginError` (400) when anything is off."""
-    if not redirect_uri or redirect_uri not in resources.settings.native_redirect_uris:
+    if not redirect_uri or redirect_uri not in resources.login.native_redirect_uris:
         raise LoginError("redirect_uri is not an allowed app redirect URI (BFF_NATIVE_REDIRECT_URIS)")
     if (method or "S256") != "S256" or not code_challenge or not _S256.match(code_challenge):
         raise LoginError("code_challenge must be an S256 challenge (43 base64url characters)")
@@ -51,7 +51,7 @@ async def handoff(resources: Resources, session: Session, native: dict[str, str]
             "extras": (session.extras_json() or b"").decode(),
             "challenge": native["challenge"],
         },
-        ttl=min(HANDOFF_SECONDS, resources.settings.native_handoff_seconds),
+        ttl=min(HANDOFF_SECONDS, resources.login.native_handoff_seconds),
     )
     app_state = native.get("app_state")
     params = {"code": code, **({"state": app_state} if app_state else {})}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import enum
 import json
 import re
@@ -356,6 +357,12 @@ DEMO_SCHEMA = (ROOT / "schema" / "schema.graphql").read_text()
 HYPOTHESIS_EXAMPLES = 150
 
 
+def _set_compiled(app: Any, compiled: bool) -> None:
+    """BFF_COMPILED_EXECUTION, switched on the running app (its request slice, built once at start)."""
+    resources = app.state.resources
+    resources.requests = dataclasses.replace(resources.requests, compiled_execution=compiled)
+
+
 def _collected_documents() -> list[str]:
     """Query documents written anywhere in the tests, the demo, the example SPA and the scripts
     that are valid against the demo schema (mutations left out: they change the upstream's data
@@ -507,10 +514,10 @@ def test_differential_demo(demo: dict[str, Any], scenario: str) -> None:
             outcomes = []
             for compiled in (None, False, True):  # Strawberry (caches the document), graphql-core, plan
                 if compiled is not None:
-                    app.state.resources.settings.compiled_execution = compiled
+                    _set_compiled(app, compiled)
                 response = client.post("/graphql", json=payload)
                 outcomes.append((response.status_code, *_outcome(response.json())))
-            app.state.resources.settings.compiled_execution = True
+            _set_compiled(app, True)
             with_errors += bool(outcomes[2][2])
             if not outcomes[0] == outcomes[1] == outcomes[2]:
                 mismatches.append((query, outcomes))

@@ -21,7 +21,6 @@ in a worker thread, so that the event loop keeps serving other requests meanwhil
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +53,7 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from bff.graphql._strawberry import graphql_schema, provided_operation_name
+from bff.graphql.documents.lru import LRU
 from bff.graphql.documents.parsing import CACHE_CHARS, INLINE_CHARS, MAX_CACHED_CHARS, DocumentCache, select_operation
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
@@ -326,11 +326,10 @@ class ValidationCaches:
     overlap_rule: type[ValidationRule]
     rule_sets: dict[tuple[type[Any], ...], tuple[type[Any], ...]] = field(default_factory=dict)
     #: (query, rules) of the documents that passed: only those are cached, with their parse
-    valid: OrderedDict[tuple[str, tuple[type[Any], ...]], None] = field(default_factory=OrderedDict)
-    maxsize: int = 512
-    #: what the documents of ``valid`` may weigh together, in characters (as the parse cache)
-    max_chars: int = CACHE_CHARS
-    _valid_chars: int = 0
+    #: bounded in entries (512) and in what the documents weigh together, in characters (as the parse cache)
+    valid: LRU[tuple[str, tuple[type[Any], ...]], bool] = field(
+        default_factory=lambda: LRU(maxsize=512, max_weight=CACHE_CHARS, weigh=lambda key, _: len(key[0]))
+    )
 
     def rules(self, requested: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
         rules = self.rule_sets.get(requested)
@@ -346,8 +345,7 @@ class ValidationCaches:
         """The document's shape and validation errors. Only valid documents are remembered (with
         their parse): a cache that kept every rejected document would be the attacker's to fill."""
         key = (query, rules)
-        if key in self.valid:
-            self.valid.move_to_end(key)
+        if self.valid.get(key):
             return []
         if len(query) > INLINE_CHARS:
             errors = await asyncio.to_thread(self._check, schema, document, rules)
@@ -355,11 +353,7 @@ class ValidationCaches:
             errors = self._check(schema, document, rules)
         if not errors and len(query) <= MAX_CACHED_CHARS:
             self.documents.remember(query, document)
-            self.valid[key] = None
-            self._valid_chars += len(query)
-            while len(self.valid) > self.maxsize or self._valid_chars > self.max_chars:
-                (evicted, _), _ = self.valid.popitem(last=False)
-                self._valid_chars -= len(evicted)
+            self.valid.put(key, True)
         return errors
 
     def variables_and_cost(

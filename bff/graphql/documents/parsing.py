@@ -10,10 +10,11 @@ errors (`OperationSelectionError`), answered 400 by the HTTP handler.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, parse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
+
+from bff.graphql.documents.lru import LRU
 
 #: documents longer than this are parsed every time instead of being cached (a 1 MB comment is
 #: still a 2,000-token document; 512 of them must not pin half a gigabyte)
@@ -51,15 +52,13 @@ class DocumentCache:
         self.max_tokens = max_tokens
         self.maxsize = maxsize
         self.max_chars = max_chars
-        self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
-        self._chars = 0
+        self._documents: LRU[str, DocumentNode] = LRU(maxsize=maxsize, max_weight=max_chars, weigh=_query_chars)
 
     async def parse(self, query: str) -> DocumentNode:
         """The document of ``query``; raises `GraphQLError` (a syntax error) when it cannot be parsed.
         A long document is parsed in a worker thread (the cache is only touched in the loop)."""
         document = self._documents.get(query)
         if document is not None:
-            self._documents.move_to_end(query)
             return document
         if len(query) <= INLINE_CHARS:
             return self._parse(query)
@@ -76,11 +75,11 @@ class DocumentCache:
     def remember(self, query: str, document: DocumentNode) -> None:
         if len(query) > MAX_CACHED_CHARS or query in self._documents:
             return
-        self._documents[query] = document
-        self._chars += len(query)
-        while len(self._documents) > self.maxsize or self._chars > self.max_chars:
-            evicted, _ = self._documents.popitem(last=False)
-            self._chars -= len(evicted)
+        self._documents.put(query, document)
+
+
+def _query_chars(query: str, _: object) -> int:
+    return len(query)
 
 
 def select_operation(document: DocumentNode, operation_name: str | None) -> OperationDefinitionNode:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from graphql import GraphQLError, OperationDefinitionNode, parse
 
 from bff.errors import RequestRefused
+from bff.graphql.documents.lru import LRU
 
 
 class PersistedQueryError(RequestRefused):
@@ -85,8 +85,7 @@ class PersistedDocuments:
         self.apq = apq and manifest is None
         self.max_chars = max_chars
         self.max_document_chars = max_document_chars
-        self._cache: OrderedDict[str, str] = OrderedDict()
-        self._chars = 0
+        self._cache: LRU[str, str] = LRU(max_weight=max_chars, weigh=lambda _, query: len(query))
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -94,7 +93,7 @@ class PersistedDocuments:
     @property
     def chars(self) -> int:
         """What the registered documents weigh together, in characters."""
-        return self._chars
+        return self._cache.weight
 
     def operation_names(self) -> set[str]:
         """The names of the manifest's operations (none without a manifest)."""
@@ -148,15 +147,8 @@ class PersistedDocuments:
         cached = self._cache.get(wanted) if self.apq else None
         if cached is None:
             raise PersistedQueryNotFound("PersistedQueryNotFound")
-        self._cache.move_to_end(wanted)
         return cached
 
     def _remember(self, digest: str, query: str) -> None:
-        if digest in self._cache:
-            self._cache.move_to_end(digest)
-            return
-        self._cache[digest] = query
-        self._chars += len(query)
-        while self._chars > self.max_chars and self._cache:
-            _, evicted = self._cache.popitem(last=False)
-            self._chars -= len(evicted)
+        if not self._cache.touch(digest):
+            self._cache.put(digest, query)

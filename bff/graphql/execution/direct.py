@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import OrderedDict
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, execute, specified_rules
@@ -37,6 +36,7 @@ from strawberry.types.graphql import OperationType
 
 from bff.graphql._strawberry import graphql_schema, process_errors
 from bff.graphql.documents.limits import DocumentGate, ValidationCaches
+from bff.graphql.documents.lru import LRU
 from bff.graphql.documents.parsing import CACHE_CHARS, select_operation
 from bff.graphql.errors import BFFSchema, to_graphql_error
 from bff.graphql.execution.compiled import Plan, Unsupported, compile_plan
@@ -65,8 +65,11 @@ class DirectExecution:
         self.schema = schema
         self.graphql_schema = graphql_schema(schema)
         self.reason = self._ineligible(schema)
-        self._plans: OrderedDict[tuple[str, str | None], Plan | str] = OrderedDict()
-        self._plan_chars = 0
+        #: bounded in documents and in their size: only valid documents get here, but any client may
+        #: vary them (issue 24)
+        self._plans: LRU[tuple[str, str | None], Plan | str] = LRU(
+            maxsize=PLAN_CACHE_SIZE, max_weight=PLAN_CACHE_CHARS, weigh=lambda key, _: len(key[0])
+        )
         self._validation = _validation(schema)
 
     async def validates(self, query: str) -> bool:
@@ -183,15 +186,7 @@ class DirectExecution:
                 plan = "compile_error"
             if self.executor_class is not StrawberryGraphQLCoreExecutionContext:
                 plan = "executor_class"  # a custom executor may complete values its own way
-            self._plans[key] = plan
-            self._plan_chars += len(query)
-            # bounded in documents and in their size: only valid documents get here, but any
-            # client may vary them (issue 24)
-            while len(self._plans) > PLAN_CACHE_SIZE or self._plan_chars > PLAN_CACHE_CHARS:
-                (evicted, _), _ = self._plans.popitem(last=False)
-                self._plan_chars -= len(evicted)
-        else:
-            self._plans.move_to_end(key)
+            self._plans.put(key, plan)
         if isinstance(plan, str):
             if metrics is not None:
                 metrics.child(metrics.graphql_compiled, "fallback", plan).inc()

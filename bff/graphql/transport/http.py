@@ -163,7 +163,7 @@ class GraphQLHTTPHandler:
             stream = resources.streams.open(session_id, request.client.host if request.client else None)
         except RequestRefused as exc:
             return self._error(exc, JSON)
-        context.touch = resources.settings.stream_keeps_session_alive
+        context.touch = resources.streaming.keeps_session_alive
         request.state.graphql_operation = loggable_name(operation.name)
         headers = dict(NO_STORE)
         response = EventStream(self.schema, resources, context, stream, framing).response(
@@ -258,7 +258,7 @@ class GraphQLHTTPHandler:
                     context,
                     operation_name,
                     allowed,
-                    compiled=resources.settings.compiled_execution,
+                    compiled=resources.requests.compiled_execution,
                     metrics=resources.metrics,
                 )
                 if result is None:  # not cached yet, or the schema has extensions with hooks

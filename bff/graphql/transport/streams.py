@@ -80,7 +80,7 @@ async def stream_results(
     shutdown); a session that ended yields the ``SESSION_ENDED`` error first. Either way the
     stream is closed in the registry with its reason (`Stream.reason`), which the transport reads
     afterwards to choose how to close."""
-    settings = resources.settings
+    policy = resources.streaming
     registry = resources.streams
     assert registry is not None
     metrics = resources.metrics
@@ -89,7 +89,7 @@ async def stream_results(
     pending: asyncio.Task[Any] | None = None
     ended = asyncio.ensure_future(stream.ended.wait())
     loop = asyncio.get_running_loop()
-    until = loop.time() + settings.stream_max_seconds
+    until = loop.time() + policy.max_seconds
     first = True
     try:
         source = await schema.stream(
@@ -321,7 +321,7 @@ class EventStream:
         return _ClosingStreamingResponse(
             self._events(document, variables, operation_name),
             on_close=lambda: registry.close(stream, "client_closed"),  # a no-op once it was closed
-            stall_seconds=2 * self.resources.settings.write_timeout_seconds,
+            stall_seconds=self.resources.streaming.stall_seconds,
             media_type=self.framing.media_type,
             headers={**headers, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
         )
@@ -339,7 +339,7 @@ class EventStream:
             document,
             variables,
             operation_name,
-            heartbeat=self.resources.settings.stream_heartbeat_seconds,
+            heartbeat=self.resources.streaming.heartbeat_seconds,
         )
         async with contextlib.aclosing(results):
             async for kind, payload in results:

@@ -109,11 +109,11 @@ class _Connection:
         self._send_lock = asyncio.Lock()
         client = websocket.client
         self.address = client.host if client else None
-        settings = self.resources.settings
-        self.max_operations = settings.streams_per_connection
+        policy = self.resources.streaming
+        self.max_operations = policy.per_connection
         # the protocol aborts a stalled connection after the write timeout (bff.protocols); this
-        # later bound frees the slots even on a server without it
-        self.stall_seconds = 2 * settings.write_timeout_seconds
+        # later bound (twice it) frees the slots even on a server without it
+        self.stall_seconds = policy.stall_seconds
 
     # connection --------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -177,7 +177,7 @@ class _Connection:
         await self._end(1001, "Server shutting down")
 
     async def _heartbeat(self) -> None:
-        interval = self.resources.settings.stream_heartbeat_seconds
+        interval = self.resources.streaming.heartbeat_seconds
         while not self.closed:
             await asyncio.sleep(interval)
             await self._send({"type": "ping"})
@@ -327,7 +327,7 @@ class _Connection:
             connection=self.websocket,
             connection_params=self.params,
         )
-        context.touch = self.resources.settings.stream_keeps_session_alive
+        context.touch = self.resources.streaming.keeps_session_alive
         task = asyncio.create_task(
             self._run(operation_id, stream, context, document, operation), name="bff-ws-operation"
         )
