@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""Latency and throughput of `bff` against a graphql-yoga peer, measured side by side in one run.
+"""Latency and throughput of `bff` against graphql-yoga peers, measured side by side in one run.
 
 Starts the development IdP (in this process), a redis-server, the demo upstreams (one process
 each, with an artificial latency), `bff serve` (1 worker, then 2, Redis session store) and the
-Node peer in bench/peer (same schema and DataLoader resolvers, same upstreams). `wrk` (one
-thread, Lua scripts) drives three workloads at 1, 16 and 64 connections, alternating BFF and
-peer runs so a noisy machine does not bias the ratio. Also measures memory: RSS with 10,000
-sessions in the memory store, and bytes per session in Redis. Writes BENCHMARKS.md (and a PNG
-plot when matplotlib is installed).
+Node peers in bench/peer (same schema and DataLoader resolvers, same upstreams): the tuned peer
+(keep-alive `http.Agent` per upstream) and the `fetch` peer (Node's global fetch). `wrk` (one
+thread, Lua scripts) drives the workloads at 1, 16 and 64 connections, alternating BFF and peer
+runs (the order rotating each round) so a noisy machine does not bias the ratio; first with 20 ms
+upstreams, then again with upstreams answering at once (viewer, two-branch and anonymous search).
+Efficiency = the peer's CPU ms per request / bff's, paired round by round, against each peer, with
+its spread over the rounds. Every server's answer to every workload is checked against bff's before
+measuring. Also measures memory: RSS with 10,000 sessions in the memory store, and bytes per session
+in Redis. Writes BENCHMARKS.md (and a PNG plot when matplotlib is installed).
 
-    python scripts/bench.py                 # the full run (about 6 minutes)
-    python scripts/bench.py --quick         # 2 s runs, 1 round
+    python scripts/bench.py                 # the full run (3 rounds, 5 s runs: about 20 minutes)
+    python scripts/bench.py --quick         # 2 s runs, 1 round (about 4 minutes)
+    python scripts/bench.py --latency-ms 0 --peers tuned=agent,undici=undici,fetch=fetch --output /tmp/b.md
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ TYPENAME = "{ __typename }"
 VIEWER_ONLY = "{ viewer { id name } }"
 WORKLOADS = {"viewer": VIEWER, "two-branches": TWO_BRANCHES, "anonymous-search": SEARCH, "typename": TYPENAME}
 ANONYMOUS = {"anonymous-search", "typename"}
+#: the workloads measured again at every upstream latency after the first (typename calls no upstream)
+AGAIN_WORKLOADS = ("viewer", "two-branches", "anonymous-search")
+#: PEER_CLIENT values of bench/peer/server.mjs. The tuned peer uses the fastest idiomatic client: undici's
+#: Pool, 0-4% less CPU per viewer request than a keep-alive http.Agent in an A/B on the development machine
+#: (`python scripts/bench_cpu.py --latency-ms 0 --peer agent=agent --peer undici=undici`; 20 ms alike).
+PEER_CLIENTS = ("agent", "undici", "fetch")
+TUNED_CLIENT = "undici"
+DEFAULT_PEERS = {"tuned": TUNED_CLIENT, "fetch": "fetch"}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -98,8 +111,29 @@ def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration
     return Result(rps, p50, p99, (int(errors.group(1)) if errors else 0) + (int(bad.group(1)) if bad else 0))
 
 
+def parse_peers(spec: str) -> dict[str, str]:
+    """``tuned=agent,fetch=fetch`` (name=PEER_CLIENT; a bare client names itself) -> {name: client}."""
+    peers: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, client = item.partition("=")
+        client = client or name
+        if client not in PEER_CLIENTS:
+            raise ValueError(f"peer client {client!r}: one of {', '.join(PEER_CLIENTS)}")
+        peers[name] = client
+    return peers
+
+
+def canonical(value: object) -> object:
+    """A JSON value with every list sorted (by its items' JSON), so answers compare modulo ordering."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return sorted((canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    return value
+
+
 class Stack:
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, peers: dict[str, str] | None = None) -> None:
         self.latency_ms = latency_ms
         self.procs: list[subprocess.Popen[bytes]] = []
         self.idp_port = free_port()
@@ -110,7 +144,11 @@ class Stack:
         self.idp_apps = ThreadedApps(self.idp.app(), ports=[self.idp_port])
         self.redis = RedisServer()
         self.upstream_ports = {"accounts": free_port(), "catalog": free_port()}
-        self.peer_port = free_port()
+        #: the Node peers, by name: their PEER_CLIENT, port and (once started) process
+        self.peer_clients = dict(peers or DEFAULT_PEERS)
+        self.peer_ports = {name: free_port() for name in self.peer_clients}
+        self.peers: dict[str, subprocess.Popen[bytes]] = {}
+        self.peer_port = next(iter(self.peer_ports.values()))  # the first (tuned) peer's
         self.bff: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -121,17 +159,25 @@ class Stack:
         user_token = self.idp._access_token(self.client, "authorization_code", DevUser("alice", "bench"), "openid")
         self.user_token = user_token
         service = self.idp._access_token(self.client, "client_credentials", None, "")
-        env = {
-            **os.environ,
-            "PORT": str(self.peer_port),
-            "ACCOUNTS_URL": f"http://127.0.0.1:{self.upstream_ports['accounts']}",
-            "CATALOG_URL": f"http://127.0.0.1:{self.upstream_ports['catalog']}/graphql",
-            "SERVICE_TOKEN": service,
-        }
-        self.procs.append(subprocess.Popen(["node", "server.mjs"], cwd=PEER_DIR, env=env, stdout=subprocess.DEVNULL))
+        for name, client in self.peer_clients.items():
+            env = {
+                **os.environ,
+                "PORT": str(self.peer_ports[name]),
+                "PEER_CLIENT": client,
+                "ACCOUNTS_URL": f"http://127.0.0.1:{self.upstream_ports['accounts']}",
+                "CATALOG_URL": f"http://127.0.0.1:{self.upstream_ports['catalog']}/graphql",
+                "SERVICE_TOKEN": service,
+            }
+            peer = subprocess.Popen(["node", "server.mjs"], cwd=PEER_DIR, env=env, stdout=subprocess.DEVNULL)
+            self.peers[name] = peer
+            self.procs.append(peer)
         for port in self.upstream_ports.values():
             wait_http(f"http://127.0.0.1:{port}/")
-        wait_http(f"http://127.0.0.1:{self.peer_port}/graphql")
+        for port in self.peer_ports.values():
+            wait_http(f"http://127.0.0.1:{port}/graphql")
+
+    def peer_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.peer_ports[name]}/graphql"
 
     def start_bff(self, workers: int, extra: dict[str, str] | None = None) -> None:
         self.stop_bff()
@@ -285,130 +331,268 @@ def gc_pauses(bff_url: str) -> dict[str, tuple[int, float, int]]:
     return figures
 
 
+Key = tuple[float, str, str, int]  # (upstream latency ms, server, workload, connections)
+
+
+def check_answers(stack: Stack, bff_url: str, bff_headers: dict[str, str], peer_headers: dict[str, str]) -> None:
+    """Every peer answers every workload as bff does (modulo list ordering), without errors."""
+    with httpx.Client(timeout=30) as http:
+        for name, query in {**WORKLOADS, "viewer-only": VIEWER_ONLY}.items():
+            anonymous = name in ANONYMOUS
+            expected = http.post(bff_url, json={"query": query}, headers={} if anonymous else bff_headers).json()
+            if "errors" in expected or not expected.get("data"):
+                raise RuntimeError(f"bff's answer to {name}: {expected}")
+            for peer in stack.peers:
+                got = http.post(stack.peer_url(peer), json={"query": query}, headers={} if anonymous else peer_headers)
+                if canonical(got.json()) != canonical(expected):
+                    raise RuntimeError(f"peer {peer} answers {name} otherwise than bff:\n{got.text}\n{expected}")
+    print(f"answers: {', '.join(stack.peers)} answer every workload as bff does", flush=True)
+
+
+def summary(samples: list[Result]) -> Result:
+    return Result(
+        statistics.median(s.rps for s in samples),
+        statistics.median(s.p50_ms for s in samples),
+        statistics.median(s.p99_ms for s in samples),
+        sum(s.errors for s in samples),
+        statistics.median(s.cpu_ms for s in samples),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument(
+        "--latency-ms",
+        default="20,0",
+        help="upstream latencies, one stack each; the first runs every workload, the others "
+        + ", ".join(AGAIN_WORKLOADS),
+    )
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--workers", default="1")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of BFF and peer per figure")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of BFF and the peers per figure")
+    parser.add_argument(
+        "--peers",
+        default=",".join(f"{k}={v}" for k, v in DEFAULT_PEERS.items()),
+        help=f"name=PEER_CLIENT ({'|'.join(PEER_CLIENTS)}), comma-separated; the first is the tuned reference",
+    )
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of viewer load on each server first")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 round, 1 s warm-up")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.rounds = 2, 1
+        args.duration, args.rounds, args.warmup = 2, 1, 1
     for tool in ("wrk", "node", "redis-server"):
         if shutil.which(tool) is None:
             print(f"{tool} is required (apt-get install wrk nodejs redis-server)", file=sys.stderr)
             return 2
-    if not (PEER_DIR / "node_modules").exists():
+    if not (PEER_DIR / "node_modules" / "undici").exists():  # none yet, or from before the tuned peer
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
     connections = [int(c) for c in args.connections.split(",")]
     workers_list = [int(w) for w in args.workers.split(",")]
+    latencies = [float(x) for x in str(args.latency_ms).split(",")]
+    peers = parse_peers(args.peers)
+    args.peers = peers
+    args.latencies = latencies
 
-    stack = Stack(args.latency_ms)
-    stack.start()
-    results: dict[tuple[str, str, int], Result] = {}
+    runs: dict[Key, list[Result]] = {}
     pauses: dict[str, tuple[int, float, int]] = {}
-    try:
-        critical = critical_path_ms(stack)
-        bff_url = f"http://127.0.0.1:{stack.bff_port}/graphql"
-        peer_url = f"http://127.0.0.1:{stack.peer_port}/graphql"
-        peer = stack.procs[-1]
-        for workers in workers_list:
-            stack.start_bff(workers)
-            assert stack.bff is not None
-            cookie = stack.sign_in()
-            bff_headers = {"Cookie": f"bff_session={cookie}", "X-CSRF": "1"}
-            peer_headers = {"Authorization": f"Bearer {stack.user_token}"}
-            wrk(bff_url, VIEWER, bff_headers, 16, 3)  # warm up both
-            wrk(peer_url, VIEWER, peer_headers, 16, 3)
-            for name, query in {**WORKLOADS, "viewer-only": VIEWER_ONLY}.items():
-                anonymous = name in ANONYMOUS
-                for c in connections if name != "viewer-only" else [1]:
-                    runs: dict[str, list[Result]] = {"bff": [], "peer": []}
-                    for _ in range(args.rounds):  # alternate A and B
-                        runs["bff"].append(
-                            measured(stack.bff.pid, bff_url, query, {} if anonymous else bff_headers, c, args.duration)
+    critical = float("nan")
+    memory: dict[str, float] = {}
+    for index, latency in enumerate(latencies):
+        stack = Stack(latency, peers)
+        stack.start()
+        try:
+            if index == 0:
+                critical = critical_path_ms(stack)
+            workloads = {**WORKLOADS, "viewer-only": VIEWER_ONLY}
+            if index > 0:
+                workloads = {name: WORKLOADS[name] for name in AGAIN_WORKLOADS}
+            bff_url = f"http://127.0.0.1:{stack.bff_port}/graphql"
+            for workers in workers_list:
+                stack.start_bff(workers)
+                assert stack.bff is not None
+                cookie = stack.sign_in()
+                bff_headers = {"Cookie": f"bff_session={cookie}", "X-CSRF": "1"}
+                peer_headers = {"Authorization": f"Bearer {stack.user_token}"}
+                with_peers = workers == workers_list[0]
+                if with_peers:
+                    check_answers(stack, bff_url, bff_headers, peer_headers)
+                servers = {f"bff-{workers}w": (stack.bff.pid, bff_url, bff_headers)}
+                if with_peers:
+                    for name, proc in stack.peers.items():
+                        servers[f"peer-{name}"] = (proc.pid, stack.peer_url(name), peer_headers)
+                for _, url, headers in servers.values():  # warm up every server
+                    wrk(url, VIEWER, headers, 16, args.warmup)
+                for name, query in workloads.items():
+                    anonymous = name in ANONYMOUS
+                    for c in connections if name != "viewer-only" else [1]:
+                        order = list(servers)
+                        for round_ in range(args.rounds):  # alternate, the order rotating each round
+                            for side in order[round_ % len(order) :] + order[: round_ % len(order)]:
+                                pid, url, headers = servers[side]
+                                runs.setdefault((latency, side, name, c), []).append(
+                                    measured(pid, url, query, {} if anonymous else headers, c, args.duration)
+                                )
+                        print(
+                            f"{latency:g} ms",
+                            name,
+                            c,
+                            {k[1]: summary(v) for k, v in runs.items() if k[0] == latency and k[2:] == (name, c)},
+                            flush=True,
                         )
-                        if workers == workers_list[0]:
-                            runs["peer"].append(
-                                measured(peer.pid, peer_url, query, {} if anonymous else peer_headers, c, args.duration)
-                            )
-                    for side, samples in runs.items():
-                        if samples:
-                            results[(f"{side}-{workers}w" if side == "bff" else "peer", name, c)] = Result(
-                                statistics.median(s.rps for s in samples),
-                                statistics.median(s.p50_ms for s in samples),
-                                statistics.median(s.p99_ms for s in samples),
-                                sum(s.errors for s in samples),
-                                statistics.median(s.cpu_ms for s in samples),
-                            )
-                    print(name, c, {k: v for k, v in results.items() if k[1] == name and k[2] == c}, flush=True)
-            if workers == 1:
-                pauses = gc_pauses(f"http://127.0.0.1:{stack.bff_port}")
-        memory = memory_figures(stack.redis.url)
-    finally:
-        stack.stop()
-    write_report(args, results, critical, memory, pauses, workers_list, connections)
+                if workers == workers_list[0] and index == 0:
+                    pauses = gc_pauses(f"http://127.0.0.1:{stack.bff_port}")
+            if index == 0:
+                memory = memory_figures(stack.redis.url)
+        finally:
+            stack.stop()
+    write_report(args, runs, critical, memory, pauses, workers_list, connections)
     return 0
+
+
+def _spread(values: list[float], digits: int = 2) -> str:
+    """The median, and (min-max) when there are several values; empty for none."""
+    if not values:
+        return ""
+    median = f"{statistics.median(values):.{digits}f}"
+    if len(values) < 2:
+        return median
+    return f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def efficiencies(runs: dict[Key, list[Result]], latency: float, peer: str, bff: str, name: str, c: int) -> list[float]:
+    """peer CPU ms/req / bff CPU ms/req, round by round (each pair measured in the same alternation)."""
+    peer_runs, bff_runs = runs.get((latency, peer, name, c)), runs.get((latency, bff, name, c))
+    if not peer_runs or not bff_runs:
+        return []
+    return [p.cpu_ms / b.cpu_ms for p, b in zip(peer_runs, bff_runs, strict=False) if b.cpu_ms > 0]
 
 
 def write_report(
     args: argparse.Namespace,
-    results: dict[tuple[str, str, int], Result],
+    runs: dict[Key, list[Result]],
     critical: float,
     memory: dict[str, float],
     pauses: dict[str, tuple[int, float, int]],
     workers_list: list[int],
     connections: list[int],
 ) -> None:
+    latencies: list[float] = args.latencies
+    peers: dict[str, str] = args.peers
     first = f"bff-{workers_list[0]}w"
+    tuned = next(iter(peers))
+    peer_sides = [f"peer-{name}" for name in peers]
+    sides = [*(f"bff-{w}w" for w in workers_list), *peer_sides]
+    results = {key: summary(samples) for key, samples in runs.items()}
+    main_latency = latencies[0]
+    peer_words = ", ".join(
+        f"`peer-{name}` (`PEER_CLIENT={client}`: "
+        + {
+            "agent": "node:http with one keep-alive `http.Agent` per upstream",
+            "undici": "one undici `Pool` per upstream",
+            "fetch": "Node's global `fetch`",
+        }[client]
+        + ")"
+        for name, client in peers.items()
+    )
     lines = [
         START,
         "# Benchmarks",
         "",
         f"Generated by `python scripts/bench.py` on {time.strftime('%Y-%m-%d')}: upstream latency "
-        f"{args.latency_ms:g} ms, wrk 1 thread, {args.duration:g} s per run, median of {args.rounds} alternated "
-        f"runs; {os.cpu_count()} cores shared by everything (BFF, peer, upstreams, Redis, wrk). CPU ms/req = the "
-        "server's user+system CPU time (all its processes) / requests served: the per-core cost, which a busy "
-        "machine biases far less than req/s.",
+        + " and ".join(f"{x:g} ms" for x in latencies)
+        + f", wrk 1 thread, {args.duration:g} s per run, median of {args.rounds} alternated "
+        f"runs (the order rotating each round); {os.cpu_count()} cores shared by everything (BFF, peers, upstreams, "
+        "Redis, wrk). CPU ms/req = the server's user+system CPU time (all its processes) / requests served: the "
+        "per-core cost, which a busy machine biases far less than req/s. The peers are graphql-yoga 5 with the "
+        f"same schema, resolvers and per-request DataLoaders, differing only in their upstream client: {peer_words}. "
+        "Every server's answer to every workload was checked equal to bff's before measuring.",
         "",
-        "| workload | conns | server | req/s | p50 ms | p99 ms | CPU ms/req | errors | CPU bff/peer | p50 bff/peer |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "## Efficiency (peer CPU ms/req / bff CPU ms/req; above 1: bff spends less)",
+        "",
+        "Paired round by round; the median"
+        + (f", and the spread over the {args.rounds} rounds (min-max)" if args.rounds >= 2 else "")
+        + f". bff is `{first}`.",
+        "",
+        "| upstreams | workload | conns | bff CPU ms/req | "
+        + " | ".join(f"{side} CPU ms/req" for side in peer_sides)
+        + " | "
+        + " | ".join(f"efficiency vs {name}" for name in peers)
+        + " | bff p50 ms | "
+        + " | ".join(f"{side} p50 ms" for side in peer_sides)
+        + " |",
+        "| --- | --- | ---: |" + " ---: |" * (2 + 3 * len(peers)),
     ]
-    for name in WORKLOADS:
-        for c in connections:
-            peer = results.get(("peer", name, c))
-            for side in [*(f"bff-{w}w" for w in workers_list), "peer"]:
-                r = results.get((side, name, c))
-                if r is None:
+    for latency in latencies:
+        for name in [*WORKLOADS, "viewer-only"]:
+            for c in connections:
+                bff_runs = runs.get((latency, first, name, c))
+                if not bff_runs:
                     continue
-                cpu_ratio = f"{r.cpu_ms / peer.cpu_ms:.2f}" if peer and side != "peer" else ""
-                p50_ratio = f"{r.p50_ms / peer.p50_ms:.2f}" if peer and side != "peer" else ""
-                lines.append(
-                    f"| {name} | {c} | {side} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_ms:.2f} | "
-                    f"{r.errors} | {cpu_ratio} | {p50_ratio} |"
-                )
-    viewer1 = results[(first, "viewer", 1)]
-    two = results[(first, "two-branches", 1)]
-    slowest = max(results[(first, "viewer-only", 1)].p50_ms, results[(first, "anonymous-search", 1)].p50_ms)
-    efficiency = ", ".join(
-        f"{c} connections {results[('peer', 'viewer', c)].cpu_ms / results[(first, 'viewer', c)].cpu_ms:.2f}"
-        for c in connections
-        if c > 1
-    )
+                cells = [f"{latency:g} ms", name, str(c), _spread([r.cpu_ms for r in bff_runs])]
+                cells += [_spread([r.cpu_ms for r in runs.get((latency, side, name, c), [])]) for side in peer_sides]
+                for side in peer_sides:
+                    values = efficiencies(runs, latency, side, first, name, c)
+                    bold = "**" if side == f"peer-{tuned}" and c > 1 and name in {"viewer", "two-branches"} else ""
+                    cells.append(f"{bold}{_spread(values)}{bold}" if values else "")
+                cells.append(f"{results[(latency, first, name, c)].p50_ms:.2f}")
+                cells += [
+                    f"{results[(latency, side, name, c)].p50_ms:.2f}" if (latency, side, name, c) in results else ""
+                    for side in peer_sides
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    for latency in latencies:
+        lines += [
+            "",
+            f"## All runs, upstreams at {latency:g} ms"
+            if latency
+            else "## All runs, upstreams answering at once (0 ms)",
+            "",
+            "| workload | conns | server | req/s | p50 ms | p99 ms | CPU ms/req | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name in WORKLOADS:
+            for c in connections:
+                for side in sides:
+                    samples = runs.get((latency, side, name, c))
+                    if not samples:
+                        continue
+                    r = results[(latency, side, name, c)]
+                    lines.append(
+                        f"| {name} | {c} | {side} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                        f"{_spread([s.cpu_ms for s in samples])} | {r.errors} |"
+                    )
+    lines.append("")
+    at = main_latency
+    for peer in peers:
+        efficiency = ", ".join(
+            f"{c} connections {_spread(efficiencies(runs, at, f'peer-{peer}', first, 'viewer', c))}"
+            for c in connections
+            if c > 1 and (at, first, "viewer", c) in results
+        )
+        lines.append(f"* Efficiency on the viewer query against `peer-{peer}` ({at:g} ms upstreams): {efficiency}.")
+    if (at, first, "viewer", 1) in results:
+        viewer1 = results[(at, first, "viewer", 1)]
+        two = results[(at, first, "two-branches", 1)]
+        slowest = max(results[(at, first, "viewer-only", 1)].p50_ms, results[(at, first, "anonymous-search", 1)].p50_ms)
+        peer_overheads = ", ".join(
+            f"{side}: {results[(at, side, 'viewer', 1)].p50_ms - critical:.2f} ms"
+            for side in peer_sides
+            if (at, side, "viewer", 1) in results
+        )
+        lines += [
+            f"* Upstream critical path of the viewer query (me -> orders -> catalog, measured directly, {at:g} ms "
+            f"upstreams): {critical:.2f} ms p50.",
+            f"* BFF overhead at 1 connection (viewer p50 - critical path): {viewer1.p50_ms - critical:.2f} ms "
+            f"({peer_overheads}).",
+            f"* Fan-out ratio (two-branch p50 / slowest branch p50, {at:g} ms upstreams): {two.p50_ms / slowest:.2f}.",
+        ]
     gc_line = "; ".join(
         f"generation {g}: {n} collections, longest under {longest * 1000:g} ms, {over} over 20 ms"
         for g, (n, longest, over) in pauses.items()
     )
     lines += [
-        "",
-        f"* Efficiency on the viewer query (peer CPU per request / bff's, 1 worker): {efficiency}.",
-        f"* Upstream critical path of the viewer query (me -> orders -> catalog, measured directly): {critical:.2f} ms p50.",
-        f"* BFF overhead at 1 connection (viewer p50 - critical path): {viewer1.p50_ms - critical:.2f} ms "
-        f"(peer: {results[('peer', 'viewer', 1)].p50_ms - critical:.2f} ms).",
-        f"* Fan-out ratio (two-branch p50 / slowest branch p50): {two.p50_ms / slowest:.2f}.",
         f"* Garbage-collector pauses in the 1-worker run, all workloads (`bff_gc_pause_seconds`): {gc_line or 'none'}.",
         f"* Memory: {memory['bytes_per_session_memory']:.0f} bytes per session in the memory store "
         f"(RSS {memory['rss_before_mb']:.1f} MB -> {memory['rss_after_mb']:.1f} MB with 10,000 sessions); "
@@ -435,11 +619,11 @@ def write_report(
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for side in [*(f"bff-{w}w" for w in workers_list), "peer"]:
-        xs = [c for c in connections if (side, "viewer", c) in results]
-        ax.plot(xs, [results[(side, "viewer", c)].p50_ms for c in xs], marker="o", label=f"{side} p50")
+    for side in sides:
+        xs = [c for c in connections if (at, side, "viewer", c) in results]
+        ax.plot(xs, [results[(at, side, "viewer", c)].p50_ms for c in xs], marker="o", label=f"{side} p50")
     ax.set_xlabel("connections")
-    ax.set_ylabel("viewer query latency (ms)")
+    ax.set_ylabel(f"viewer query latency (ms), {at:g} ms upstreams")
     ax.set_xscale("log", base=2)
     ax.legend()
     fig.tight_layout()

@@ -4,12 +4,14 @@
 CPU per request = the server process's CPU time (user + system, from /proc) / requests served by
 wrk, so a machine shared with other work biases it far less than requests per second do. Each
 variant is a set of BFF_ settings, optionally on another commit (``name@ref``: the code of that
-git ref, checked out in a temporary worktree); rounds alternate every variant and the peer;
-medians are printed.
+git ref, checked out in a temporary worktree); rounds alternate every variant and the peers
+(``--peer name=PEER_CLIENT``, repeatable: agent, undici or fetch; by default the tuned one);
+medians are printed, and each figure's ratio to the first peer's.
 
     python scripts/bench_cpu.py --connections 16 --rounds 3 --duration 5 \\
         --variant httpx:BFF_UPSTREAM_CLIENT=httpx --variant aiohttp:BFF_UPSTREAM_CLIENT=aiohttp
     python scripts/bench_cpu.py --variant "before@HEAD~3:" --variant "now:"    # a change, A/B
+    python scripts/bench_cpu.py --latency-ms 0 --peer agent=agent --peer undici=undici --peer fetch=fetch
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchkit import ROOT, cpu_seconds
 
-from bench import VIEWER, Stack, wrk
+from bench import DEFAULT_PEERS, VIEWER, Stack, parse_peers, wrk
 
 LADDER_START, LADDER_END = "<!-- cpu-ladder:start -->", "<!-- cpu-ladder:end -->"
 
@@ -49,8 +51,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before each variant is measured")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--variant", action="append", default=[], help="name[@git-ref]:VAR=value,VAR=value")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=None,
+        help="name=PEER_CLIENT (agent|undici|fetch), repeatable; the first is the reference of the ratios",
+    )
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md's CPU ladder")
     args = parser.parse_args()
+    args.peers = parse_peers(",".join(args.peer)) if args.peer else {"peer": DEFAULT_PEERS["tuned"]}
+    reference = f"peer-{next(iter(args.peers))}" if args.peer else "peer"
     trees = Path(tempfile.mkdtemp(prefix="bff-bench-"))
     made: list[Path] = []
     variants: dict[str, dict[str, str]] = {}
@@ -77,13 +87,14 @@ def main() -> int:
         "| variant | "
         + " | ".join(f"c={c}" for c in connections)
         + " | "
-        + " | ".join(f"/peer c={c}" for c in connections)
+        + " | ".join(f"/{reference} c={c}" for c in connections)
         + " |",
         "| --- |" + " --- |" * (2 * len(connections)),
     ]
-    for name in [*variants, "peer"]:
+    peer_names = [f"peer-{name}" for name in args.peers] if args.peer else ["peer"]
+    for name in [*variants, *peer_names]:
         medians = [statistics.median(results[(name, c)]) for c in connections]
-        ratios = [m / statistics.median(results[("peer", c)]) for m, c in zip(medians, connections, strict=True)]
+        ratios = [m / statistics.median(results[(reference, c)]) for m, c in zip(medians, connections, strict=True)]
         lines.append(
             f"| {name} | "
             + " | ".join(f"{m:.2f}" for m in medians)
@@ -104,15 +115,15 @@ def measure(
     args: argparse.Namespace, variants: dict[str, dict[str, str]]
 ) -> tuple[dict[tuple[str, int], list[float]], dict[tuple[str, int], int]]:
     connections = args.connections or [16]
-    stack = Stack(args.latency_ms)
+    stack = Stack(args.latency_ms, args.peers)
     stack.start()
     results: dict[tuple[str, int], list[float]] = {}
     errors: dict[tuple[str, int], int] = {}
+    labels = {name: f"peer-{name}" if args.peer else "peer" for name in stack.peers}
     try:
-        peer = stack.procs[-1]
-        peer_url = f"http://127.0.0.1:{stack.peer_port}/graphql"
         peer_headers = {"Authorization": f"Bearer {stack.user_token}"}
-        wrk(peer_url, VIEWER, peer_headers, 16, args.warmup)
+        for name in stack.peers:
+            wrk(stack.peer_url(name), VIEWER, peer_headers, 16, args.warmup)
         for _ in range(args.rounds):
             for name, extra in variants.items():
                 stack.start_bff(1, extra)
@@ -127,13 +138,15 @@ def measure(
                     used = cpu_seconds(stack.bff.pid) - before
                     results.setdefault((name, c), []).append(1000 * used / max(1.0, run.rps * args.duration))
                     errors[(name, c)] = errors.get((name, c), 0) + run.errors
-            for c in connections:
-                before = cpu_seconds(peer.pid)
-                run = wrk(peer_url, VIEWER, peer_headers, c, args.duration)
-                results.setdefault(("peer", c), []).append(
-                    1000 * (cpu_seconds(peer.pid) - before) / max(1.0, run.rps * args.duration)
-                )
-                errors[("peer", c)] = errors.get(("peer", c), 0) + run.errors
+            for name, peer in stack.peers.items():
+                label = labels[name]
+                for c in connections:
+                    before = cpu_seconds(peer.pid)
+                    run = wrk(stack.peer_url(name), VIEWER, peer_headers, c, args.duration)
+                    results.setdefault((label, c), []).append(
+                        1000 * (cpu_seconds(peer.pid) - before) / max(1.0, run.rps * args.duration)
+                    )
+                    errors[(label, c)] = errors.get((label, c), 0) + run.errors
     finally:
         stack.stop()
     return results, errors
@@ -152,7 +165,8 @@ def write_section(args: argparse.Namespace, lines: list[str]) -> None:
             f"`{command}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores shared by everything). "
             "CPU milliseconds per request = the server process's user+system CPU / requests served (1 worker, "
             "Redis sessions); each step is a commit (or settings) of this repository, alternated with the "
-            "graphql-yoga peer in one run; medians, the single values in the comments.",
+            f"graphql-yoga peer ({', '.join(f'{k}: PEER_CLIENT={v}' for k, v in args.peers.items())}) in one run; "
+            "medians, the single values in the comments.",
             "",
             *lines[2:],
             LADDER_END,
