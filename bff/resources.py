@@ -349,6 +349,7 @@ def session_store(settings: Settings, crypto: SessionCrypto, metrics: Metrics | 
         "idle_seconds": settings.session_idle_timeout_seconds,
         "absolute_seconds": settings.session_absolute_timeout_seconds,
         "metrics": metrics,
+        "recent_seconds": settings.session_cache_seconds,
     }
     url = settings.session_store
     if url == "memory":

@@ -238,6 +238,10 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     session_previous_secrets: CommaSecrets = []
     session_idle_timeout_seconds: int = Field(default=8 * 3600, gt=0)
+    #: how long a GraphQL request may reuse the session another request of this process read: every
+    #: change announcement (refresh, logout, back-channel logout, on any replica) forgets it at once;
+    #: 0 reads the store on every request
+    session_cache_seconds: float = Field(default=0.25, ge=0, le=5)
     session_absolute_timeout_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     login_timeout_seconds: int = Field(default=600, gt=0, le=600)
 

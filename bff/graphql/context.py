@@ -147,7 +147,7 @@ class Context:
         return None if session is None else User.of(session)
 
     async def _read_session(self, session_id: str) -> Session | None:
-        session = await self._resources.store.get(session_id, touch=self.touch)
+        session = await self._resources.store.get(session_id, touch=self.touch, recent=True)
         if session is not None and self._connection is not None:
             # for the access log: the subject and a hash of the id, never the id
             self._connection.state.user_sub = session.sub

@@ -424,6 +424,9 @@ class RedisSessionStore(SessionStore):
         self._ensure_listener()
         await super().wait_for_change(session_id, timeout)
 
+    def _listen_for_changes(self) -> None:
+        self._ensure_listener()
+
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="bff-session-changes")
@@ -445,7 +448,7 @@ class RedisSessionStore(SessionStore):
                         # redis-py's stubs type aclose() on some releases and not on others: a cast, not an
                         # ignore, so mypy passes on every redis the project admits (issue 22)
                         close = cast("Callable[[], Awaitable[None]]", pubsub.aclose)
-                        await close()
+                        await asyncio.wait_for(close(), 1.0)
             except asyncio.CancelledError:
                 raise
             except _UNUSABLE:
@@ -473,7 +476,8 @@ class RedisSessionStore(SessionStore):
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *_UNUSABLE):
-                await self._listener
+            # bounded: a listener cancelled while its subscription was being made can wait for
+            # ever in redis-py's pubsub close (seen in tests/sessions/test_recent_sessions.py)
+            await asyncio.wait({self._listener}, timeout=2.0)
         with contextlib.suppress(*_UNUSABLE):
             await self.redis.aclose()

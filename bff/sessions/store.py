@@ -82,13 +82,25 @@ class SessionStore(ABC):
     shared: bool = False
 
     def __init__(
-        self, crypto: SessionCrypto, *, idle_seconds: int, absolute_seconds: int, metrics: Metrics | None = None
+        self,
+        crypto: SessionCrypto,
+        *,
+        idle_seconds: int,
+        absolute_seconds: int,
+        metrics: Metrics | None = None,
+        recent_seconds: float = 0.0,
     ) -> None:
         self.crypto = crypto
         self.metrics = metrics
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        #: how long a GraphQL request may reuse a session another request of this process read
+        #: (``BFF_SESSION_CACHE_SECONDS``; 0: off): by tag, (until, session id, session)
+        self.recent_seconds = recent_seconds
+        self._recent: dict[str, tuple[float, str, Session]] = {}
+        #: moves on every change announcement: a read that began before one is not remembered
+        self._changes = 0
 
     # sessions ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -111,12 +123,39 @@ class SessionStore(ABC):
         ``GET /auth/session``, the native handoff's answer."""
         return session.last_seen + self.idle_seconds, session.created_at + self.absolute_seconds
 
-    async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
+    async def get(self, session_id: str, *, touch: bool = True, recent: bool = False) -> Session | None:
         """The live session, or None (absent, expired, tampered, or written under a retired key).
         ``touch=False``: a look that does not count as activity (the idle timeout is not pushed).
 
+        ``recent=True`` (a GraphQL request's read, nothing that decides about tokens or logout):
+        a session this process read less than ``recent_seconds`` ago may be returned without asking
+        the store. Every change announcement of the session (a refresh, a logout, a back-channel
+        logout, on any replica: the announcements that end streams) forgets it at once, so a
+        reused copy is never older than the announcement's delivery; a key deleted behind the
+        store's back is noticed within ``recent_seconds``. Bounded: 4,096 sessions at most.
+
         Raises `StoreUnavailable` when the record is encrypted under a key this replica does not
         know yet (a rolling secret rotation): the session is kept, nothing is concluded."""
+        if recent and self.recent_seconds > 0:
+            tag = self.crypto.tag(session_id)
+            hit = self._recent.get(tag)
+            if hit is not None and hit[0] > time.monotonic() and hit[1] == session_id:
+                cached = hit[2]
+                now = self.now()
+                due = touch and now - cached.last_seen > min(60.0, self.idle_seconds / 10)
+                if not due and now < self.expires_at(cached)[1]:
+                    return cached
+            changes = self._changes
+            session = await self._read(session_id, touch)
+            if session is not None and changes == self._changes and not isinstance(session_id, UnverifiedId):
+                self._listen_for_changes()
+                if len(self._recent) >= 4096:
+                    self._recent.clear()
+                self._recent[tag] = (time.monotonic() + self.recent_seconds, session_id, session)
+            return session
+        return await self._read(session_id, touch)
+
+    async def _read(self, session_id: str, touch: bool) -> Session | None:
         with self._timed("get"):
             record = await self._get(session_id)
         if record is None:
@@ -267,9 +306,16 @@ class SessionStore(ABC):
         self._notify(self.crypto.tag(session_id))
 
     def _notify(self, tag: str) -> None:
-        """Wake the waiters of the session whose tag (`SessionCrypto.tag`) this is."""
+        """A change of the session whose tag (`SessionCrypto.tag`) this is: forget its recent copy
+        and wake its waiters."""
+        self._changes += 1
+        self._recent.pop(tag, None)
         for event in self._waiters.get(tag, ()):
             event.set()
+
+    def _listen_for_changes(self) -> None:
+        """Make sure other replicas' change announcements reach `_notify` (a shared store's
+        subscription); a process-local store hears all its changes already."""
 
     async def note_idp_answer(self, replica: str, started: float) -> None:
         """Record that ``replica`` got an answer from the IdP to a call it started at ``started``
