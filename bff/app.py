@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry import Schema as StrawberrySchema
 
 from bff.graphql.documents.persisted import PersistedDocuments, load_manifest
@@ -117,6 +118,8 @@ def create_app(
     auth.install_error_handlers(app)
     app.add_exception_handler(HTTPException, _http_error)
 
+    # added first, so innermost: inside every bff middleware below, past FastAPI's own layers
+    app.add_middleware(GraphQLRoute, handler=handler, route=_route(app, "/graphql"))
     # one body limit for every route (issue 24); inside the access log, the request id and CORS
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     allowed = [settings.public_origin, *settings.cors_origins]
@@ -177,6 +180,33 @@ def load_schema(reference: str) -> BFFSchema:
             kind = f"a {type(value).__qualname__}"
         raise SchemaError(f"schema reference {reference!r} names {kind}, not a schema: {HOW_TO_BUILD}")
     return value
+
+
+class GraphQLRoute:
+    """HTTP ``/graphql`` straight to its handler. It sits inside every bff middleware (request id,
+    access log, CORS, the CSRF/Origin rule, the body limit, the last-resort guard: nothing of them is
+    skipped), but past FastAPI's exception and exit-stack layers, its router and its endpoint
+    wrapper, which the handler needs none of (it answers every refusal itself; anything it raises
+    reaches `LastResortMiddleware` as before). Measured with scripts/bench_cpu.py (issue 26): see
+    BENCHMARKS.md's ladder. The route stays registered, for the access log's label and for anything
+    that lists the app's routes."""
+
+    def __init__(self, app: ASGIApp, *, handler: GraphQLHTTPHandler, route: Any) -> None:
+        self.app = app
+        self.handler = handler
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/graphql":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _route(app: FastAPI, path: str) -> Any:
+    return next(route for route in app.router.routes if getattr(route, "path", None) == path)
 
 
 def app_from_env() -> FastAPI:

@@ -214,7 +214,7 @@ def test_connection_params_and_request_headers_without_the_session_credential() 
     the ``Authorization``/cookie that carry the session (native clients send ``Session <handle>``)."""
     from starlette.requests import Request
 
-    stub: Any = types.SimpleNamespace(settings=types.SimpleNamespace(request_timeout_seconds=5))
+    stub: Any = types.SimpleNamespace(requests=types.SimpleNamespace(timeout_seconds=5))
     headers = [(b"cookie", b"__Host-bff=signed"), (b"authorization", b"Session abc"), (b"accept-language", b"de")]
     request = Request(
         {"type": "http", "method": "POST", "path": "/graphql", "headers": headers, "client": ("1.2.3.4", 5)}
