@@ -36,6 +36,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def error_entry(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+    """One entry of a GraphQL response's ``errors``: the one place that shape is written by hand
+    (the GraphQL transports and the web middleware's refusals of ``/graphql`` requests use it)."""
+    return {"message": message, "extensions": {"code": code, **extensions}}
+
+
 class BFFError(Exception):
     """Base of every error `bff` raises on purpose."""
 

@@ -16,7 +16,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
-from bff.errors import BFFError
+from bff.errors import BFFError, error_entry
 
 log = logging.getLogger("bff.graphql")
 
@@ -61,11 +61,6 @@ def to_graphql_error(error: GraphQLError, request_id: str | None = None) -> Grap
         original_error=None,
         extensions=extensions,
     )
-
-
-def error_entry(message: str, code: str, **extensions: Any) -> dict[str, Any]:
-    """One entry of a response's ``errors``: the only place that shape is written by hand."""
-    return {"message": message, "extensions": {"code": code, **extensions}}
 
 
 def refusal_body(exc: BFFError) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bff.errors import error_entry
 from bff.metrics import Metrics, loggable_name
 
 access_log = logging.getLogger("bff.access")
@@ -200,14 +201,7 @@ class LastResortMiddleware:
                 exc_info=exc,
                 extra={"request_id": request_id, "method": scope.get("method"), "path": scope.get("path")},
             )
-            body = {
-                "errors": [
-                    {
-                        "message": "Internal server error",
-                        "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-                    }
-                ]
-            }
+            body = {"errors": [error_entry("Internal server error", "INTERNAL_SERVER_ERROR", requestId=request_id)]}
             payload = json.dumps(body).encode()
             headers = [
                 (b"content-type", b"application/json"),
@@ -282,7 +276,7 @@ class BodyLimitMiddleware:
         path = scope.get("path", "")
         body: dict[str, object]
         if any(path == p or path.startswith(p + "/") for p in self.graphql_paths):
-            body = {"errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}
+            body = {"errors": [error_entry(message, "PAYLOAD_TOO_LARGE")]}
         else:
             body = {"error": "payload_too_large", "message": message}
         payload = json.dumps(body).encode()
@@ -382,7 +376,7 @@ class CSRFMiddleware:
         if reason is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
-            await send_json(send, 403, {"errors": [{"message": reason, "extensions": {"code": "FORBIDDEN"}}]})
+            await send_json(send, 403, {"errors": [error_entry(reason, "FORBIDDEN")]})
         else:
             await self._refuse_upgrade(scope, receive, send, reason)
 

@@ -28,8 +28,9 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
+from bff.errors import error_entry
 from bff.graphql.context import Context
-from bff.graphql.errors import error_entry, result_body, to_graphql_error
+from bff.graphql.errors import result_body, to_graphql_error
 from bff.resources import Resources
 from bff.sessions.streams import Stream
 

@@ -44,9 +44,8 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bff.errors import RequestRefused, StoreUnavailable, StreamLimitExceeded
+from bff.errors import RequestRefused, StoreUnavailable, StreamLimitExceeded, error_entry
 from bff.graphql.context import Context
-from bff.graphql.errors import error_entry
 from bff.graphql.transport.request import DocumentSource, GraphQLRequest
 from bff.graphql.transport.streams import stream_results
 from bff.resources import Resources
