@@ -63,51 +63,12 @@ def test_serve_refuses_an_unreachable_store_without_echoing_its_password(store: 
     assert "hunter2" not in line
 
 
-def test_serve_starts_when_the_identity_provider_cannot_be_discovered(redis_server: RedisServer) -> None:
-    """An IdP that does not answer at start may be a passing outage: `bff serve` says so in one line
-    naming the variable and starts anyway (a fleet restarted during an IdP outage must still serve the
-    sessions whose tokens are valid); /readyz is 503 until the IdP answers."""
-    # nothing listens there; then a port that answers, but not HTTP (the Redis server)
-    for issuer in (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{redis_server.port}"):
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--port", str(port)],
-            env=_env(
-                BFF_OIDC_ISSUER=issuer,
-                BFF_OIDC_CLIENT_ID="bff",
-                BFF_OIDC_CLIENT_SECRET="top-secret-value",
-                BFF_OIDC_TIMEOUT_SECONDS="1",
-                BFF_SESSION_SECRET="test-secret-0123456789abcdef",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline, "bff serve did not start"
-                    time.sleep(0.1)
-        finally:
-            proc.terminate()
-            output = proc.communicate(timeout=15)[0]
-        assert ready.status_code == 503
-        first = output.splitlines()[0]
-        assert first.startswith(f"bff: warning: BFF_OIDC_ISSUER ({issuer}): identity provider"), output
-        assert "top-secret-value" not in output and "Traceback" not in output
-
-
-def test_serve_can_start_without_its_parts_when_told(redis_server: RedisServer) -> None:
-    """``--skip-startup-checks``: it serves, and /readyz says what is missing."""
+def _readyz_of_a_started_server(args: list[str], env: dict[str, str]) -> tuple[httpx.Response, str]:
+    """Start ``bff serve`` with ``args``, wait for it to answer /readyz, stop it: (that answer, its output)."""
     port = free_port()
-    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bff", "serve", "--port", str(port), "--skip-startup-checks"],
-        env=_env(BFF_SESSION_STORE=url),
+        [sys.executable, "-m", "bff", "serve", "--port", str(port), *args],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -124,6 +85,33 @@ def test_serve_can_start_without_its_parts_when_told(redis_server: RedisServer) 
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0]
+    return ready, output
+
+
+def test_serve_starts_when_the_identity_provider_cannot_be_discovered(redis_server: RedisServer) -> None:
+    """An IdP that does not answer at start may be a passing outage: `bff serve` says so in one line
+    naming the variable and starts anyway (a fleet restarted during an IdP outage must still serve the
+    sessions whose tokens are valid); /readyz is 503 until the IdP answers."""
+    # nothing listens there; then a port that answers, but not HTTP (the Redis server)
+    for issuer in (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{redis_server.port}"):
+        env = _env(
+            BFF_OIDC_ISSUER=issuer,
+            BFF_OIDC_CLIENT_ID="bff",
+            BFF_OIDC_CLIENT_SECRET="top-secret-value",
+            BFF_OIDC_TIMEOUT_SECONDS="1",
+            BFF_SESSION_SECRET="test-secret-0123456789abcdef",
+        )
+        ready, output = _readyz_of_a_started_server([], env)
+        assert ready.status_code == 503
+        first = output.splitlines()[0]
+        assert first.startswith(f"bff: warning: BFF_OIDC_ISSUER ({issuer}): identity provider"), output
+        assert "top-secret-value" not in output and "Traceback" not in output
+
+
+def test_serve_can_start_without_its_parts_when_told(redis_server: RedisServer) -> None:
+    """``--skip-startup-checks``: it serves, and /readyz says what is missing."""
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
+    ready, output = _readyz_of_a_started_server(["--skip-startup-checks"], _env(BFF_SESSION_STORE=url))
     assert ready.status_code == 503
     assert any("not a Redis Cluster" in reason for reason in ready.json()["reasons"])
     assert "Traceback" not in output
