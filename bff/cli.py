@@ -239,8 +239,9 @@ def demo(args: argparse.Namespace) -> int:
             access_ttl=args.access_ttl,
             schema=schema,
             upstreams={name: upstream.model_dump() for name, upstream in environment.upstreams.items()},
-            # a team's schema calls the team's upstreams (BFF_UPSTREAMS__*), not the demo's
-            demo_upstreams=schema == DEMO_SCHEMA or args.demo_upstreams,
+            # a team's schema calls the team's upstreams (BFF_UPSTREAMS__*), not the demo's; with
+            # none configured, the demo's (as 0.2 did), so a schema tried on its own still has some
+            demo_upstreams=schema == DEMO_SCHEMA or args.demo_upstreams or not environment.upstreams,
         )
     except SchemaError as exc:
         return _fail(str(exc))
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--schema",
         default=None,
-        help=SCHEMA_HELP + "; behind the dev IdP, with the upstreams of BFF_UPSTREAMS__* (not the demo's)",
+        help=SCHEMA_HELP + "; behind the dev IdP, with the upstreams of BFF_UPSTREAMS__* (none set: the demo's)",
     )
     p.add_argument(
         "--demo-upstreams",

@@ -208,7 +208,7 @@ def _run_demo(*args: str, **settings: str) -> tuple[dict[str, int], str]:
 
 def test_bff_demo_schema_uses_the_teams_upstreams_not_the_demos() -> None:
     """`bff demo --schema`: the team's schema and upstreams behind the dev IdP; the demo's upstreams
-    are neither mounted nor probed unless ``--demo-upstreams`` asks for them."""
+    are neither mounted nor probed unless ``--demo-upstreams`` asks for them or none is configured."""
     billing = f"http://127.0.0.1:{free_port()}/billing"
     schema = "tests.api.user_schema:schema"
     statuses, output = _run_demo("--schema", schema, BFF_UPSTREAMS__BILLING__URL=billing)
@@ -219,3 +219,8 @@ def test_bff_demo_schema_uses_the_teams_upstreams_not_the_demos() -> None:
     statuses, output = _run_demo("--schema", schema, "--demo-upstreams", BFF_UPSTREAMS__BILLING__URL=billing)
     assert statuses == {"hello": 200, "accounts": 200, "catalog": 401, "idp": 200}
     assert "upstream accounts:" in output and "upstream catalog:" in output and "upstream billing:" in output
+
+    # no upstream configured at all: the demo's, as 0.2 did, so a schema tried on its own has some
+    statuses, output = _run_demo("--schema", schema)
+    assert statuses == {"hello": 200, "accounts": 200, "catalog": 401, "idp": 200}
+    assert "upstream accounts:" in output and "upstream catalog:" in output
