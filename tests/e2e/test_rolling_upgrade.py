@@ -322,7 +322,9 @@ async def test_b_roll_under_load_logs_nobody_out(fleet: Fleet, stack: Stack) -> 
     assert grants >= len(users) * 3, f"only {grants} refreshes in {elapsed:.1f} s: the roll did not span rotations"
     # both versions rotated sessions during the roll (the old ones before they were stopped)
     assert rotated[old_a.url] > 0 and rotated[old_b.url] > 0, rotated
-    assert all(rotated[url] > 0 for url in load.live), rotated
+    # and the new version rotated them after: which of its two replicas wins a rotation is a race
+    # (under the suite's load the one started last lost all of them in one run of four)
+    assert sum(rotated[url] for url in load.live) > 0, rotated
     assert not fleet.old_errors()
     print(f"{len(load.answers)} answers, {load.retried} retried, {grants} refreshes (<= {most}) in {elapsed:.1f} s")
 
