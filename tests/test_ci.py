@@ -164,11 +164,29 @@ def test_the_lock_satisfies_every_range_pyproject_declares() -> None:
         assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(requirement))
 
 
-@pytest.mark.skipif(UNLOCKED, reason="scripts/test --unlocked: the newest allowed versions, not the lock")
 def test_lockcheck_cli_exit_status() -> None:
+    """The command's status is its verdict: 0 with nothing to report, 1 naming each difference. In
+    the locked run there is none; the unlocked run (its own venv, the newest allowed versions) runs
+    the same check, whose verdict there may go either way, instead of skipping it."""
+    lock = ROOT / "requirements/dev.lock"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/lockcheck.py"), str(ROOT / "requirements/dev.lock")],
-        capture_output=True,
-        text=True,
+        [sys.executable, str(ROOT / "scripts/lockcheck.py"), str(lock)], capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stderr
+    problems = differences(lock, ROOT)
+    assert result.returncode == (1 if problems else 0), result.stderr
+    assert [line.removeprefix("lockcheck: ") for line in result.stderr.splitlines()] == problems
+    if not UNLOCKED:
+        assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_real_component_fails_under_ci_and_only_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`missing_component` (a redis-server, node, chromium, the SPA's packages not installed): under
+    ``CI`` a failure, never a skip that would hide the missing part; on a developer's machine a skip."""
+    from tests.support.servers import missing_component, require_binary
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-binary-bff is not installed"):
+        require_binary("no-such-binary-bff", "nothing to install")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        missing_component("absent")
