@@ -20,7 +20,7 @@ from starlette.routing import Route
 from bff.app import create_app
 from bff.resources import check_parts
 from tests.conftest import make_settings
-from tests.support.servers import RedisServer, free_port, serve
+from tests.support.servers import RedisServer, first_answer, free_port, serve
 
 
 def _env(**settings: str) -> dict[str, str]:
@@ -74,14 +74,7 @@ def _readyz_of_a_started_server(args: list[str], env: dict[str, str]) -> tuple[h
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "bff serve did not start"
-                time.sleep(0.1)
+        ready = first_answer(proc, lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5))
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0]

@@ -68,16 +68,17 @@ def refusal_body(exc: BFFError) -> dict[str, Any]:
     return {"errors": [error_entry(exc.message, exc.code)]}
 
 
-def result_body(result: Any, request_id: str | None = None) -> tuple[dict[str, Any], bool]:
+def result_body(result: Any, request_id: str | None = None, *, mapped: bool = False) -> tuple[dict[str, Any], bool]:
     """The response body of an execution result, over every transport (errors mapped by
     `to_graphql_error`), and whether the request failed before execution: a result whose errors
-    all lack a path and that has no data has no ``data`` entry at all (GraphQL over HTTP)."""
+    all lack a path and that has no data has no ``data`` entry at all (GraphQL over HTTP).
+    ``mapped``: the errors went through `to_graphql_error` already (`BFFSchema.execute` does)."""
     errors = getattr(result, "errors", None) or []
     data = getattr(result, "data", None)
     failed = data is None and bool(errors) and all(error.path is None for error in errors)
     body: dict[str, Any] = {} if failed else {"data": data}
     if errors:
-        body["errors"] = [to_graphql_error(error, request_id).formatted for error in errors]
+        body["errors"] = [(error if mapped else to_graphql_error(error, request_id)).formatted for error in errors]
     extensions = getattr(result, "extensions", None)
     if extensions:
         body["extensions"] = extensions

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bff.auth.oidc import OIDCClient
 from bff.errors import BFFError
 from bff.resources import Resources
+from bff.tasks import shared_task
 from bff.web.responses import NO_STORE
 
 router = APIRouter(tags=["health"])
@@ -39,7 +40,7 @@ class DiscoveryCheck:
         if time.monotonic() < self._until:
             return self._reason
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(self._look(oidc))
+            self._pending = shared_task(self._look(oidc))
         return await asyncio.shield(self._pending)
 
     async def _look(self, oidc: OIDCClient) -> str | None:

@@ -31,6 +31,11 @@ _MAX_LOGGED_PATH = 256
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or below one of them."""
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
 async def send_json(send: Send, status: int, body: dict[str, object]) -> None:
     payload = json.dumps(body).encode()
     await send(
@@ -156,7 +161,7 @@ class NoStoreMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not any(path == p or path.startswith(p + "/") for p in self.paths):
+        if scope["type"] != "http" or not _under(path, self.paths):
             await self.app(scope, receive, send)
             return
 
@@ -275,7 +280,7 @@ class BodyLimitMiddleware:
         message = f"the request body exceeds {self.max_bytes} bytes"
         path = scope.get("path", "")
         body: dict[str, object]
-        if any(path == p or path.startswith(p + "/") for p in self.graphql_paths):
+        if _under(path, self.graphql_paths):
             body = {"errors": [error_entry(message, "PAYLOAD_TOO_LARGE")]}
         else:
             body = {"error": "payload_too_large", "message": message}
@@ -366,7 +371,7 @@ class CSRFMiddleware:
         self.refused = refused
 
     def _protected(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.paths)
+        return _under(path, self.paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self._protected(scope["path"]):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bff.demo.stack import build_demo_app
-from tests.support.servers import free_port, serve
+from tests.support.servers import first_answer, free_port, serve
 
 VIEWER = {"query": "{ viewer { id name orders(first: 2) { id totalCents items { product { name } } } } }"}
 
@@ -187,14 +187,7 @@ def _run_demo(*args: str, **settings: str) -> tuple[dict[str, int], str]:
     base = f"http://127.0.0.1:{port}"
     statuses: dict[str, int] = {}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                hello = httpx.post(f"{base}/graphql", json={"query": "{ hello }"}, timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "bff demo did not start"
-                time.sleep(0.1)
+        hello = first_answer(proc, lambda: httpx.post(f"{base}/graphql", json={"query": "{ hello }"}, timeout=5))
         statuses["hello"] = hello.status_code if "errors" not in hello.json() else 0
         statuses["accounts"] = httpx.get(f"{base}/demo/accounts", timeout=5).status_code
         statuses["catalog"] = httpx.post(f"{base}/demo/catalog/graphql", json={}, timeout=5).status_code

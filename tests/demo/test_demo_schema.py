@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ from bff import SchemaError
 from bff.demo.stack import build_demo_app
 from bff.testing import free_port, serve
 from tests.demo.test_demo import sign_in
+from tests.support.servers import first_answer
 
 
 async def test_demo_serves_a_named_schema_with_extra_upstreams() -> None:
@@ -63,15 +63,8 @@ def test_bff_demo_schema_from_the_environment() -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ hello }"}, timeout=2)
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.communicate(timeout=5)[0]) from None
-                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/graphql"
+        answer = first_answer(proc, lambda: httpx.post(url, json={"query": "{ hello }"}, timeout=2))
         assert answer.json() == {"data": {"hello": "hello from a team's own schema"}}
     finally:
         proc.terminate()

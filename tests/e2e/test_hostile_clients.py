@@ -48,6 +48,7 @@ from tests.support.rawclients import (
     demo_sign_in,
     frame,
     metric_value,
+    read_head,
     subscribe,
 )
 from tests.support.servers import RedisServer
@@ -95,13 +96,7 @@ def post(path: str, body: bytes, port: int, accept: str = "application/json", ex
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and the body read so far (up to Content-Length) of the next answer."""
     sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = read_head(sock)
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     length = int(headers.get("content-length", "0") or 0)

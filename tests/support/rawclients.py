@@ -34,6 +34,18 @@ PROTOCOL = "graphql-transport-ws"
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def read_head(sock: socket.socket, chunk_size: int = 65536) -> tuple[bytes, bytes]:
+    """An HTTP answer's head (status line and headers) and what arrived after it, read off a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(chunk_size)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def rss_kib(pid: int) -> int:
     """The resident set of ``pid`` in KiB, as the kernel reports it (``VmRSS``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -223,13 +235,7 @@ class RawWebSocket:
             lines.append(f"Sec-WebSocket-Extensions: {extensions}")
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            response += chunk
-        head, _, rest = response.partition(b"\r\n\r\n")
+        head, rest = read_head(sock, 4096)
         socket_ = cls(sock, head)
         socket_._buffer = rest
         return socket_

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -51,6 +51,23 @@ def missing_component(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def first_answer(
+    proc: subprocess.Popen[str], ask: Callable[[], httpx.Response], *, seconds: float = 30
+) -> httpx.Response:
+    """The first answer of a server process a test started: ``ask`` again while nothing listens
+    yet; an `AssertionError` with the process's output when it exits, or takes over ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask()
+        except httpx.TransportError:
+            if proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            proc.kill()
+            raise AssertionError(f"the server did not start: {proc.communicate(timeout=10)[0][-2000:]}") from None
 
 
 def require_binary(name: str, how: str) -> str:

@@ -282,7 +282,7 @@ class GraphQLHTTPHandler:
             request.state.graphql_operation = loggable_name(name)
             return refusal_body(exc), exc.status, exc.headers
         # a request that never executed (parse, validation, variables) has no data entry at all
-        body, request_failed = result_body(result, context.request_id)
+        body, request_failed = result_body(result, mapped=True)  # BFFSchema / DirectExecution mapped them
         outcome = "rejected" if request_failed else ("error" if result.errors else "ok")
         # a name becomes a label only once it has run for a signed-in user
         signed_in = not request_failed and getattr(request.state, "user_sub", None) is not None
