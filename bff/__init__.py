@@ -40,6 +40,8 @@ _EXPORTS = {
     "load_schema": "bff.app",
     "BFFError": "bff.errors",
     "Unauthenticated": "bff.errors",
+    "Forbidden": "bff.errors",
+    "StepUpRequired": "bff.errors",
     "AuthProviderUnavailable": "bff.errors",
     "UpstreamError": "bff.errors",
     "UpstreamTimeout": "bff.errors",
@@ -56,7 +58,9 @@ if TYPE_CHECKING:
     from bff.errors import (
         AuthProviderUnavailable as AuthProviderUnavailable,
         BFFError as BFFError,
+        Forbidden as Forbidden,
         QueryRejected as QueryRejected,
+        StepUpRequired as StepUpRequired,
         Unauthenticated as Unauthenticated,
         UpstreamError as UpstreamError,
         UpstreamTimeout as UpstreamTimeout,

@@ -2,6 +2,10 @@
 
     BFFError                      INTERNAL_SERVER_ERROR (never shown as-is: masked)
     ├── Unauthenticated           UNAUTHENTICATED: no session, or the IdP refused its refresh
+    ├── Forbidden                 FORBIDDEN: an authorization directive (@requiresScopes, @policy)
+    │                             denied a field to this signed-in user
+    ├── StepUpRequired            STEP_UP_REQUIRED, with .login: a stronger sign-in is needed (an
+    │                             upstream's RFC 9470 challenge, or a policy asking for an acr)
     ├── AuthProviderUnavailable   AUTH_PROVIDER_UNAVAILABLE: IdP down while the token has expired
     │   └── ClientRejected        (same code) the IdP refused our client credentials: configuration
     ├── InvalidGrant              (internal) the IdP answered invalid_grant
@@ -62,6 +66,49 @@ class BFFError(Exception):
 class Unauthenticated(BFFError):
     code = "UNAUTHENTICATED"
     public_message = "Not signed in"
+
+
+class Forbidden(BFFError):
+    """A field this signed-in user may not see (an authorization directive said no)."""
+
+    code = "FORBIDDEN"
+    public_message = "Not allowed"
+
+
+class StepUpRequired(BFFError):
+    """A stronger sign-in is needed (RFC 9470): ``acr_values`` and ``max_age`` say what was asked;
+    ``login`` is the ready ``/auth/login?...`` URL the front end follows (set where the request's
+    return path is known, by the GraphQL layer)."""
+
+    code = "STEP_UP_REQUIRED"
+    public_message = "A stronger sign-in is required"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        acr_values: str | None = None,
+        max_age: int | None = None,
+        upstream: str | None = None,
+        login: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.acr_values = acr_values
+        self.max_age = max_age
+        self.upstream = upstream
+        self.login = login
+
+    def extensions(self) -> dict[str, Any]:
+        extensions: dict[str, Any] = {"code": self.code}
+        if self.acr_values:
+            extensions["acrValues"] = self.acr_values
+        if self.max_age is not None:
+            extensions["maxAge"] = self.max_age
+        if self.upstream:
+            extensions["upstream"] = self.upstream
+        if self.login:
+            extensions["login"] = self.login
+        return extensions
 
 
 class AuthProviderUnavailable(BFFError):

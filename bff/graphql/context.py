@@ -100,6 +100,9 @@ class Context:
         self.deadline = time.monotonic() + resources.requests.timeout_seconds
         #: whether reading the session counts as activity (a stream's reads only if configured so)
         self.touch = True
+        #: the authorization decisions of the operation running in this context, by operation
+        #: (`bff.graphql.authorization`): decided once, before any guarded field resolves
+        self._authz: dict[int, Any] = {}
 
     @property
     def request(self) -> ClientRequest | None:

@@ -54,6 +54,24 @@ class User:
     #: the scopes the session's access token was granted
     scopes: frozenset[str] = frozenset()
 
+    @property
+    def acr(self) -> str | None:
+        """The Authentication Context Class the IdP reported at the last sign-in (ID token ``acr``)."""
+        value = self.claims.get("acr")
+        return value if isinstance(value, str) else None
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        """The authentication methods of the last sign-in (ID token ``amr``), e.g. ``("pwd", "otp")``."""
+        value = self.claims.get("amr")
+        return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+    @property
+    def auth_time(self) -> float | None:
+        """When the user last actively signed in (ID token ``auth_time``, seconds since the epoch)."""
+        value = self.claims.get("auth_time")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
     @classmethod
     def of(cls, session: Session) -> User:
         claims = MappingProxyType(dict(session.claims))
