@@ -25,6 +25,10 @@ __version__ = "0.3.0"
 #: the public surface, name -> module; `__all__` is its keys (declared once, here)
 _EXPORTS = {
     "build_schema": "bff.graphql.schema",
+    "Authenticated": "bff.graphql.authorization",
+    "RequiresScopes": "bff.graphql.authorization",
+    "Policy": "bff.graphql.authorization",
+    "PolicyFunction": "bff.graphql.authorization",
     "Limits": "bff.graphql.documents.limits",
     "SchemaError": "bff.graphql.schema",
     "Context": "bff.graphql.context",
@@ -66,6 +70,12 @@ if TYPE_CHECKING:
         UpstreamTimeout as UpstreamTimeout,
         UpstreamTokenRefused as UpstreamTokenRefused,
         UpstreamUnauthorized as UpstreamUnauthorized,
+    )
+    from bff.graphql.authorization import (
+        Authenticated as Authenticated,
+        Policy as Policy,
+        PolicyFunction as PolicyFunction,
+        RequiresScopes as RequiresScopes,
     )
     from bff.graphql.context import ClientRequest as ClientRequest, Context as Context
     from bff.graphql.documents.limits import Limits as Limits

@@ -47,6 +47,7 @@ GRAPHQL_LAYER = {
     "selection": 0,
     "context": 0,
     "documents": 1,
+    "authorization": 1,
     "execution": 2,
     "schema": 2,
     "transport": 3,

@@ -27,17 +27,23 @@ from bff.settings import Settings
 from bff.testing import running_bff
 
 SURFACE = {
+    "Authenticated",
     "AuthProviderUnavailable",
     "BFFError",
     "Backoff",
     "ClientRequest",
     "Context",
     "GraphQLClient",
+    "Forbidden",
     "Limits",
+    "Policy",
+    "PolicyFunction",
     "QueryRejected",
+    "RequiresScopes",
     "RestClient",
     "SchemaError",
     "Settings",
+    "StepUpRequired",
     "Unauthenticated",
     "UpstreamError",
     "UpstreamEvent",

@@ -99,6 +99,8 @@ class BFFSchema(Schema):
     apply its settings to it."""
 
     bff_options: Any = None
+    #: its `bff.graphql.authorization.Authorizer`, when a field is guarded
+    bff_authorizer: Any = None
 
     async def execute(
         self, query: str | None, variable_values: Any = None, context_value: Any = None, *args: Any, **kwargs: Any

@@ -18,6 +18,8 @@ from typing import Any
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
+from bff.graphql._strawberry import graphql_schema
+from bff.graphql.authorization import Authorizer, PolicyFunction
 from bff.graphql.documents.limits import Limits, extensions
 from bff.graphql.errors import BFFSchema
 from bff.settings import Settings
@@ -51,6 +53,8 @@ class SchemaOptions:
     production: bool = False
     #: the ``limits`` the schema was built with: the strictest the app may serve it with
     floor: Limits | None = None
+    #: the ``@policy`` functions by name
+    policies: tuple[tuple[str, PolicyFunction], ...] = ()
 
 
 def build_schema(
@@ -66,6 +70,7 @@ def build_schema(
     config: StrawberryConfig | None = None,
     limits: Limits | None = None,
     production: bool = False,
+    policies: Mapping[str, PolicyFunction] | None = None,
 ) -> BFFSchema:
     """A schema of your own root types (``@strawberry.type`` classes), with the error mapping, the
     query limits and the parse/validation caches attached.
@@ -74,7 +79,8 @@ def build_schema(
     document before anything else sees it). ``limits`` are a floor: the app serves the schema with
     its `Settings`' limits (``BFF_MAX_DEPTH``..., ``BFF_INTROSPECTION``) made at least as strict as
     these, never looser. ``production`` matters only when you execute the schema yourself: the app
-    uses ``BFF_ENV``."""
+    uses ``BFF_ENV``. ``policies`` are the functions ``@policy`` names (`bff.Policy`): a policy
+    used and not registered is a `SchemaError`."""
     options = SchemaOptions(
         query=query,
         mutation=mutation,
@@ -88,6 +94,7 @@ def build_schema(
         limits=(limits or Limits()).tightened(Limits(introspection=not production)),
         production=production,
         floor=limits,
+        policies=tuple(sorted((policies or {}).items(), key=lambda item: item[0])),
     )
     return _build(options)
 
@@ -109,6 +116,12 @@ def _build(options: SchemaOptions) -> BFFSchema:
         config=config,
     )
     schema.bff_options = options
+    authorizer = Authorizer(dict(options.policies))
+    try:
+        guarded = authorizer.install(graphql_schema(schema))
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from None
+    schema.bff_authorizer = authorizer if guarded else None
     return schema
 
 

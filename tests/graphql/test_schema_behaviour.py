@@ -10,7 +10,7 @@ from strawberry.types import Info
 
 from bff import build_schema
 from bff.app import create_app
-from bff.demo.api.types import Query as DemoQuery
+from bff.demo.api.types import POLICIES, Query as DemoQuery
 from bff.graphql.context import Context
 from tests.conftest import Bff, Upstreams, make_settings
 from tests.support.servers import serve
@@ -44,7 +44,7 @@ async def test_custom_schema_and_masked_unexpected_errors(
     upstreams: Upstreams, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(upstreams=upstreams.settings())
-    app = create_app(settings, schema=build_schema(Query))
+    app = create_app(settings, schema=build_schema(Query, policies=POLICIES))
     async with serve(app) as url:
         bff = Bff(app, url, settings)
         cookie = await bff.session_for(issuer.token("bob"), sub="bob")

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from bff import build_schema
 from bff.demo.api.live import Subscription
-from bff.demo.api.types import Mutation, Query
+from bff.demo.api.types import POLICIES, Mutation, Query
 
-schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription)
+schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription, policies=POLICIES)

@@ -5,20 +5,34 @@ Written only against the public API (`bff.Context`, `bff.errors`), as a team's o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import quote
 
 import strawberry
 from strawberry.types import Info
 
-from bff import Context, QueryRejected, UpstreamError, selects
+from bff import (
+    Authenticated,
+    Context,
+    Policy,
+    QueryRejected,
+    RequiresScopes,
+    StepUpRequired,
+    Unauthenticated,
+    UpstreamError,
+    User as SignedInUser,
+    selects,
+)
 from bff.demo.api.loaders import product_loader
 
 MAX_PAGE = 100
 MAX_ORDER_LINES = 20
 MAX_QUANTITY = 99
+#: the Authentication Context Class of a strong sign-in (the dev IdP's second factor), which the
+#: demo's ``strong-sign-in`` policy asks for (step-up: STEP_UP_REQUIRED with a login URL)
+STRONG_ACR = "urn:bff:loa:2"
 
 
 #: what reading upstream JSON of an unexpected shape raises (caught by each ``from_json``, without
@@ -163,11 +177,45 @@ class Order:
             raise shape_error("accounts") from None
 
 
+@strawberry.type(description="How the user signed in last (the ID token's acr, amr and auth_time).")
+class SignIn:
+    acr: str | None
+    methods: list[str]
+    at: datetime | None
+
+    @classmethod
+    def of(cls, user: SignedInUser) -> SignIn:
+        at = None if user.auth_time is None else datetime.fromtimestamp(user.auth_time, UTC)
+        return cls(acr=user.acr, methods=list(user.amr), at=at)
+
+
+async def strong_sign_in(user: SignedInUser, arguments: Mapping[str, Any]) -> bool:
+    """The demo's ``@policy``: personal security details need a strong (two-factor) sign-in; a
+    weaker one is asked to step up rather than refused."""
+    if user.acr != STRONG_ACR:
+        raise StepUpRequired(acr_values=STRONG_ACR)
+    return True
+
+
+#: the demo schema's policies (``build_schema(policies=...)``)
+POLICIES = {"strong-sign-in": strong_sign_in}
+
+
 @strawberry.type
 class User:
     id: strawberry.ID
     name: str
     email: str
+
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="How you signed in last: needs a strong sign-in (step-up otherwise).",
+        directives=[Policy(policies=[["strong-sign-in"]])],
+    )
+    async def last_sign_in(self, info: Info[Context, None]) -> SignIn | None:
+        user = await info.context.user()
+        if user is None:
+            raise Unauthenticated()
+        return SignIn.of(user)
 
     @strawberry.field
     async def orders(self, info: Info[Context, None], first: int | None = 10) -> list[Order]:
@@ -199,7 +247,8 @@ query Search($query: String!, $first: Int) {
 @strawberry.type
 class Query:
     @strawberry.field(  # type: ignore[untyped-decorator]
-        description="The signed-in user; null with UNAUTHENTICATED when signed out."
+        description="The signed-in user; null with UNAUTHENTICATED when signed out.",
+        directives=[Authenticated()],
     )
     async def viewer(self, info: Info[Context, None]) -> User | None:
         return User.from_json(await info.context.rest("accounts").get_json("/me"))
@@ -224,8 +273,10 @@ class Mutation:
     @strawberry.mutation(  # type: ignore[untyped-decorator]
         description=(
             "Places an order for the signed-in user (POST /orders on the accounts upstream). Sent once: "
-            "a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it."
-        )
+            "a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it, "
+            "FORBIDDEN without the orders:write scope."
+        ),
+        directives=[RequiresScopes(scopes=[["orders:write"]])],
     )
     async def place_order(self, info: Info[Context, None], items: list[OrderLineInput]) -> Order | None:
         if not 0 < len(items) <= MAX_ORDER_LINES:

@@ -72,6 +72,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
 from bff.graphql._strawberry import field_exception_handlers, info_factory, is_basic_resolver, strawberry_schema_of
+from bff.graphql.authorization import GUARD
 
 __all__ = ["Plan", "Unsupported", "compile_plan"]
 
@@ -676,7 +677,8 @@ class _Compiler:
             raise Unsupported("unknown_field")
         return_type = definition.type
         completion = self.completion(return_type, details)
-        attribute = _basic_attribute(definition)
+        guarded = GUARD in (definition.extensions or {})
+        attribute = None if guarded else _basic_attribute(definition)
         plan = _Field(
             key=key,
             name=name,
@@ -694,7 +696,9 @@ class _Compiler:
             plan.attribute = attribute
             plan.needs_info = False
             return plan
-        plan.resolve = _direct_resolver(self.schema, definition) or definition.resolve or self.field_resolver
+        # a guarded field (`bff.graphql.authorization`) resolves through its guard, which is its resolve
+        direct = None if guarded else _direct_resolver(self.schema, definition)
+        plan.resolve = direct or definition.resolve or self.field_resolver
         plan.needs_info = True
         if definition.args or first.arguments:
             _, has_variables = _uses_directives_or_variables(first.arguments or ())

@@ -52,13 +52,21 @@ def wants_event_stream(accept: str | None) -> bool:
     )
 
 
+#: codes that end a stream when the subscription field itself (a path of one) fails with them:
+#: the user may no longer see it (a scope lost at a refresh, checked again at every event)
+_DENIED_AT_ROOT = frozenset({"FORBIDDEN", "STEP_UP_REQUIRED"})
+
+
 def result_payload(result: Any, context: Context) -> tuple[dict[str, Any], bool]:
-    """The payload of one result (the body HTTP would answer), and whether it says the session is gone."""
+    """The payload of one result (the body HTTP would answer), and whether it ends the stream: the
+    session is gone, or the subscription field is denied (`bff.graphql.authorization`)."""
     body, _ = result_body(result, context.request_id)
-    unauthenticated = any(
-        (error.get("extensions") or {}).get("code") == "UNAUTHENTICATED" for error in body.get("errors", ())
-    )
-    return body, unauthenticated
+    ends = False
+    for error in body.get("errors", ()):
+        code = (error.get("extensions") or {}).get("code")
+        if code == "UNAUTHENTICATED" or (code in _DENIED_AT_ROOT and len(error.get("path") or ()) <= 1):
+            ends = True
+    return body, ends
 
 
 async def stream_results(
