@@ -33,7 +33,7 @@ from bff.runtime import settle_heap
 from bff.serving import SignalsEndStreams
 from bff.settings import Settings, invalid_configuration, unknown_variable_message, unknown_variables
 from bff.telemetry import instrument
-from bff.web import auth, health, native
+from bff.web import auth, health, native, sessions_api
 from bff.web.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -114,6 +114,7 @@ def create_app(
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")
     app.include_router(auth.router)
     app.include_router(native.router)
+    app.include_router(sessions_api.router)
     app.include_router(health.router)
     auth.install_error_handlers(app)
     app.add_exception_handler(HTTPException, _http_error)

@@ -215,7 +215,7 @@ def demo(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bff import serving
-    from bff.demo.stack import DEMO_SCHEMA, build_demo_app
+    from bff.demo.stack import DEMO_SCHEMA, DEMO_SCOPES, build_demo_app
     from bff.graphql.schema import SchemaError
     from bff.protocols import uvicorn_options
     from bff.settings import Settings, invalid_configuration
@@ -225,8 +225,14 @@ def demo(args: argparse.Namespace) -> int:
         return 2
     from bff.logs import configure_logging
 
+    # the scopes the BFF asks for at sign-in: --scopes, else BFF_OIDC_SCOPES, else the demo's own
+    # (the OpenID ones and the demo API's: the dev IdP grants each user the API scopes it may have)
+    scopes = args.scopes if args.scopes is not None else os.environ.get("BFF_OIDC_SCOPES") or DEMO_SCOPES
+    if not scopes.split() or "openid" not in scopes.split():
+        return _fail(f"bff demo --scopes {scopes!r}: a sign-in needs the 'openid' scope")
+    os.environ["BFF_OIDC_SCOPES"] = " ".join(scopes.split())  # read by the demo's settings
     try:
-        # only the schema and the upstreams come from the environment; the rest is the demo's
+        # only the schema, the upstreams and the scopes come from the environment; the rest is the demo's
         environment = Settings()
     except ValidationError as exc:
         return _fail(invalid_configuration(exc))
@@ -315,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         "--demo-upstreams",
         action="store_true",
         help="with --schema (or BFF_SCHEMA): also run the demo's accounts and catalog upstreams",
+    )
+    p.add_argument(
+        "--scopes",
+        default=None,
+        help=(
+            "space-separated scopes asked for at sign-in (BFF_OIDC_SCOPES; default: the OpenID ones and the "
+            "demo API's orders:read orders:write); the dev IdP grants alice all of them, bob the read-only ones, "
+            "carol none"
+        ),
     )
 
     p = commands.add_parser("export-schema", help="print the GraphQL SDL (or write / check a file)")

@@ -77,8 +77,11 @@ class Forbidden(BFFError):
 
 class StepUpRequired(BFFError):
     """A stronger sign-in is needed (RFC 9470): ``acr_values`` and ``max_age`` say what was asked;
-    ``login`` is the ready ``/auth/login?...`` URL the front end follows (set where the request's
-    return path is known, by the GraphQL layer)."""
+    ``login`` is the ready ``/auth/login?...`` URL the front end follows. Raise it without ``login``
+    (the upstream clients do, on an ``insufficient_user_authentication`` challenge; so may a policy):
+    on its way out of a GraphQL result the request's context fills it in, absolute on
+    ``BFF_PUBLIC_URL``, coming back to the page of the request's ``Referer``
+    (`bff.graphql.errors.complete_step_ups`)."""
 
     code = "STEP_UP_REQUIRED"
     public_message = "A stronger sign-in is required"

@@ -92,6 +92,8 @@ class RequestPolicy:
     timeout_seconds: float
     compiled_execution: bool
     routes: Mapping[str, UpstreamRoute]
+    #: ``BFF_SCOPES_CLAIM``: where `bff.User.scopes` come from, when not the token response's scope
+    scopes_claim: str | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> RequestPolicy:
@@ -99,6 +101,7 @@ class RequestPolicy:
             timeout_seconds=settings.request_timeout_seconds,
             compiled_execution=settings.compiled_execution,
             routes={name: UpstreamRoute(str(u.url), u.anonymous) for name, u in settings.upstreams.items()},
+            scopes_claim=settings.scopes_claim,
         )
 
 

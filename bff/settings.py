@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = None
     oidc_client_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
     oidc_scopes: str = "openid profile email offline_access"
+    #: a claim of the access token (when it is a JWT) or else of the ID token that holds the user's
+    #: scopes (a space-separated string or a list: ``scp``, ``permissions``), for IdPs whose token
+    #: response has no ``scope``; unset: the token response's ``scope``
+    scopes_claim: str | None = None
     oidc_timeout_seconds: float = Field(default=5.0, gt=0)
     oidc_post_logout_redirect_uri: str | None = None
 

@@ -40,7 +40,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from html import unescape
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,8 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from bff.app import create_app
-from bff.demo.idp import DevClient, DevIdentityProvider
+from bff.demo.data import API_SCOPES
+from bff.demo.idp import OPENID_SCOPES, DevClient, DevIdentityProvider
 from bff.graphql.errors import BFFSchema
 from bff.settings import Settings
 
@@ -182,8 +183,15 @@ class RunningBFF:
     upstreams: dict[str, str] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
-    async def client(self, user: str | None = None, **kwargs: Any) -> AsyncIterator[BFFTestClient]:
-        """A client for the BFF; signed in as ``user`` (any name) when given."""
+    async def client(
+        self, user: str | None = None, *, scopes: Iterable[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[BFFTestClient]:
+        """A client for the BFF; signed in as ``user`` (any name) when given. ``scopes``: the scopes
+        (beyond OpenID Connect's) the dev IdP grants this user, of those the BFF asks for
+        (`running_bff`'s ``scopes``); None leaves the user's grant as it is (the demo's ``alice``
+        may have ``orders:read orders:write``, ``bob`` ``orders:read``, anyone else none)."""
+        if user is not None and scopes is not None:
+            self.idp.user_scopes[user] = tuple(scopes)
         async with BFFTestClient(base_url=self.url, timeout=kwargs.pop("timeout", 30), **kwargs) as client:
             if user is not None:
                 await self.sign_in(client, user)
@@ -222,13 +230,16 @@ async def running_bff(
     settings: Mapping[str, Any] | None = None,
     env: str = "development",
     access_ttl: int = 300,
+    scopes: Iterable[str] = API_SCOPES,
 ) -> AsyncIterator[RunningBFF]:
     """Serve ``schema`` (a ``package.module:attribute`` reference or a schema from `bff.build_schema`;
     default: the demo API) with ``upstreams`` (see the module's docstring) and the dev IdP.
 
     ``settings`` are extra `Settings` fields (``{"max_depth": 5}``; per-upstream options under
     ``"upstreams"`` are merged into the generated ones); ``env="production"`` serves it as
-    production does (no GraphiQL, no introspection, no suggestions)."""
+    production does (no GraphiQL, no introspection, no suggestions). ``scopes``: what the BFF asks
+    for at sign-in beyond OpenID Connect's (default: the demo API's); `RunningBFF.client` chooses
+    which of them each user is granted."""
     upstreams = dict(upstreams or {})
     extra = dict(settings or {})
     port = free_port()
@@ -249,7 +260,9 @@ async def running_bff(
         for name, options in dict(extra.pop("upstreams", None) or {}).items():
             configured[name] = {**configured.get(name, {}), **options}
         client_secret = secrets.token_urlsafe(24)
+        asked = " ".join(dict.fromkeys((*OPENID_SCOPES, *scopes)))
         values: dict[str, Any] = {
+            "oidc_scopes": asked,
             "env": env,
             "public_url": base,
             "oidc_issuer": f"{base}/idp",
@@ -266,7 +279,14 @@ async def running_bff(
         built = Settings(**values)
         idp = DevIdentityProvider(
             f"{base}/idp",
-            [DevClient(client_id="bff-test", client_secret=client_secret, redirect_uris=[built.redirect_uri])],
+            [
+                DevClient(
+                    client_id="bff-test",
+                    client_secret=client_secret,
+                    redirect_uris=[built.redirect_uri],
+                    scope=built.oidc_scopes,
+                )
+            ],
             access_ttl=access_ttl,
         )
         given = None if schema is None or isinstance(schema, str) else schema

@@ -29,6 +29,7 @@ import httpx
 from benchkit import ROOT
 
 from bff.app import create_app
+from bff.demo.api.types import POLICIES
 from bff.graphql.documents.limits import Limits
 from bff.runtime import settle_heap
 from tests.conftest import make_settings
@@ -43,7 +44,7 @@ END = "<!-- hostile-documents:end -->"
 async def in_process(copies: int) -> list[tuple[str, int, float, float, str]]:
     from bff import build_schema
 
-    schema = build_schema(StubQuery)
+    schema = build_schema(StubQuery, policies=POLICIES)
     settle_heap()
     rows = []
     for name, family in FAMILIES.items():

@@ -238,7 +238,22 @@ class OIDCClient:
             return jwt.decode(token, await self._keys(refetch=True), algorithms=algorithms)
 
     # login ---------------------------------------------------------------------------------------
-    async def authorization_url(self, *, redirect_uri: str, state: str, nonce: str, code_challenge: str) -> str:
+    async def authorization_url(
+        self,
+        *,
+        redirect_uri: str,
+        state: str,
+        nonce: str,
+        code_challenge: str,
+        prompt: str | None = None,
+        acr_values: str | None = None,
+        max_age: int | None = None,
+        login_hint: str | None = None,
+    ) -> str:
+        """The authorization request's URL. ``prompt``, ``acr_values``, ``max_age`` and ``login_hint``
+        (validated by the caller: `bff.auth.step_up.SignInOptions`) go as given, except that
+        ``consent`` joins the prompt when ``offline_access`` is asked for (unless it is ``none``,
+        which stands alone)."""
         meta = await self.metadata()
         params = {
             "response_type": "code",
@@ -250,9 +265,16 @@ class OIDCClient:
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
         }
-        if "offline_access" in self.scopes.split():
+        prompts = prompt.split() if prompt else []
+        if "offline_access" in self.scopes.split() and "none" not in prompts and "consent" not in prompts:
             # OIDC Core 11: offline_access is only honoured with prompt=consent.
-            params["prompt"] = "consent"
+            prompts.append("consent")
+        if prompts:
+            params["prompt"] = " ".join(prompts)
+        optional = {"acr_values": acr_values, "max_age": None if max_age is None else str(max_age)}
+        params.update({name: value for name, value in optional.items() if value is not None})
+        if login_hint:
+            params["login_hint"] = login_hint
         query = [*params.items(), *(("resource", resource) for resource in self.resources)]
         separator = "&" if "?" in meta.authorization_endpoint else "?"
         return f"{meta.authorization_endpoint}{separator}{urlencode(query)}"

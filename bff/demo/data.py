@@ -23,6 +23,20 @@ KNOWN_USERS = {
     "bob": {"name": "Bob Example", "email": "bob@example.com"},
 }
 
+#: the demo API's own scopes (beyond OpenID Connect's), which `bff demo` asks for at sign-in
+API_SCOPES = ("orders:read", "orders:write")
+#: the scopes (beyond OpenID Connect's) each demo user may be granted, as shell-style patterns of
+#: scope names (`fnmatch`): whatever the sign-in asks for, the dev IdP grants only the scopes that
+#: match (the token response's ``scope`` says what was granted). Three tiers that hold for any
+#: schema's scopes (`bff demo --schema ... --scopes ...`): alice every scope asked for, bob the
+#: read-only ones (``orders:read``, ``billing.read``, ``read:profile``, never ``orders:write``),
+#: carol none.
+USER_SCOPES: dict[str, tuple[str, ...]] = {
+    "alice": ("*",),
+    "bob": ("*:read", "*.read", "read:*"),
+    "carol": (),
+}
+
 
 def user(sub: str) -> dict[str, str]:
     known = KNOWN_USERS.get(sub)

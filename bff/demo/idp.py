@@ -4,10 +4,17 @@ Authorization code + PKCE (S256, required), refresh tokens WITH rotation (the ol
 RFC 7009 revocation, discovery, JWKS, UserInfo, RP-initiated logout, and a login page offering a
 few demo users (no passwords). Everything lives in memory and is lost on restart. Never use it to
 protect anything: `bff serve` refuses to start it.
+
+Step-up: the ID token carries ``acr`` (`ACR_DEFAULT`, or the first value of the request's
+``acr_values`` it supports: `ACR_STRONG` pretends a second factor), ``amr`` and ``auth_time``;
+``prompt=none`` answers from the IdP's own login cookie (``login_required`` without one, or when
+``max_age`` has passed). Scopes: the OpenID ones for everyone, any other only to the users who may have it
+(`bff.demo.data.USER_SCOPES`: alice all, bob the read-only ones, carol none).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import logging
 import secrets
@@ -27,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bff.demo.data import KNOWN_USERS
+from bff.demo.data import API_SCOPES, KNOWN_USERS, USER_SCOPES
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
@@ -47,6 +54,12 @@ DEMO_USERS = {
     "bob": KNOWN_USERS["bob"],
     "carol": {"name": "Carol Example", "email": "carol@example.com"},
 }
+#: the scopes anyone may be granted; any other scope only to a user who may have it (`user_scopes`)
+OPENID_SCOPES = ("openid", "profile", "email", "offline_access")
+#: Authentication Context Class References: a sign-in at the page, and one with a (pretend) second factor
+ACR_DEFAULT = "urn:bff:loa:1"
+ACR_STRONG = "urn:bff:loa:2"
+ACRS = {ACR_DEFAULT: ["pwd"], ACR_STRONG: ["pwd", "otp"]}
 
 
 @dataclass
@@ -55,7 +68,7 @@ class DevClient(ClientMixin):  # type: ignore[misc]
     client_secret: str
     redirect_uris: list[str]
     post_logout_redirect_uris: list[str] = field(default_factory=list)
-    scope: str = "openid profile email offline_access"
+    scope: str = " ".join((*OPENID_SCOPES, *API_SCOPES))
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -87,6 +100,9 @@ class DevClient(ClientMixin):  # type: ignore[misc]
 class DevUser:
     sub: str
     sid: str
+    #: when and how strongly this login happened (``prompt=none`` answers with these)
+    auth_time: int = 0
+    acr: str = ACR_DEFAULT
 
     def get_user_id(self) -> str:
         return self.sub
@@ -104,6 +120,7 @@ class AuthCode:
     user: DevUser
     auth_time: int
     expires_at: float
+    acr: str = ACR_DEFAULT
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -117,11 +134,11 @@ class AuthCode:
     def get_auth_time(self) -> int:
         return self.auth_time
 
-    def get_acr(self) -> None:
-        return None
+    def get_acr(self) -> str:
+        return self.acr
 
-    def get_amr(self) -> None:
-        return None
+    def get_amr(self) -> list[str]:
+        return list(ACRS.get(self.acr, ["pwd"]))
 
 
 @dataclass
@@ -226,10 +243,14 @@ class DevIdentityProvider:
         *,
         access_ttl: int = 300,
         users: dict[str, dict[str, str]] | None = None,
+        user_scopes: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         #: who may sign in: sub -> {"name", "email"} (add to it at any time)
         self.users = dict(DEMO_USERS) if users is None else users
+        #: the scopes beyond `OPENID_SCOPES` each user may be granted, as `fnmatch` patterns (add to
+        #: it at any time; a plain scope name is a pattern matching itself)
+        self.user_scopes = dict(USER_SCOPES) if user_scopes is None else user_scopes
         self.clients = {c.client_id: c for c in clients}
         self.access_ttl = access_ttl
         self.key = RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(4), "alg": "RS256", "use": "sig"})
@@ -252,6 +273,8 @@ class DevIdentityProvider:
             "exp": now + self.access_ttl,
             "jti": secrets.token_urlsafe(12),
         }
+        if user is not None:  # the sign-in behind the token, for upstreams that ask for a step-up
+            claims.update({"acr": user.acr, "auth_time": user.auth_time})
         return jwt.encode({"alg": "RS256", "kid": self.key.kid, "typ": "at+jwt"}, claims, self.key)
 
     def verify_access_token(self, token: str) -> dict[str, Any] | None:
@@ -263,6 +286,13 @@ class DevIdentityProvider:
         except (JoseError, ValueError):
             return None
         return dict(decoded.claims)
+
+    def granted_scope(self, user: DevUser, scope: str) -> str:
+        """What of ``scope`` (already narrowed to the client's allowed scopes) ``user`` gets."""
+        patterns = self.user_scopes.get(user.sub, ())
+        return " ".join(
+            s for s in scope.split() if s in OPENID_SCOPES or any(fnmatch.fnmatchcase(s, p) for p in patterns)
+        )
 
     def _build_server(self) -> AuthorizationServer:
         idp = self
@@ -284,6 +314,10 @@ class DevIdentityProvider:
             def create_oauth2_request(self, request: Incoming) -> _Request:
                 return _Request(request)
 
+            def validate_requested_scope(self, scope: str) -> None:
+                """Scopes it does not know are left out of the grant (RFC 6749 3.3), not refused."""
+                return None
+
             def handle_response(self, status: int, body: Any, headers: Any) -> Response:
                 headers = dict(headers)
                 if isinstance(body, dict):
@@ -300,17 +334,19 @@ class DevIdentityProvider:
                 data = request.payload.data
                 if data.get("code_challenge_method") != "S256" or not data.get("code_challenge"):
                     raise InvalidRequestError("PKCE with S256 is required")
+                user: DevUser = request.user
                 idp.codes[code] = AuthCode(
                     code=code,
                     client_id=request.client.client_id,
                     redirect_uri=str(request.payload.redirect_uri),
-                    scope=request.scope,
+                    scope=idp.granted_scope(user, request.scope or ""),
                     nonce=data.get("nonce"),
                     code_challenge=data.get("code_challenge"),
                     code_challenge_method=data.get("code_challenge_method"),
-                    user=request.user,
-                    auth_time=int(time.time()),
+                    user=user,
+                    auth_time=user.auth_time or int(time.time()),
                     expires_at=time.time() + 60,
+                    acr=user.acr,
                 )
 
             def query_authorization_code(self, code: str, client: DevClient) -> AuthCode | None:
@@ -375,7 +411,7 @@ class DevIdentityProvider:
                 token.revoked = True
                 idp.stats["revocations"] += 1
 
-        server = Server(scopes_supported=["openid", "profile", "email", "offline_access"])
+        server = Server(scopes_supported=[*OPENID_SCOPES, *API_SCOPES])
         server.register_token_generator(
             "default",
             BearerTokenGenerator(
@@ -427,7 +463,9 @@ class DevIdentityProvider:
                 "response_types_supported": ["code"],
                 "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "code_challenge_methods_supported": ["S256"],
-                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "scopes_supported": [*OPENID_SCOPES, *API_SCOPES],
+                "acr_values_supported": list(ACRS),
+                "claims_supported": ["sub", "sid", "name", "email", "acr", "amr", "auth_time"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -437,19 +475,36 @@ class DevIdentityProvider:
     async def jwks(self, request: Request) -> Response:
         return JSONResponse(KeySet([self.key]).as_dict(private=False))
 
+    def _known_login(self, request: Request, max_age: str | None) -> DevUser | None:
+        """The user of this browser's IdP login cookie, unless ``max_age`` has passed since."""
+        user = self.logins.get(request.cookies.get("dev_idp_login", ""))
+        if user is None or (max_age is not None and max_age.isdigit() and time.time() - user.auth_time > int(max_age)):
+            return None
+        return user
+
     async def authorize(self, request: Request) -> Response:
         incoming = await Incoming.read(request)
+        silent = "none" in (incoming.query.get("prompt") or "").split()
+        known = self._known_login(request, incoming.query.get("max_age")) if silent else None
         try:
-            grant = self.server.get_consent_grant(incoming)
+            grant = self.server.get_consent_grant(incoming, end_user=known)
         except OAuth2Error as error:
+            if error.redirect_uri:  # e.g. login_required for prompt=none: back to the client
+                refused: Response = self.server.handle_error_response(incoming, error)
+                return refused
             return HTMLResponse(
                 f"<h1>Sign-in request refused</h1><p>{html.escape(error.error)}: "
                 f"{html.escape(error.description or '')}</p>",
                 status_code=400,
             )
+        if known is not None:  # prompt=none, answered from the IdP's own login
+            silently: Response = self.server.create_authorization_response(incoming, grant_user=known, grant=grant)
+            return silently
         chosen = incoming.form.get("user")
         if request.method == "POST" and chosen in self.users:
-            user = DevUser(sub=chosen, sid=secrets.token_urlsafe(16))
+            user = DevUser(
+                sub=chosen, sid=secrets.token_urlsafe(16), auth_time=int(time.time()), acr=self._acr(incoming)
+            )
             login_id = secrets.token_urlsafe(16)
             self.logins[login_id] = user
             incoming.form = {}  # the authorization parameters travel in the query string
@@ -457,22 +512,44 @@ class DevIdentityProvider:
             response.set_cookie("dev_idp_login", login_id, httponly=True, samesite="lax", path="/")
             log.info("dev IdP: %s signed in", chosen)
             return response
-        return HTMLResponse(self._login_page(str(request.url)))
+        return HTMLResponse(self._login_page(str(request.url), self._acr(incoming), incoming.query.get("login_hint")))
 
-    def _login_page(self, action: str) -> str:
+    @staticmethod
+    def _acr(incoming: Incoming) -> str:
+        """The first of the request's ``acr_values`` this IdP supports, else `ACR_DEFAULT`."""
+        asked = (incoming.query.get("acr_values") or "").split()
+        return next((acr for acr in asked if acr in ACRS), ACR_DEFAULT)
+
+    def _grants(self, sub: str) -> str:
+        """What the sign-in page says a user may be granted beyond the OpenID scopes."""
+        patterns = self.user_scopes.get(sub, ())
+        if not patterns:
+            return "OpenID scopes only"
+        return "every scope asked for" if "*" in patterns else "scopes " + ", ".join(patterns)
+
+    def _login_page(self, action: str, acr: str = ACR_DEFAULT, hint: str | None = None) -> str:
         buttons = "".join(
-            f'<button type="submit" name="user" value="{html.escape(sub)}" data-user="{html.escape(sub)}">'
-            f"{html.escape(p['name'])}<small>{html.escape(p['email'])}</small></button>"
+            f'<button type="submit" name="user" value="{html.escape(sub)}" data-user="{html.escape(sub)}"'
+            f"{' autofocus' if sub == hint else ''}>"
+            f"{html.escape(p['name'])}<small>{html.escape(p['email'])} · {html.escape(self._grants(sub))}</small>"
+            "</button>"
             for sub, p in self.users.items()
+        )
+        strength = (
+            f'<p class="step">Stronger sign-in asked for ({html.escape(acr)}): this one counts as a '
+            "second factor (pretend).</p>"
+            if acr != ACR_DEFAULT
+            else ""
         )
         return f"""<!doctype html><html><head><meta charset="utf-8"><title>Dev IdP sign-in</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;color:#222}}
 .warn{{background:#fff3cd;border:1px solid #e0c36a;padding:.6rem;border-radius:6px}}
+.step{{background:#e7f1ff;border:1px solid #8fb3e6;padding:.6rem;border-radius:6px}}
 button{{display:block;width:100%;margin:.5rem 0;padding:.8rem;font-size:1rem;text-align:left;cursor:pointer}}
 small{{display:block;color:#666}}</style></head><body>
 <p class="warn"><b>Development identity provider.</b> For <code>bff demo</code> only:
 no passwords, everything in memory.</p>
-<h1>Sign in as</h1><form method="post" action="{html.escape(action)}">{buttons}</form></body></html>"""
+{strength}<h1>Sign in as</h1><form method="post" action="{html.escape(action)}">{buttons}</form></body></html>"""
 
     async def token(self, request: Request) -> Response:
         response: Response = self.server.create_token_response(await Incoming.read(request))

@@ -6,6 +6,7 @@ own schema there instead of the demo API, behind the same dev IdP, with the team
 from __future__ import annotations
 
 import html
+import os
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -15,12 +16,17 @@ from fastapi.responses import HTMLResponse
 from joserfc.jwk import KeySet
 
 from bff.app import create_app
-from bff.demo.idp import DevClient, DevIdentityProvider
+from bff.demo.data import API_SCOPES
+from bff.demo.idp import OPENID_SCOPES, DevClient, DevIdentityProvider
 from bff.demo.tokens import JWKSValidator
 from bff.demo.upstreams import accounts_app, accounts_index, catalog_app
 from bff.settings import Settings
 
 DEMO_SCHEMA = "bff.demo.api:schema"
+
+
+#: what the demo asks for at sign-in unless told otherwise (`bff demo --scopes`, BFF_OIDC_SCOPES)
+DEMO_SCOPES = " ".join((*OPENID_SCOPES, *API_SCOPES))
 
 
 def demo_settings(
@@ -55,6 +61,9 @@ def demo_settings(
         cookie_secure=base_url.startswith("https://"),
         upstreams={**own, **(upstreams or {})},
         graphiql=True,
+        # the scopes the demo asks for: `bff demo --scopes` (through BFF_OIDC_SCOPES), else the
+        # OpenID ones and the demo API's (the dev IdP grants each user those it may have)
+        oidc_scopes=os.environ.get("BFF_OIDC_SCOPES") or DEMO_SCOPES,
     )
 
 
@@ -82,6 +91,7 @@ def build_demo_app(
                 client_secret=settings.oidc_client_secret.get_secret_value(),
                 redirect_uris=[settings.redirect_uri],
                 post_logout_redirect_uris=[f"{base_url}/"],
+                scope=settings.oidc_scopes,  # what the demo asks for (`bff demo --scopes`), per user below
             )
         ],
         access_ttl=access_ttl,

@@ -101,6 +101,8 @@ class PolicyFunction(Protocol):
 
 #: the key of a guarded field's `Requirement` in its ``GraphQLField.extensions``
 GUARD = "bff-authorization"
+#: ... of the function that puts a resolver behind the guard (the compiled plan's fast resolvers)
+GUARD_WRAP = "bff-authorization-wrap"
 #: ... and of its unwrapped (resolve, subscribe)
 _ORIGINAL = "bff-authorization-original"
 #: walks kept (operations of cached documents)
@@ -205,6 +207,7 @@ class Authorizer:
         if original is None:
             original = extensions[_ORIGINAL] = (definition.resolve, definition.subscribe)
         extensions[GUARD] = requirement
+        extensions[GUARD_WRAP] = self.guarded_resolver
         definition.extensions = extensions
         resolve, subscribe = original
         if resolve is not None:
@@ -288,6 +291,12 @@ class Authorizer:
             if not walk.has_policies and len(walk.decisions) < DECISIONS_PER_WALK:
                 walk.decisions[key] = decided
         return decided
+
+
+def unguarded_resolve(definition: GraphQLField) -> Any:
+    """The field's resolver as Strawberry built it, without the guard (None: not guarded)."""
+    original = (definition.extensions or {}).get(_ORIGINAL)
+    return None if original is None else original[0]
 
 
 def _interface_requirement(interface: GraphQLInterfaceType, name: str) -> Requirement:

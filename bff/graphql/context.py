@@ -24,7 +24,8 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
 from bff.auth.dpop import DPoPKey
-from bff.errors import AuthProviderUnavailable, StoreUnavailable, Unauthenticated, UpstreamError
+from bff.auth.step_up import login_url, referer_return_to
+from bff.errors import AuthProviderUnavailable, StepUpRequired, StoreUnavailable, Unauthenticated, UpstreamError
 from bff.resources import Resources
 from bff.sessions.cookies import CookiePolicy
 from bff.sessions.models import Session, TokenSet, User
@@ -147,7 +148,7 @@ class Context:
                 raise Unauthenticated()
         """
         session = await self._session()
-        return None if session is None else User.of(session)
+        return None if session is None else User.of(session, scopes_claim=self._resources.requests.scopes_claim)
 
     async def _read_session(self, session_id: str) -> Session | None:
         session = await self._resources.store.get(session_id, touch=self.touch, recent=True)
@@ -177,6 +178,18 @@ class Context:
         except Unauthenticated:
             self.end_session()
             raise
+
+    def _step_up_login(self, step_up: StepUpRequired) -> str:
+        """The ready login URL of a ``STEP_UP_REQUIRED`` leaving this request
+        (`bff.graphql.errors.complete_step_ups`): absolute, on ``BFF_PUBLIC_URL`` (an SPA on another
+        origin follows it as it is), coming back to the page that made the request (its ``Referer``,
+        when on the BFF's origin or one of ``BFF_LOGIN_RETURN_ORIGINS``; else ``/``)."""
+        login = self._resources.login
+        view = self.request
+        referer = view.headers.get("referer") if view is not None else None
+        return_to = referer_return_to(referer, public_origin=login.public_origin, return_origins=login.return_origins)
+        base = login.redirect_uri.removesuffix("/auth/callback")  # BFF_PUBLIC_URL, path prefix included
+        return login_url(base, acr_values=step_up.acr_values, max_age=step_up.max_age, return_to=return_to)
 
     def end_session(self) -> None:
         """Clear the cookie of a session that no longer exists (only if the browser sent one)."""

@@ -8,6 +8,7 @@ errors get GRAPHQL_PARSE_FAILED / GRAPHQL_VALIDATION_FAILED; anything else is ma
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from graphql.error import GraphQLError
@@ -16,7 +17,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
-from bff.errors import BFFError, error_entry
+from bff.errors import BFFError, StepUpRequired, error_entry
 
 log = logging.getLogger("bff.graphql")
 
@@ -61,6 +62,20 @@ def to_graphql_error(error: GraphQLError, request_id: str | None = None) -> Grap
         original_error=None,
         extensions=extensions,
     )
+
+
+def complete_step_ups(errors: Iterable[GraphQLError], context: Any) -> None:
+    """Fill in the ready login URL (`StepUpRequired.login`) of every ``STEP_UP_REQUIRED`` leaving
+    a result: the upstream client or policy that raised it knows nothing of the request, the
+    context does (the BFF's URL, the page to come back to). Runs where every result's errors pass
+    with their context (`BFFSchema.process_errors`), before `to_graphql_error` maps them."""
+    complete = getattr(context, "_step_up_login", None)
+    if complete is None:
+        return
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, StepUpRequired) and not original.login:
+            original.login = complete(original)
 
 
 def refusal_body(exc: BFFError) -> dict[str, Any]:
@@ -108,12 +123,15 @@ class BFFSchema(Schema):
         result = await super().execute(query, variable_values, context_value, *args, **kwargs)
         errors = getattr(result, "errors", None)
         if errors:
+            complete_step_ups(errors, context_value)
             request_id = _request_id(context_value)
             result.errors = [to_graphql_error(error, request_id) for error in errors]
         return result
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        request_id = _request_id(getattr(execution_context, "context", None))
+        context = getattr(execution_context, "context", None)
+        complete_step_ups(errors, context)
+        request_id = _request_id(context)
         for error in errors:
             original = error.original_error
             expected = isinstance(original, (BFFError, *CLIENT_MISTAKES)) or _is_parse_failure(error)

@@ -145,6 +145,17 @@ class MemorySessionStore(SessionStore):
                 if not members:
                     del self._index[index]  # type: ignore[arg-type]
 
+    async def _sessions_of(self, sub: str) -> list[tuple[str, Record]]:
+        index = f"sub:{sub}"
+        found = []
+        for session_id in list(self._index.get(index, ())):
+            record = await self._get(session_id)
+            if record is None:
+                await self._unindex(session_id, None, sub)
+            else:
+                found.append((session_id, record))
+        return found
+
     async def _prune(self) -> None:
         """Forget index entries of sessions that expired (TTL) rather than ended (aiocache's public
         ``exists``: its own dict is private)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import json
 import secrets
 from collections.abc import Mapping
@@ -73,10 +75,45 @@ class User:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     @classmethod
-    def of(cls, session: Session) -> User:
+    def of(cls, session: Session, *, scopes_claim: str | None = None) -> User:
+        """``scopes_claim`` (``BFF_SCOPES_CLAIM``): the scopes are that claim of the access token (a
+        JWT) or else of the ID token, for IdPs that put them there (``scp``, ``permissions``)."""
         claims = MappingProxyType(dict(session.claims))
-        scopes = frozenset(session.tokens.scope.split()) if session.tokens.scope else frozenset()
+        granted = session.tokens.scope
+        if scopes_claim:
+            granted = _claimed_scopes(session.tokens, scopes_claim)
+        scopes = frozenset(granted.split()) if granted else frozenset()
         return cls(sub=session.sub, name=claims.get("name"), email=claims.get("email"), claims=claims, scopes=scopes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _jwt_claim(token: str, claim: str) -> str | None:
+    """A claim of a JWT's payload as space-separated words (None: not a JWT, or no such claim).
+    Unverified on purpose: the token came to us from the IdP's token endpoint, over TLS, in answer
+    to our own authenticated request; its signature is for the resource servers. Cached per token:
+    read on every request."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    value = payload.get(claim) if isinstance(payload, dict) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value if isinstance(item, str))
+    return None
+
+
+def _claimed_scopes(tokens: TokenSet, claim: str) -> str | None:
+    for token in (tokens.access_token, tokens.id_token):
+        if token:
+            found = _jwt_claim(token, claim)
+            if found is not None:
+                return found
+    return None
 
 
 #: the record format this release writes. Format 1 (0.1, 0.2): the session JSON alone. Format 2 (0.3):
@@ -84,6 +121,8 @@ class User:
 #: DPoP key) that 0.2 never reads and leaves in place when it writes. A record without extras is
 #: format 1 and is read as such. Readers ignore keys they do not know, so the next format can add some.
 RECORD_FORMAT = 2
+#: the longest client label a record keeps (`Session.client`)
+MAX_CLIENT_LABEL = 64
 
 
 @dataclass(slots=True)
@@ -106,6 +145,9 @@ class Session:
     upstream_tokens: dict[str, TokenSet] = field(default_factory=dict)
     #: the session's DPoP key pair (a private JWK), when tokens are sender-constrained
     dpop_key: dict[str, Any] | None = None
+    #: a short label of the client it was signed in from ("Firefox on Linux", "native app"), for
+    #: the user's list of their sessions; never the raw User-Agent
+    client: str | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -124,7 +166,7 @@ class Session:
 
     def extras_json(self) -> bytes | None:
         """The format-2 part, or None when there is nothing beyond format 1."""
-        if not self.upstream_tokens and self.dpop_key is None and self.tokens.scope is None:
+        if not self.upstream_tokens and self.dpop_key is None and self.tokens.scope is None and self.client is None:
             return None
         data: dict[str, Any] = {
             "format": RECORD_FORMAT,
@@ -134,6 +176,8 @@ class Session:
             data["dpop_key"] = self.dpop_key
         if self.tokens.scope is not None:
             data["scope"] = self.tokens.scope
+        if self.client is not None:
+            data["client"] = self.client[:MAX_CLIENT_LABEL]
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -151,6 +195,8 @@ class Session:
             session.dpop_key = key if isinstance(key, dict) else None
             scope = more.get("scope")
             session.tokens.scope = scope if isinstance(scope, str) else None
+            client = more.get("client")
+            session.client = client[:MAX_CLIENT_LABEL] if isinstance(client, str) else None
         return session
 
     def __repr__(self) -> str:  # never print tokens

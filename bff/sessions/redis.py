@@ -2,7 +2,11 @@
 
 Key names never hold a credential or a subject: a session's record is ``bff:{<sha256(id)>}:s``
 (its scripts touch that one key, so a cluster is fine), one-time values are named by their
-SHA-256, and the sid/sub indexes by a keyed hash (`SessionCrypto.index_names`). Changes are
+SHA-256, and the sid/sub indexes by a keyed hash (`SessionCrypto.index_names`); an index holds
+the records' hashed names. So that a user's list of their sessions (`SessionStore.sessions_of`)
+can open records it was not given the id of, each record also keeps its id sealed (field ``i``,
+AES-GCM under the session secret and bound to the record's name): whoever can open it could open
+the record's tokens anyway. Index sets are read per key (a cluster is fine). Changes are
 announced on one pub/sub channel, by the same hashed tag, so that replicas waiting for a refresh
 wake at once instead of polling. Records written by 0.1 under raw ids are moved on first read.
 """
@@ -24,6 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 from bff.errors import StoreUnavailable
+from bff.sessions.crypto import DecryptError
 from bff.sessions.store import Claim, Record, SessionStore, UnverifiedId
 
 log = logging.getLogger("bff.sessions")
@@ -103,6 +108,15 @@ if tonumber(ARGV[1]) > newest then redis.call('SET', KEYS[1], ARGV[1] .. ':' .. 
 return 0
 """
 _ANSWERED_KEY = "bff:idp:answered"
+
+# KEYS[1] session hash; ARGV the sealed id. Names a record written without it (by 0.2), if it still exists.
+_NAME = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSETNX', KEYS[1], 'i', ARGV[1]) end
+return 0
+"""
+
+#: what a record's hash holds, in the order `_record` takes them
+_FIELDS = ["v", "d", "s", "c", "cu", "x"]
 
 _CLOCK_CHECK_SECONDS = 60.0
 _SKEW_WARNING_SECONDS = 2.0
@@ -192,6 +206,7 @@ class RedisSessionStore(SessionStore):
         self._answered_script = self.redis.register_script(_ANSWERED)
         self._mark_unused_script = self.redis.register_script(_MARK_UNUSED)
         self._touch_script = self.redis.register_script(_TOUCH)
+        self._name_script = self.redis.register_script(_NAME)
         self._listener: asyncio.Task[None] | None = None
         #: Redis's clock minus ours; decisions about expiry use Redis's clock (`now`)
         self.clock_offset = 0.0
@@ -269,19 +284,28 @@ class RedisSessionStore(SessionStore):
             self._clock_checked = time.monotonic()
             with contextlib.suppress(StoreUnavailable):
                 await self.sync_clock()
+        key = self._key(session_id)
         async with self._errors():
-            fields = ["v", "d", "s", "c", "cu", "x"]
-            version, blob, seen, claim, until, extras = await self.redis.hmget(self._key(session_id), fields)
+            fields = [*_FIELDS, "i"]
+            *values, named = await self.redis.hmget(key, fields)
             # 0.1's raw-id records move only for an id whose MAC verified: an unverified one could name
             # another session's hashed key as a "legacy" one and have it moved away (ended)
             verified = not isinstance(session_id, UnverifiedId)
             if (
-                version is None
+                values[0] is None
                 and verified
                 and _LEGACY_ID.fullmatch(session_id)
                 and await self._migrate_legacy(session_id)
             ):
-                version, blob, seen, claim, until, extras = await self.redis.hmget(self._key(session_id), fields)
+                *values, named = await self.redis.hmget(key, fields)
+            if values[0] is not None and named is None and verified:
+                # written by 0.2 (or 0.1): from now on it can be listed among its user's sessions
+                await self._name_script(keys=[key], args=[self._sealed_id(session_id)])
+        return self._record(values)
+
+    def _record(self, values: list[Any]) -> Record | None:
+        """A record from its hash fields (`_FIELDS`), or None when it does not exist."""
+        version, blob, seen, claim, until, extras = values
         if version is None or blob is None:
             return None
         live = claim is not None and float(until or 0) / 1000 > self.now()
@@ -293,12 +317,58 @@ class RedisSessionStore(SessionStore):
             extras=_bytes(extras) if extras else None,
         )
 
+    def _sealed_id(self, session_id: str) -> bytes:
+        return self.crypto.encrypt(session_id.encode(), _id_associated(self.crypto.tag(session_id)))
+
+    def _unsealed_id(self, tag: str, sealed: Any) -> str | None:
+        """The id sealed in record ``tag``, if it opens and names that record; else None."""
+        try:
+            session_id = self.crypto.decrypt(_bytes(sealed), _id_associated(tag)).decode()
+        except (DecryptError, UnicodeDecodeError):
+            return None
+        return session_id if self.crypto.tag(session_id) == tag else None
+
+    async def _sessions_of(self, sub: str) -> list[tuple[str, Record]]:
+        indexes = self._indexes(None, sub)
+        async with self._errors():
+            tags: dict[str, None] = {}
+            for index in indexes:  # one key each: read one by one, so a cluster's slots do not matter
+                for raw in await self.redis.smembers(index):
+                    tags[raw.decode() if isinstance(raw, bytes) else str(raw)] = None
+            if not tags:
+                return []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tag in tags:
+                    pipe.hmget(f"bff:{{{tag}}}:s", [*_FIELDS, "i"])
+                rows = await pipe.execute()
+            found: list[tuple[str, Record]] = []
+            gone: list[str] = []
+            for tag, (*values, sealed) in zip(tags, rows, strict=True):
+                record = self._record(values)
+                if record is None:
+                    gone.append(tag)
+                    continue
+                session_id = self._unsealed_id(tag, sealed) if sealed else None
+                if session_id is not None:
+                    found.append((session_id, record))
+            if gone:
+                # looked at again first: a sign-in's record and index entry are written side by side,
+                # on two nodes of a cluster, so an entry can briefly come before its record
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for tag in gone:
+                        pipe.exists(f"bff:{{{tag}}}:s")
+                    still = await pipe.execute()
+                gone = [tag for tag, exists in zip(gone, still, strict=True) if not exists]
+            for index in indexes if gone else ():
+                await self.redis.srem(index, *gone)
+        return found
+
     async def _create(
         self, session_id: str, blob: bytes, extras: bytes | None, now: float, ttl: float, sid: str | None, sub: str
     ) -> None:
         key = self._key(session_id)
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"v": 1, "d": blob, "s": now})
+            pipe.hset(key, mapping={"v": 1, "d": blob, "s": now, "i": self._sealed_id(session_id)})
             if extras is not None:
                 pipe.hset(key, "x", extras)
             pipe.pexpire(key, int(ttl * 1000))
@@ -481,3 +551,8 @@ class RedisSessionStore(SessionStore):
             await asyncio.wait({self._listener}, timeout=2.0)
         with contextlib.suppress(*_UNUSABLE):
             await self.redis.aclose()
+
+
+def _id_associated(tag: str) -> bytes:
+    """A sealed id is bound to its record's name, and told apart from every other sealed value."""
+    return f"bff session id\x00{tag}".encode()

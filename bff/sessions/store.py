@@ -160,6 +160,10 @@ class SessionStore(ABC):
             record = await self._get(session_id)
         if record is None:
             return None
+        return await self._open(session_id, record, touch)
+
+    async def _open(self, session_id: str, record: Record, touch: bool) -> Session | None:
+        """The session ``record`` holds, or None (tampered, past its absolute lifetime: then ended)."""
         try:
             extras = None
             if record.extras:
@@ -254,6 +258,29 @@ class SessionStore(ABC):
 
     async def _unindex(self, session_id: str, sid: str | None, sub: str) -> None:
         """Drop the session from the sid/sub indexes (they also expire on their own)."""
+
+    async def sessions_of(self, sub: str) -> list[Session]:
+        """Every live session of the subject ``sub``, from its index (the one back-channel logout
+        ends by `delete_where`), in no particular order. A look, not a use: no session's idle
+        timeout is pushed. Index entries whose session vanished (expired, or deleted behind the
+        store's back) are pruned on the way. A record this replica cannot read (a key it does not
+        know yet, or, in Redis, one written by 0.2 and not read by this release since) is left out."""
+        with self._timed("list"):
+            found = await self._sessions_of(sub)
+        sessions = []
+        for session_id, record in found:
+            try:
+                session = await self._open(session_id, record, touch=False)
+            except StoreUnavailable:
+                continue  # under a key this replica does not know yet: not listed, nothing concluded
+            if session is not None and session.sub == sub:
+                sessions.append(session)
+        return sessions
+
+    @abstractmethod
+    async def _sessions_of(self, sub: str) -> list[tuple[str, Record]]:
+        """The backend's part of `sessions_of`: (id, record) of each indexed session it can name;
+        prunes the index entries of sessions that are gone."""
 
     @abstractmethod
     async def delete_where(self, *, sid: str | None = None, sub: str | None = None) -> int:

@@ -20,7 +20,8 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
-from bff.errors import Unauthenticated, UpstreamError, UpstreamTimeout, UpstreamUnauthorized
+from bff.auth.step_up import step_up_challenge
+from bff.errors import StepUpRequired, Unauthenticated, UpstreamError, UpstreamTimeout, UpstreamUnauthorized
 from bff.metrics import Metrics
 from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
 
@@ -100,6 +101,36 @@ def _nonce_challenge(response: Response) -> str | None:
         return None
     nonce = response.headers.get("dpop-nonce")
     return str(nonce) if nonce else None
+
+
+def _header_values(response: Response, name: str) -> list[str]:
+    """Every value of header ``name`` (several ``WWW-Authenticate`` lines stay apart), for httpx's
+    and aiohttp's header mappings alike."""
+    headers: Any = response.headers
+    for many in ("get_list", "getall"):
+        method = getattr(headers, many, None)
+        if method is not None:
+            return [str(value) for value in method(name, [])] if many == "getall" else list(method(name))
+    value = headers.get(name)
+    return [str(value)] if value else []
+
+
+def _step_up(upstream: str, response: Response) -> StepUpRequired | None:
+    """A 401 or 403 carrying an RFC 9470 challenge (``error="insufficient_user_authentication"``):
+    the token is fine but its sign-in was not strong or recent enough. Not a refusal of the token:
+    no refresh, no retry, the session is kept; the client is told to sign in again (the GraphQL
+    layer fills in `StepUpRequired.login`). A malformed challenge is an ordinary refusal."""
+    if response.status_code not in (401, 403):
+        return None
+    asked = step_up_challenge(_header_values(response, "www-authenticate"))
+    if asked is None:
+        return None
+    return StepUpRequired(
+        f"Upstream {upstream!r} asks for a stronger sign-in",
+        acr_values=asked.acr_values,
+        max_age=asked.max_age,
+        upstream=upstream,
+    )
 
 
 def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuitBreakerFactory:
@@ -317,12 +348,16 @@ class UpstreamClient:
         if status_code >= 500:
             raise UpstreamError(self.name, f"Upstream {self.name!r} answered HTTP {status_code}", status=status_code)
 
-    def _refusal(self, status_code: int) -> UpstreamError | None:
+    def _refusal(self, response: Response) -> UpstreamError | StepUpRequired | None:
+        status_code = response.status_code
+        if status_code < 400:
+            return None
+        step_up = _step_up(self.name, response)
+        if step_up is not None:
+            return step_up
         if status_code == 401:
             return UpstreamUnauthorized(self.name, status=401)
-        if status_code >= 400:
-            return UpstreamError(self.name, f"Upstream {self.name!r} answered HTTP {status_code}", status=status_code)
-        return None
+        return UpstreamError(self.name, f"Upstream {self.name!r} answered HTTP {status_code}", status=status_code)
 
     async def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> Response:
         """`_exchange` written out for the common case (no breaker open, no error): every upstream
@@ -359,11 +394,12 @@ class UpstreamClient:
             await self._leave_breaker(breaker, None)
         finally:
             self._observe(label, started)
-        refusal = self._refusal(response.status_code)
-        if refusal is not None:
+        if response.status_code >= 400:
             if self._proofs is not None and (nonce := _nonce_challenge(response)) is not None:
                 raise _NonceRequired(self.name, nonce)
-            raise refusal
+            refusal = self._refusal(response)
+            if refusal is not None:
+                raise refusal
         return response
 
     async def _open(
@@ -383,7 +419,7 @@ class UpstreamClient:
                 )
                 status[0] = str(response.status_code)
                 self._checked(response.status_code)
-            refusal = self._refusal(response.status_code)
+            refusal = self._refusal(response)
             if refusal is not None:
                 raise refusal
         except BaseException:

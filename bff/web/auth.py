@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,11 +17,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from bff.auth.dpop import DPoPKey
 from bff.auth.oidc import OIDCClient, s256_challenge
+from bff.auth.step_up import SignInOptions, kept_claims, safe_return_to, unmet
 from bff.errors import AuthProviderUnavailable, ClientRejected, InvalidGrant, LoginError, StoreUnavailable
 from bff.resources import Credentials, Resources
 from bff.sessions.models import Session
 from bff.web.native import handoff, native_login
 from bff.web.responses import NO_STORE, error_response, iso_utc
+from bff.web.sessions_api import client_label
 from bff.web.transactions import LoginTransactions, Transaction
 
 log = logging.getLogger("bff.auth")
@@ -54,35 +56,6 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-#: longer ``return_to`` values fall back to "/": the transaction cookie must stay small
-MAX_RETURN_TO = 1024
-
-
-def safe_return_to(value: str | None, allowed_origins: Sequence[str] = ()) -> str:
-    """A same-origin relative path, or an absolute http(s) URL on one of ``allowed_origins``
-    (``BFF_LOGIN_RETURN_ORIGINS``: an SPA on its own dev origin); anything else (other hosts,
-    schemes, ``//host``, backslashes, control characters, encoded tricks, userinfo) falls back to ``/``."""
-    if not value or len(value) > MAX_RETURN_TO:
-        return "/"
-    decoded = unquote(value)
-    if allowed_origins and not value.startswith("/"):
-        parts = urlsplit(value)
-        clean = not any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch == "\\" for ch in decoded)
-        if clean and parts.scheme in ("http", "https") and parts.netloc and "@" not in parts.netloc:
-            origin = f"{parts.scheme}://{parts.netloc}".lower()
-            if origin in {o.rstrip("/").lower() for o in allowed_origins}:
-                return value
-        return "/"
-    if not value.startswith("/") or value.startswith("//") or decoded.startswith("//"):
-        return "/"
-    if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
-        return "/"
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return value
-
-
 def _transactions(resources: Resources) -> LoginTransactions:
     return LoginTransactions(resources.crypto, resources.login_cookie, timeout=resources.login.timeout_seconds)
 
@@ -96,13 +69,24 @@ async def login(
     code_challenge: Annotated[str | None, Query(max_length=128)] = None,
     code_challenge_method: Annotated[str | None, Query(max_length=16)] = None,
     state: Annotated[str | None, Query(max_length=512)] = None,
+    prompt: Annotated[str | None, Query(max_length=128)] = None,
+    acr_values: Annotated[str | None, Query(max_length=2048)] = None,
+    max_age: Annotated[str | None, Query(max_length=64)] = None,
+    login_hint: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
     """Browsers: ``return_to``. Native apps: ``client=native``, an allow-listed ``redirect_uri``,
     their S256 ``code_challenge`` and an optional ``state`` echoed back with the handoff code.
+    Both: ``prompt``, ``acr_values``, ``max_age`` and ``login_hint`` are passed on to the IdP
+    (validated: `bff.auth.step_up.SignInOptions`); ``acr_values`` and ``max_age`` are checked
+    against the ID token at the callback (a step-up).
 
     Nothing is stored: the transaction travels in its own encrypted cookie (`LoginTransactions`)."""
     resources = _resources(request)
     oidc = _oidc(resources)
+    try:
+        options = SignInOptions.parse(prompt=prompt, acr_values=acr_values, max_age=max_age, login_hint=login_hint)
+    except LoginError as exc:
+        return error_response(400, "invalid_request", exc.message)
     native: dict[str, str] | None = None
     if client == "native":
         try:
@@ -120,6 +104,8 @@ async def login(
         return_to=safe_return_to(return_to, resources.login.return_origins),
         created_at=time.time(),
         native=native,
+        acr_values=options.acr_values,
+        max_age=options.max_age,
     )
     try:
         cookies = _transactions(resources).begin(transaction, request.cookies)
@@ -130,6 +116,10 @@ async def login(
         state=transaction.state,
         nonce=transaction.nonce,
         code_challenge=s256_challenge(transaction.verifier),
+        prompt=options.prompt,
+        acr_values=options.acr_values,
+        max_age=options.max_age,
+        login_hint=options.login_hint,
     )
     response = RedirectResponse(url, status_code=302, headers=NO_STORE)
     for cookie in cookies:
@@ -181,6 +171,13 @@ async def callback(
         if not tokens.id_token:
             raise LoginError("The identity provider sent no ID token")
         claims = await oidc.validate_id_token(tokens.id_token, nonce=transaction.nonce)
+        # a step-up: the IdP may answer a weaker sign-in than asked (acr_values are voluntary in OIDC);
+        # refused before anything changes, so the session the browser already has goes on as it was
+        weaker = unmet(
+            claims, acr_values=transaction.acr_values, max_age=transaction.max_age, requested_at=transaction.created_at
+        )
+        if weaker is not None:
+            raise LoginError(weaker)
         bound = dpop if tokens.token_type.lower() == "dpop" else None
         profile = await oidc.userinfo(tokens.access_token, sub=str(claims["sub"]), dpop=bound)
     except InvalidGrant:
@@ -204,19 +201,51 @@ async def callback(
         created_at=now,
         last_seen=now,
         dpop_key=dpop.to_jwk() if dpop is not None else None,
+        client=client_label(request.headers.get("user-agent")),  # for GET /auth/sessions; never the raw UA
     )
+    session.claims.update(kept_claims(claims))  # acr, amr, auth_time: `bff.User.acr` and kin
     resources.metrics.logins.labels("success").inc()
     if transaction.native:
         session.kind = "native"
         response = await handoff(resources, session, transaction.native)
     else:
         await resources.store.create(session)
+        await _end_replaced(request, resources, session)
         _note_session(request, resources, session)
         log.info("signed in", extra={"sub": session.sub, "session": resources.crypto.fingerprint(session.id)})
         response = RedirectResponse(transaction.return_to or "/", status_code=302, headers=NO_STORE)
         response.headers.append("set-cookie", resources.session_cookie.set(resources.crypto.sign(session.id)))
     response.headers.append("set-cookie", transactions.clear(transaction.state))
     return response
+
+
+async def _end_replaced(request: Request, resources: Resources, session: Session) -> None:
+    """A sign-in in a browser that already holds a session of the same subject (a step-up, a
+    re-authentication) continues it: the new session (new id, against fixation) replaces the old
+    one, whose record ends here, and the new cookie, set under the same name, replaces the old
+    cookie, so the browser never holds two. Another subject's session is left to expire, as before.
+
+    The old refresh token is not revoked: the new sign-in may share the IdP's grant with it
+    (oidc-provider revokes the whole grant with any of its refresh tokens), which would end the
+    new session's tokens too."""
+    credentials = resources.session_credentials(None, request.cookies)
+    old_id = credentials.session_id
+    if not old_id or not credentials.from_cookie or old_id == session.id:
+        return
+    try:
+        old = await resources.store.get(old_id, touch=False)
+        if old is None or old.sub != session.sub or old.kind != "browser":
+            return
+        await resources.store.delete(old_id, session=old)
+    except StoreUnavailable:
+        # the new session is stored and its cookie replaces the old one: only a copy of the old
+        # cookie could still use the old record, until its idle timeout
+        log.warning("signed in again, but the replaced session could not be ended (store unavailable)")
+        return
+    log.info(
+        "replaced the session of the same subject",
+        extra={"sub": session.sub, "session": resources.crypto.fingerprint(old_id)},
+    )
 
 
 _REFUSED_PAGE = """<!doctype html>
@@ -253,7 +282,12 @@ def _login_failed(
             action = "Go back to the app and sign in again."
         else:
             return_to = transaction.return_to if transaction is not None else "/"
-            again = "/auth/login?" + urlencode({"return_to": return_to})
+            asked = {"return_to": return_to}
+            if transaction is not None and transaction.acr_values:  # a step-up: try the same again
+                asked["acr_values"] = transaction.acr_values
+            if transaction is not None and transaction.max_age is not None:
+                asked["max_age"] = str(transaction.max_age)
+            again = "/auth/login?" + urlencode(asked)
             action = f'<a href="{html.escape(again)}">Sign in again</a>'
         page = _REFUSED_PAGE.format(message=html.escape(message.rstrip(".")), action=action)
         response = HTMLResponse(page, status_code=400, headers=_PAGE_HEADERS)

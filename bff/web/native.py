@@ -21,6 +21,7 @@ from bff.errors import LoginError
 from bff.resources import Resources
 from bff.sessions.models import Session
 from bff.web.responses import NO_STORE, iso_utc
+from bff.web.sessions_api import NATIVE_CLIENT
 
 router = APIRouter(prefix="/auth/native", tags=["auth"])
 
@@ -42,6 +43,7 @@ def native_login(
 
 async def handoff(resources: Resources, session: Session, native: dict[str, str]) -> Response:
     """Park the new session behind a one-time code and send the app its code (and its own state)."""
+    session.client = NATIVE_CLIENT  # the system browser's User-Agent is not the app's
     code = secrets.token_urlsafe(32)
     await resources.store.put_once(
         "handoff",

@@ -43,7 +43,8 @@ _CLOCK_SKEW = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """One sign-in in flight. ``native`` holds an app's redirect URI, challenge and state."""
+    """One sign-in in flight. ``native`` holds an app's redirect URI, challenge and state;
+    ``acr_values`` and ``max_age`` what it asked of the IdP (checked against the ID token)."""
 
     state: str
     verifier: str
@@ -51,14 +52,14 @@ class Transaction:
     return_to: str
     created_at: float
     native: dict[str, str] | None = None
-
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
+    acr_values: str | None = None
+    max_age: int | None = None
 
     @classmethod
     def from_json(cls, raw: bytes) -> Transaction:
         data: Any = json.loads(raw)
         native = data.get("native")
+        acr_values, max_age = data.get("acr_values"), data.get("max_age")  # absent before 0.3
         return cls(
             state=str(data["state"]),
             verifier=str(data["verifier"]),
@@ -66,7 +67,16 @@ class Transaction:
             return_to=str(data["return_to"]),
             created_at=float(data["created_at"]),
             native={str(k): str(v) for k, v in native.items()} if isinstance(native, dict) else None,
+            acr_values=str(acr_values) if acr_values else None,
+            max_age=int(max_age) if max_age is not None else None,
         )
+
+    def to_json(self) -> bytes:
+        data = dataclasses.asdict(self)
+        for name in ("acr_values", "max_age"):  # only when asked: the cookie stays as small as before
+            if data[name] is None:
+                del data[name]
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _b64(data: bytes) -> str:

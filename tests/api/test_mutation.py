@@ -74,7 +74,7 @@ async def test_refusals_are_errors_of_the_field_not_500s(demo: tuple[RunningBFF,
         body = await anonymous.graphql(PLACE, {"items": ITEMS})
         assert body["data"] == {"placeOrder": None}
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    async with bff.client(user="bob") as client:
+    async with bff.client(user="bob", scopes=["orders:read", "orders:write"]) as client:
         unknown = await client.graphql(PLACE, {"items": [{"productId": "nope", "quantity": 1}]})
         assert unknown["data"] == {"placeOrder": None}
         assert unknown["errors"][0]["extensions"] == {
@@ -115,7 +115,10 @@ async def test_a_failed_post_is_never_retried_but_a_get_is() -> None:
 async def test_an_upstream_5xx_on_the_post_is_an_upstream_error_sent_once() -> None:
     accounts = mock_upstream("http://accounts.test")
     failing = accounts.post("/orders").respond(503, json={"error": "down"})
-    async with running_bff(upstreams={"accounts": accounts}) as bff, bff.client(user="carol") as client:
+    async with (
+        running_bff(upstreams={"accounts": accounts}) as bff,
+        bff.client(user="carol", scopes=["orders:write"]) as client,
+    ):
         body = await client.graphql(PLACE, {"items": ITEMS})
         assert body["data"] == {"placeOrder": None}
         assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
@@ -123,3 +126,21 @@ async def test_an_upstream_5xx_on_the_post_is_an_upstream_error_sent_once() -> N
         # the user's own token, from the dev IdP (checked against its published keys)
         assert await dev_token_subject(failing.calls.last.request.headers["authorization"]) == "carol"
         assert await dev_token_subject("Bearer " + "x.y.z") is None
+
+
+async def test_place_order_needs_the_orders_write_scope() -> None:
+    """``placeOrder`` carries ``@requiresScopes(scopes: [["orders:write"]])``: the demo's bob is
+    granted ``orders:read`` only, so his order is FORBIDDEN before anything is sent upstream."""
+    accounts = mock_upstream("http://accounts.test")
+    posted = accounts.post("/orders").respond(201, json={"id": "o9", "placedAt": "2026-01-01T00:00:00Z", "items": []})
+    async with running_bff(upstreams={"accounts": accounts}) as bff:
+        async with bff.client(user="bob") as bob:
+            body = await bob.graphql(PLACE, {"items": ITEMS})
+            assert body["data"] == {"placeOrder": None}
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+            assert body["errors"][0]["path"] == ["placeOrder"]
+        assert posted.call_count == 0
+        async with bff.client(user="alice") as alice:
+            body = await alice.graphql(PLACE, {"items": ITEMS})
+            assert body["data"]["placeOrder"]["id"] == "o9"
+        assert posted.call_count == 1

@@ -3,9 +3,10 @@ resolvers that count their calls (a denied field must make none)."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import strawberry
@@ -45,11 +46,11 @@ class Vault(Node):
 class Me:
     name: str
 
-    @strawberry.field(directives=[RequiresScopes(scopes=[["email"]])])
+    @strawberry.field(directives=[RequiresScopes(scopes=[["contact:read"]])])
     def email(self) -> str:
         return counted("email", "me@example.com")
 
-    @strawberry.field(directives=[RequiresScopes(scopes=[["email"]])])
+    @strawberry.field(directives=[RequiresScopes(scopes=[["contact:read"]])])
     def backup_email(self) -> str | None:
         return counted("backup_email", "backup@example.com")
 
@@ -104,6 +105,18 @@ class Mutation:
         return counted("place", "placed")
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(directives=[RequiresScopes(scopes=[["ticks"]])])
+    async def ticks(self, every: float = 0.05) -> AsyncIterator[int]:
+        number = 0
+        while True:
+            calls["ticks"] += 1
+            yield number
+            number += 1
+            await asyncio.sleep(every)
+
+
 async def is_owner(user: User, arguments: Mapping[str, Any]) -> bool:
     calls["policy:is-owner"] += 1
     return arguments.get("owner") == user.sub
@@ -117,5 +130,9 @@ def strong(user: User, arguments: Mapping[str, Any]) -> bool:
 
 
 schema = build_schema(
-    query=Query, mutation=Mutation, types=[Doc, Vault], policies={"is-owner": is_owner, "strong": strong}
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    types=[Doc, Vault],
+    policies={"is-owner": is_owner, "strong": strong},
 )

@@ -23,7 +23,7 @@ from tests.graphql import authz_schema
 
 ANONYMOUS = None
 PLAIN = User(sub="ada", scopes=frozenset())
-SCOPED = User(sub="ada", scopes=frozenset({"email", "vault", "secret:read", "a", "b"}))
+SCOPED = User(sub="ada", scopes=frozenset({"contact:read", "vault", "secret:read", "a", "b"}))
 STRONG = User(sub="ada", scopes=frozenset({"c"}), claims=MappingProxyType({"acr": "urn:bff:loa:2"}))
 USERS = {"anonymous": ANONYMOUS, "plain": PLAIN, "scoped": SCOPED, "strong": STRONG}
 

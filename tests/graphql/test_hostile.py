@@ -13,7 +13,7 @@ import pytest
 import strawberry
 
 from bff import build_schema
-from bff.demo.api.types import Product, User
+from bff.demo.api.types import POLICIES, Product, User
 from bff.graphql.documents.limits import Limits
 from bff.runtime import settle_heap
 from tests.conftest import Bff
@@ -46,7 +46,7 @@ async def pre_execution_seconds(schema: Any, document: str) -> tuple[float, Any]
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 async def test_expensive_documents_are_answered_in_milliseconds(family: str) -> None:
-    schema = build_schema(StubQuery)
+    schema = build_schema(StubQuery, policies=POLICIES)
     document = largest(FAMILIES[family], LIMITS.max_tokens)
     timings = []
     for copy in range(3):  # distinct texts: no cache helps
@@ -59,7 +59,7 @@ async def test_expensive_documents_are_answered_in_milliseconds(family: str) -> 
 
 @pytest.mark.parametrize("ways", [2, 3])
 async def test_fragment_chains_are_refused_whatever_their_length(ways: int) -> None:
-    schema = build_schema(StubQuery)
+    schema = build_schema(StubQuery, policies=POLICIES)
     assert (await schema.execute(chain(ways)(5))).errors is None  # 2**5 or 3**5 fields: fine
     for n in (15, 40, 150):
         document = chain(ways)(n)
@@ -72,7 +72,7 @@ async def test_fragment_chains_are_refused_whatever_their_length(ways: int) -> N
 
 
 async def test_legitimate_fragment_reuse_still_passes() -> None:
-    schema = build_schema(StubQuery)
+    schema = build_schema(StubQuery, policies=POLICIES)
     document = """
       query Page { viewer { ...U } again: viewer { ...U } }
       fragment U on User { id ...N ...N orders(first: 2) { ...O } }
@@ -83,14 +83,14 @@ async def test_legitimate_fragment_reuse_still_passes() -> None:
 
 
 async def test_cycles_and_depth_through_fragments_are_refused() -> None:
-    schema = build_schema(StubQuery)
+    schema = build_schema(StubQuery, policies=POLICIES)
     cycle = await schema.execute("query C { ...A } fragment A on Query { ...B } fragment B on Query { ...A }")
     assert cycle.errors and "within itself" in cycle.errors[0].message
     ok = "query Ok { viewer { ...U } } fragment U on User { orders { items { quantity } } }"
     assert (await schema.execute(ok)).errors is None
     too_deep = "query Deep { viewer { orders { ...O } } } fragment O on Order { items { product { ...P } } } "
     too_deep += "fragment P on Product { id }"
-    deep_limits = build_schema(StubQuery, limits=Limits(max_depth=3))
+    deep_limits = build_schema(StubQuery, limits=Limits(max_depth=3), policies=POLICIES)
     result = await deep_limits.execute(too_deep)
     assert result.errors and "depth" in result.errors[0].message, result.errors
     assert (await deep_limits.execute(ok)).errors is None
@@ -171,7 +171,7 @@ ORDERS = "orders(first: $n) { id totalCents items { quantity product { id name p
 async def test_cost_does_not_depend_on_how_the_query_is_written(
     document: str, variables: dict[str, Any] | None
 ) -> None:
-    result = await build_schema(StubQuery).execute(document, variable_values=variables)
+    result = await build_schema(StubQuery, policies=POLICIES).execute(document, variable_values=variables)
     assert result.errors, "refused"
     assert [e.extensions["code"] for e in result.errors] == ["QUERY_TOO_COMPLEX"]
 
@@ -186,5 +186,5 @@ async def test_cost_does_not_depend_on_how_the_query_is_written(
     ],
 )
 async def test_affordable_queries_pass_however_written(document: str, variables: dict[str, Any] | None) -> None:
-    result = await build_schema(StubQuery).execute(document, variable_values=variables)
+    result = await build_schema(StubQuery, policies=POLICIES).execute(document, variable_values=variables)
     assert result.errors is None, result.errors

@@ -62,3 +62,38 @@ async def test_the_memory_store_forgets_the_index_entries_of_expired_sessions() 
     await store._prune()
     assert "sub:alice" not in store._index
     await store.close()
+
+
+def _jwt(payload: dict[str, object]) -> str:
+    import base64
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(payload)}.c2ln"
+
+
+def test_scopes_from_a_configured_claim_of_the_access_or_id_token() -> None:
+    """BFF_SCOPES_CLAIM: an IdP that puts the scopes in the access token (Entra's ``scp``, Auth0's
+    ``permissions`` list) or only in the ID token; the token response's scope otherwise."""
+    session = _session("openid profile")
+    session.tokens.access_token = _jwt({"sub": "ada", "scp": "orders:read orders:write"})
+    assert User.of(session).scopes == {"openid", "profile"}
+    assert User.of(session, scopes_claim="scp").scopes == {"orders:read", "orders:write"}
+    session.tokens.access_token = _jwt({"sub": "ada", "permissions": ["billing:read", 7, "billing:write"]})
+    assert User.of(session, scopes_claim="permissions").scopes == {"billing:read", "billing:write"}
+    session.tokens.access_token = "opaque-token"
+    session.tokens.id_token = _jwt({"sub": "ada", "roles": ["admin"]})
+    assert User.of(session, scopes_claim="roles").scopes == {"admin"}
+    session.tokens.id_token = "not.a.jwt"
+    assert User.of(session, scopes_claim="roles").scopes == frozenset()
+
+
+def test_acr_amr_and_auth_time_come_from_the_kept_claims() -> None:
+    session = _session(None)
+    session.claims = {"acr": "urn:bff:loa:2", "amr": ["pwd", "otp"], "auth_time": 1700000000}
+    user = User.of(session)
+    assert (user.acr, user.amr, user.auth_time) == ("urn:bff:loa:2", ("pwd", "otp"), 1700000000.0)
+    session.claims = {"acr": 2, "amr": "pwd", "auth_time": True}
+    user = User.of(session)
+    assert (user.acr, user.amr, user.auth_time) == (None, (), None)

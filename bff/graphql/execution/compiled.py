@@ -72,7 +72,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
 from bff.graphql._strawberry import field_exception_handlers, info_factory, is_basic_resolver, strawberry_schema_of
-from bff.graphql.authorization import GUARD
+from bff.graphql.authorization import GUARD, GUARD_WRAP, unguarded_resolve
 
 __all__ = ["Plan", "Unsupported", "compile_plan"]
 
@@ -575,7 +575,7 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
     The resolver receives the same ``self``/root, ``info`` and keyword arguments."""
     strawberry_schema = strawberry_schema_of(schema)
     strawberry_field = (definition.extensions or {}).get("strawberry-definition")
-    resolve = definition.resolve
+    resolve = unguarded_resolve(definition) or definition.resolve
     if strawberry_schema is None or strawberry_field is None or resolve is None:
         return None
     resolver = getattr(strawberry_field, "base_resolver", None)
@@ -696,8 +696,10 @@ class _Compiler:
             plan.attribute = attribute
             plan.needs_info = False
             return plan
-        # a guarded field (`bff.graphql.authorization`) resolves through its guard, which is its resolve
-        direct = None if guarded else _direct_resolver(self.schema, definition)
+        direct = _direct_resolver(self.schema, definition)
+        if guarded:  # behind its guard (`bff.graphql.authorization`): the fast resolver too
+            wrap = (definition.extensions or {}).get(GUARD_WRAP)
+            direct = wrap(direct) if direct is not None and wrap is not None else None
         plan.resolve = direct or definition.resolve or self.field_resolver
         plan.needs_info = True
         if definition.args or first.arguments:

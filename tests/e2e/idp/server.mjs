@@ -8,8 +8,13 @@
 //   DPOP_NONCE=1                           ...and a server-provided DPoP nonce is required (implies DPOP=1)
 //   DPOP_REQUIRED=1                        the bff client must send a DPoP proof at the token endpoint
 //   TOKEN_EXCHANGE=1                       RFC 8693 token exchange (access token -> access token for an audience)
+//   ACR=1                                  step-up: acr urn:bff:loa:1 (a login at the form) or urn:bff:loa:2 (the
+//                                          same form, asked for with acr_values: a pretend second factor) in the
+//                                          ID token with amr and auth_time; a session whose acr is none of a
+//                                          request's acr_values signs in again; access tokens carry the acr
+//                                          (introspection shows it)
 import { randomBytes } from 'node:crypto';
-import { Provider, errors } from 'oidc-provider';
+import { Provider, errors, interactionPolicy } from 'oidc-provider';
 // oidc-provider has no public API for DPoP in custom grants: its own helper (9.x layout; the
 // version is pinned in package-lock.json). Used only when TOKEN_EXCHANGE=1.
 import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
@@ -25,6 +30,10 @@ const dpopNonce = env.DPOP_NONCE === '1';
 const dpop = env.DPOP === '1' || dpopNonce;
 const dpopRequired = env.DPOP_REQUIRED === '1';
 const tokenExchange = env.TOKEN_EXCHANGE === '1';
+const acr = env.ACR === '1';
+// the Authentication Context Class References of ACR=1, and the methods each pretends to use
+const ACRS = { 'urn:bff:loa:1': ['pwd'], 'urn:bff:loa:2': ['pwd', 'otp'] };
+const ACR_DEFAULT = 'urn:bff:loa:1';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 // every listed resource is one API with one scope, 'api'. oidc-provider puts a resource scope in a
@@ -106,6 +115,29 @@ if (dpop) {
   };
 }
 
+const stepUp = {};
+if (acr) {
+  const { Check } = interactionPolicy;
+  const policy = interactionPolicy.base();
+  // oidc-provider re-prompts only for essential acr claims; acr_values are voluntary. A real IdP steps
+  // up on them: a session whose acr is none of the asked values must sign in again (unless it just did).
+  policy.get('login').checks.add(new Check('acr_values', 'a stronger sign-in was asked for', (ctx) => {
+    const asked = String(ctx.oidc.params.acr_values || '').split(' ').filter(Boolean);
+    if (!asked.length || ctx.oidc.result?.login || asked.includes(ctx.oidc.acr)) return Check.NO_NEED_TO_PROMPT;
+    return Check.REQUEST_PROMPT;
+  }));
+  Object.assign(stepUp, {
+    acrValues: Object.keys(ACRS),
+    interactions: { policy },
+    // the acr of the sign-in behind an access token, for the resource servers (introspection)
+    extraTokenClaims(ctx, token) {
+      if (token.kind !== 'AccessToken') return undefined;
+      const source = ctx?.oidc?.entities?.AuthorizationCode ?? ctx?.oidc?.entities?.RefreshToken;
+      return source?.acr ? { acr: source.acr } : undefined;
+    },
+  });
+}
+
 const provider = new Provider(issuer, {
   clients,
   cookies: { keys: ['e2e-cookie-key-not-secret'] },
@@ -125,7 +157,10 @@ const provider = new Provider(issuer, {
     Interaction: 600,
     AuthorizationCode: 60,
   },
-  claims: { openid: ['sub', 'sid'], profile: ['name'], email: ['email'] },
+  claims: {
+    openid: ['sub', 'sid', ...(acr ? ['acr', 'amr', 'auth_time'] : [])], profile: ['name'], email: ['email'],
+  },
+  ...stepUp,
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
@@ -140,6 +175,21 @@ const provider = new Provider(issuer, {
     return { accountId: id, async claims() { return { sub: id, ...person }; } };
   },
 });
+
+if (acr) {
+  // devInteractions' login form says only who signed in: the acr (and amr) of that login come from
+  // what the authorization request asked for, the first of its acr_values this provider knows
+  const finish = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = async (req, res, result, options) => {
+    if (result?.login) {
+      const { params } = await provider.interactionDetails(req, res);
+      const asked = String(params.acr_values || '').split(' ');
+      const chosen = asked.find((value) => value in ACRS) || ACR_DEFAULT;
+      return finish(req, res, { ...result, login: { ...result.login, acr: chosen, amr: ACRS[chosen] } }, options);
+    }
+    return finish(req, res, result, options);
+  };
+}
 
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
