@@ -13,6 +13,9 @@
 //                                          ID token with amr and auth_time; a session whose acr is none of a
 //                                          request's acr_values signs in again; access tokens carry the acr
 //                                          (introspection shows it)
+//   SCOPES=orders:read orders:write        more scopes the provider knows, granted per account in three tiers
+//                                          (the dev IdP's): alice every one asked for, bob the read-only ones
+//                                          (':read'/'.read' suffix, 'read:' prefix), anyone else none
 import { randomBytes } from 'node:crypto';
 import { Provider, errors, interactionPolicy } from 'oidc-provider';
 // oidc-provider has no public API for DPoP in custom grants: its own helper (9.x layout; the
@@ -31,6 +34,12 @@ const dpop = env.DPOP === '1' || dpopNonce;
 const dpopRequired = env.DPOP_REQUIRED === '1';
 const tokenExchange = env.TOKEN_EXCHANGE === '1';
 const acr = env.ACR === '1';
+const extraScopes = (env.SCOPES || '').split(/[ ,]+/).filter(Boolean);
+const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email'];
+function mayHave(accountId, scope) {
+  if (OIDC_SCOPES.includes(scope) || accountId === 'alice') return true;
+  return accountId === 'bob' && (scope.endsWith(':read') || scope.endsWith('.read') || scope.startsWith('read:'));
+}
 // the Authentication Context Class References of ACR=1, and the methods each pretends to use
 const ACRS = { 'urn:bff:loa:1': ['pwd'], 'urn:bff:loa:2': ['pwd', 'otp'] };
 const ACR_DEFAULT = 'urn:bff:loa:1';
@@ -161,6 +170,7 @@ const provider = new Provider(issuer, {
     openid: ['sub', 'sid', ...(acr ? ['acr', 'amr', 'auth_time'] : [])], profile: ['name'], email: ['email'],
   },
   ...stepUp,
+  ...(extraScopes.length ? { scopes: [...OIDC_SCOPES, ...extraScopes] } : {}),
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
@@ -175,6 +185,19 @@ const provider = new Provider(issuer, {
     return { accountId: id, async claims() { return { sub: id, ...person }; } };
   },
 });
+
+if (extraScopes.length) {
+  // devInteractions' consent grants every scope asked for: an account gets only those it may have
+  const addOIDCScope = provider.Grant.prototype.addOIDCScope;
+  // (the others are rejected, not left out: a scope left out would be asked for again, forever)
+  provider.Grant.prototype.addOIDCScope = function addOwnOIDCScope(scope) {
+    if (!(this instanceof provider.Grant)) return addOIDCScope.call(this, scope); // rejectOIDCScope's record
+    const asked = String(scope || '').split(' ').filter(Boolean);
+    const refused = asked.filter((value) => !mayHave(this.accountId, value));
+    if (refused.length) this.rejectOIDCScope(refused.join(' '));
+    return addOIDCScope.call(this, asked.filter((value) => mayHave(this.accountId, value)).join(' '));
+  };
+}
 
 if (acr) {
   // devInteractions' login form says only who signed in: the acr (and amr) of that login come from
