@@ -20,7 +20,7 @@ export type Scalars = {
 
 export type Mutation = {
   __typename?: 'Mutation';
-  /** Places an order for the signed-in user (POST /orders on the accounts upstream). Sent once: a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it. */
+  /** Places an order for the signed-in user (POST /orders on the accounts upstream). Sent once: a POST is never retried automatically. Null with UPSTREAM_ERROR when the upstream refuses it, FORBIDDEN without the orders:write scope. */
   placeOrder?: Maybe<Order>;
 };
 
@@ -75,6 +75,14 @@ export type QuerySearchProductsArgs = {
   query: Scalars['String']['input'];
 };
 
+/** How the user signed in last (the ID token's acr, amr and auth_time). */
+export type SignIn = {
+  __typename?: 'SignIn';
+  acr?: Maybe<Scalars['String']['output']>;
+  at?: Maybe<Scalars['DateTime']['output']>;
+  methods: Array<Scalars['String']['output']>;
+};
+
 export type Subscription = {
   __typename?: 'Subscription';
   orderStatusChanged: OrderStatus;
@@ -89,6 +97,8 @@ export type User = {
   __typename?: 'User';
   email: Scalars['String']['output'];
   id: Scalars['ID']['output'];
+  /** How you signed in last: needs a strong sign-in (step-up otherwise). */
+  lastSignIn?: Maybe<SignIn>;
   name: Scalars['String']['output'];
   orders: Array<Order>;
 };
