@@ -175,19 +175,24 @@ def _resources(request: Request) -> Resources:
     return resources
 
 
-async def _signed_in(request: Request, resources: Resources) -> tuple[Session | None, Credentials, Response | None]:
-    """The request's live session; else the 401 to answer (clearing a cookie that names none)."""
+async def _signed_in(request: Request) -> tuple[Resources, Session, Credentials] | Response:
+    """The request's live session, once the CSRF/Origin rule let it through; else the answer: that
+    rule's 403, or a 401 (clearing a cookie that names no session)."""
+    resources = _resources(request)
+    refused = _refusal(request, resources)
+    if refused is not None:
+        return refused
     credentials = resources.session_credentials(request.headers.get("authorization"), request.cookies)
     session_id = credentials.session_id
     session = await resources.store.get(session_id, touch=False) if session_id else None
     if session is not None:
         request.state.user_sub = session.sub  # for the access log: never the id, only its hash
         request.state.session_hash = resources.crypto.fingerprint(session.id)
-        return session, credentials, None
+        return resources, session, credentials
     response = error_response(401, "unauthenticated", "sign in first: no live session in this request")
     if credentials.presented and credentials.from_cookie:
         response.headers.append("set-cookie", resources.session_cookie.clear())
-    return None, credentials, response
+    return response
 
 
 async def _own_sessions(resources: Resources, current: Session) -> list[Session]:
@@ -199,14 +204,10 @@ async def _own_sessions(resources: Resources, current: Session) -> list[Session]
 
 @router.get("", summary="The signed-in user's sessions (never an id: opaque, short-lived handles)")
 async def list_sessions(request: Request) -> Response:
-    resources = _resources(request)
-    refused = _refusal(request, resources)
-    if refused is not None:
-        return refused
-    current, _, unauthenticated = await _signed_in(request, resources)
-    if current is None:
-        assert unauthenticated is not None
-        return unauthenticated
+    signed_in = await _signed_in(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    resources, current, _ = signed_in
     sessions = await _own_sessions(resources, current)
     sessions.sort(key=lambda s: (s.last_seen, s.created_at), reverse=True)
     crypto, until = resources.crypto, resources.store.now() + HANDLE_SECONDS
@@ -242,14 +243,10 @@ def _request_body(raw: bytes) -> tuple[str | None, bool] | None:
 
 @router.post("/revoke", summary="End one of the user's sessions, or all but the current one")
 async def revoke_sessions(request: Request) -> Response:
-    resources = _resources(request)
-    refused = _refusal(request, resources)
-    if refused is not None:
-        return refused
-    current, credentials, unauthenticated = await _signed_in(request, resources)
-    if current is None:
-        assert unauthenticated is not None
-        return unauthenticated
+    signed_in = await _signed_in(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    resources, current, credentials = signed_in
     asked = _request_body(await request.body())
     if asked is None:
         return error_response(400, "invalid_request", _HOW)
