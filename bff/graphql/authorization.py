@@ -254,14 +254,29 @@ class Authorizer:
         if slots is None:  # not a bff Context (a schema executed by hand): decided per field
             return await self._decisions(context, schema, operation, fragments, variable_values)
         entry = slots.get(id(operation))
-        if entry is None or entry[0] is not operation:
-            task = asyncio.ensure_future(self._decisions(context, schema, operation, fragments, variable_values))
-            entry = slots[id(operation)] = (operation, task)
-        decided = entry[1]
-        if isinstance(decided, dict):
-            return decided
-        result: Decisions = await asyncio.shield(decided)
+        if entry is not None and entry[0] is operation:
+            decided = entry[1]
+            if isinstance(decided, dict):
+                return decided
+            try:
+                result: Decisions = await asyncio.shield(decided)  # a sibling is deciding: its answer
+            except _Abandoned:  # ... and was cancelled first: decide here
+                return await self.prepare(context, schema, operation, fragments, variable_values)
+            return result
+        # the first caller decides in its own task (no task of its own: one per request would cost
+        # more than the decision); siblings that come meanwhile wait on the future
+        pending: asyncio.Future[Decisions] = asyncio.get_running_loop().create_future()
+        slots[id(operation)] = (operation, pending)
+        try:
+            result = await self._decisions(context, schema, operation, fragments, variable_values)
+        except BaseException as exc:
+            if slots.get(id(operation)) == (operation, pending):
+                del slots[id(operation)]  # decided again by the next caller
+            pending.set_exception(_Abandoned() if isinstance(exc, asyncio.CancelledError) else exc)
+            pending.exception()  # retrieved: a sibling may never ask
+            raise
         slots[id(operation)] = (operation, result)
+        pending.set_result(result)
         return result
 
     async def _decisions(
@@ -297,6 +312,10 @@ def unguarded_resolve(definition: GraphQLField) -> Any:
     """The field's resolver as Strawberry built it, without the guard (None: not guarded)."""
     original = (definition.extensions or {}).get(_ORIGINAL)
     return None if original is None else original[0]
+
+
+class _Abandoned(Exception):
+    """The field deciding an operation was cancelled before it decided (its siblings decide)."""
 
 
 def _interface_requirement(interface: GraphQLInterfaceType, name: str) -> Requirement:

@@ -104,6 +104,8 @@ class Context:
         #: the authorization decisions of the operation running in this context, by operation
         #: (`bff.graphql.authorization`): decided once, before any guarded field resolves
         self._authz: dict[int, Any] = {}
+        #: the `User` of the session read last (resolvers and the authorization ask for it)
+        self._user: tuple[Session, User] | None = None
 
     @property
     def request(self) -> ClientRequest | None:
@@ -148,7 +150,14 @@ class Context:
                 raise Unauthenticated()
         """
         session = await self._session()
-        return None if session is None else User.of(session, scopes_claim=self._resources.requests.scopes_claim)
+        if session is None:
+            return None
+        known = self._user
+        if known is not None and known[0] is session:  # the same read: the same User
+            return known[1]
+        user = User.of(session, scopes_claim=self._resources.requests.scopes_claim)
+        self._user = (session, user)
+        return user
 
     async def _read_session(self, session_id: str) -> Session | None:
         session = await self._resources.store.get(session_id, touch=self.touch, recent=True)

@@ -265,3 +265,47 @@ async def test_concurrent_guarded_siblings_share_one_decision() -> None:
     assert not result.errors
     assert context.user_reads == 1
     await asyncio.sleep(0)
+
+
+class SlowCtx(Ctx):
+    """A user read that takes a while (or fails): the decision's concurrency is visible."""
+
+    def __init__(self, user: User | None, *, error: Exception | None = None) -> None:
+        super().__init__(user)
+        self.error = error
+
+    async def user(self) -> User | None:
+        self.user_reads += 1
+        await asyncio.sleep(0.05)
+        if self.error is not None:
+            raise self.error
+        return self._user
+
+
+async def test_a_failed_user_read_fails_only_the_guarded_fields() -> None:
+    from bff.errors import StoreUnavailable
+
+    context = SlowCtx(SCOPED, error=StoreUnavailable())
+    result = await authz_schema.schema.execute("{ public secret either }", context_value=context)
+    assert result.data == {"public": "hello", "secret": None, "either": None}
+    assert sorted(e.extensions["code"] for e in result.errors or []) == ["SESSION_STORE_UNAVAILABLE"] * 2
+
+
+async def test_a_sibling_decides_when_the_deciding_field_is_cancelled() -> None:
+    from graphql import parse
+
+    from bff.graphql._strawberry import graphql_schema
+
+    schema = graphql_schema(authz_schema.schema)
+    authorizer = authz_schema.schema.bff_authorizer
+    operation = parse("{ secret either }").definitions[0]
+    context = SlowCtx(PLAIN)
+    first = asyncio.ensure_future(authorizer.prepare(context, schema, operation, {}, {}))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(authorizer.prepare(context, schema, operation, {}, {}))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    decided = await asyncio.wait_for(second, 5)
+    assert len(decided) == 2  # both denied
+    assert context.user_reads == 2  # the cancelled read, then the sibling's own
+    assert await authorizer.prepare(context, schema, operation, {}, {}) is decided  # kept for the operation
