@@ -14,8 +14,13 @@ utime + stime over the window, which includes the heartbeats and session watcher
 streams). The clients' CPU is printed too: near one core per client process, the client is the
 bottleneck and the latency figures are the client's, not the BFF's.
 
+``--variant name@ref`` (repeatable) measures the ``bff`` package of a git ref too (exported with
+``git archive``; the sessions, the schema and the clients stay this tree's), ``--rounds`` times,
+alternated with the others, one column each: a change A/B on one machine in one run.
+
     python scripts/bench_streams.py --streams 1000 --seconds 20 --clients 2
-    python scripts/bench_streams.py --streams 1000 --markdown BENCHMARKS.md   # writes the "Streams" section
+    python scripts/bench_streams.py --streams 1000 --markdown BENCHMARKS.md   # writes the "Streams" table
+    python scripts/bench_streams.py --variant before@HEAD --variant now --rounds 2   # a change, A/B
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import strawberry
 
@@ -53,7 +59,11 @@ class Ticker:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(1.0 - time.time() % 1.0)
+            # a timer may fire a few ms early (uvloop counts from the time its loop iteration began):
+            # sleep until the clock says so, or the next tick would come right after this one
+            due = float(int(time.time()) + 1)
+            while (left := due - time.time()) > 0:  # noqa: ASYNC110 (waiting for the clock, not for a party)
+                await asyncio.sleep(left)
             tick, self._tick = self._tick, _Tick()
             if tick is not None:
                 tick.stamp = time.time()
@@ -184,72 +194,84 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+MARKERS = ("<!-- streams:start -->", "<!-- streams:end -->")
+
+
 def _replace_section(path: str, title: str, body: str) -> None:
-    """Replace the ``## {title}`` section of the markdown file (up to the next ``## ``), or append it."""
+    """Write ``body`` between the `MARKERS` of the markdown file (the prose around them stays), else
+    as the ``## {title}`` section (up to the next ``## ``), else append that section."""
     from pathlib import Path
 
     file = Path(path)
     text = file.read_text() if file.exists() else "# Benchmarks\n"
+    start, end = MARKERS
+    if start in text and end in text:
+        before, _, rest = text.partition(start)
+        file.write_text(f"{before}{start}\n{body.strip()}\n{end}{rest.partition(end)[2]}")
+        return
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == f"## {title}"), None)
+    first = next((i for i, line in enumerate(lines) if line.rstrip() == f"## {title}"), None)
     section = f"## {title}\n\n{body.strip()}\n"
-    if start is None:
+    if first is None:
         file.write_text(text.rstrip("\n") + "\n\n" + section)
         return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    rest = "".join(lines[end:])
-    file.write_text("".join(lines[:start]) + section + ("\n" + rest if rest else ""))
+    last = next((i for i in range(first + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = "".join(lines[last:])
+    file.write_text("".join(lines[:first]) + section + ("\n" + rest if rest else ""))
 
 
-async def main() -> int:
-    import argparse
+def _export(ref: str, into: str) -> str:
+    """The ``bff`` package of git ``ref``, exported into a directory of ``into`` (no worktree)."""
+    import re
+    import subprocess
+
+    from benchkit import ROOT
+
+    path = os.path.join(into, re.sub(r"[^\w.-]", "_", ref))
+    os.makedirs(path, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref, "bff"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", path], input=archive, check=True)
+    return path
+
+
+async def _measure(args: Any, redis_url: str, cookies: list[str], warm_cookie: str, code: str | None) -> list[str]:
+    """One run: a worker (the ``bff`` package of ``code``, else this tree's) and every stream;
+    the table's values, in the order of `ROWS`."""
     import multiprocessing
-    import os
+    import subprocess
     import sys
 
     import httpx
-
-    sys.path.insert(0, SCRIPTS)
     from benchkit import ROOT, stop_all, wait_http
 
-    from tests.support.servers import RedisServer, free_port
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=20.0, help="the measured window")
-    parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--markdown", default=None, help='write the table as the "Streams" section of this file')
-    args = parser.parse_args()
+    from tests.support.servers import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    redis = RedisServer().start()
-    procs: list[object] = []
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BFF_")},
+        "BFF_PUBLIC_URL": url,
+        "BFF_COOKIE_SECURE": "false",
+        "BFF_LOG_LEVEL": "warning",
+        "BFF_SESSION_STORE": redis_url,
+        "BFF_SESSION_SECRET": SECRET,
+        "BFF_STREAMS_PER_PROCESS": str(args.streams + 10),
+        "PYTHONPATH": os.pathsep.join([code or str(ROOT), str(ROOT / "scripts")]),
+    }
+    procs: list[Any] = []
     try:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("BFF_")},
-            "BFF_PUBLIC_URL": url,
-            "BFF_COOKIE_SECURE": "false",
-            "BFF_LOG_LEVEL": "warning",
-            "BFF_SESSION_STORE": redis.url,
-            "BFF_SESSION_SECRET": SECRET,
-            "BFF_STREAMS_PER_PROCESS": str(args.streams + 10),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), str(ROOT)]),
-        }
-        import subprocess
-
+        # `python -m bff` puts its working directory first on sys.path: an exported package's own
         worker = subprocess.Popen(
             [sys.executable, "-m", "bff", "serve", "--port", str(port), "--schema", "bench_streams:schema"],
             env=env,
-            cwd=ROOT,
+            cwd=code or ROOT,
             stdout=subprocess.DEVNULL,
         )
         procs.append(worker)
         wait_http(f"{url}/healthz")
-        cookies = await _make_sessions(redis.url, args.streams + 1)
         # warm-up: one stream through one tick (imports, caches, the ticker task), then closed
         async with (
-            httpx.AsyncClient(base_url=url, timeout=30, cookies={"bff_session": cookies.pop()}) as client,
+            httpx.AsyncClient(base_url=url, timeout=30, cookies={"bff_session": warm_cookie}) as client,
             client.stream("POST", "/graphql", content=SUBSCRIBE, headers=HEADERS) as response,
         ):
             async for line in response.aiter_lines():
@@ -268,6 +290,7 @@ async def main() -> int:
             share = cookies[i :: args.clients]
             process = context.Process(target=_client, args=(url, share, start_at, stop_at, send))
             process.start()
+            procs.append(process)
             clients.append((process, receive))
 
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -287,39 +310,98 @@ async def main() -> int:
             failed += result[2]
             client_cpu.append(result[3])
             await asyncio.to_thread(process.join, 30)
-        latencies.sort()
-        events = len(latencies)
-        ms = [_percentile(latencies, q) * 1000 for q in (0.5, 0.95, 0.99)]
-        client_share = max(client_cpu, default=0.0) / args.seconds
-        per_stream = (rss_open - rss_before) / max(1, opened)
-        rows = [
-            ("streams open / refused or failed", f"{opened} / {failed}"),
-            ("worker RSS before / with the streams open", f"{rss_before / 1024:.1f} MiB / {rss_open / 1024:.1f} MiB"),
-            ("memory per open stream", f"{per_stream:.1f} KiB"),
-            ("worker RSS at the end of the window", f"{rss_after / 1024:.1f} MiB"),
-            ("event latency p50 / p95 / p99", f"{ms[0]:.1f} / {ms[1]:.1f} / {ms[2]:.1f} ms"),
-            ("events delivered / s", f"{events / args.seconds:.0f}"),
-            (
-                "worker CPU per event",
-                f"{cpu_used / max(1, events) * 1e6:.0f} µs ({cpu_used / args.seconds:.0%} of a core)",
-            ),
-            (
-                "client CPU (busiest client process)",
-                f"{client_share:.0%} of a core ({args.clients} client process(es))",
-            ),
-        ]
-        table = "| measure | value |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-        command = (
-            f"python scripts/bench_streams.py --streams {args.streams} --seconds {args.seconds:g} "
-            f"--clients {args.clients}"
-        )
-        print(f"\n{command}\n\n{table}")
-        if args.markdown:
-            _replace_section(args.markdown, "Streams", f"`{command}`\n\n{table}")
-        return 0 if failed == 0 and opened == args.streams else 1
     finally:
-        stop_all(procs)  # type: ignore[arg-type]
+        stop_all([p for p in procs if isinstance(p, subprocess.Popen)])
+        for process in procs:
+            if not isinstance(process, subprocess.Popen) and process.is_alive():
+                process.terminate()
+    latencies.sort()
+    events = len(latencies)
+    ms = [_percentile(latencies, q) * 1000 for q in (0.5, 0.95, 0.99)]
+    client_share = max(client_cpu, default=0.0) / args.seconds
+    per_stream = (rss_open - rss_before) / max(1, opened)
+    args.ok = args.ok and failed == 0 and opened == args.streams
+    return [
+        f"{opened} / {failed}",
+        f"{rss_before / 1024:.1f} MiB / {rss_open / 1024:.1f} MiB",
+        f"{per_stream:.1f} KiB",
+        f"{rss_after / 1024:.1f} MiB",
+        f"{ms[0]:.1f} / {ms[1]:.1f} / {ms[2]:.1f} ms",
+        f"{events / args.seconds:.0f}",
+        f"{cpu_used / max(1, events) * 1e6:.0f} µs ({cpu_used / args.seconds:.0%} of a core)",
+        f"{client_share:.0%} of a core ({args.clients} client process(es))",
+    ]
+
+
+ROWS = (
+    "streams open / refused or failed",
+    "worker RSS before / with the streams open",
+    "memory per open stream",
+    "worker RSS at the end of the window",
+    "event latency p50 / p95 / p99",
+    "events delivered / s",
+    "worker CPU per event",
+    "client CPU (busiest client process)",
+)
+
+
+async def main() -> int:
+    import argparse
+    import shutil
+    import sys
+    import tempfile
+
+    sys.path.insert(0, SCRIPTS)
+    import benchkit  # noqa: F401 (makes the project root importable, for tests.support)
+
+    from tests.support.servers import RedisServer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="the measured window")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="name[@git-ref]: the bff package of that ref (default: this tree's), repeatable",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each variant, alternated")
+    parser.add_argument("--markdown", default=None, help='write the table into the "Streams" section of this file')
+    args = parser.parse_args()
+    args.ok = True
+    variants = [spec.partition("@") for spec in args.variant] or [("now", "", "")]
+
+    redis = RedisServer().start()
+    trees = tempfile.mkdtemp(prefix="bff-bench-streams-")
+    try:
+        codes = {name: _export(ref, trees) if ref else None for name, _, ref in variants}
+        cookies = await _make_sessions(redis.url, args.streams + 1)
+        warm_cookie = cookies.pop()
+        columns: list[tuple[str, list[str]]] = []
+        for round_ in range(args.rounds):
+            for name, _, _ in variants:
+                values = await _measure(args, redis.url, cookies, warm_cookie, codes[name])
+                label = name if args.rounds == 1 else f"{name} ({round_ + 1})"
+                columns.append((label if len(variants) > 1 or args.rounds > 1 else "value", values))
+    finally:
         redis.cleanup()
+        shutil.rmtree(trees, ignore_errors=True)
+    table = "| measure | " + " | ".join(label for label, _ in columns) + " |\n"
+    table += "| --- |" + " --- |" * len(columns) + "\n"
+    table += "".join(
+        f"| {row} | " + " | ".join(values[i] for _, values in columns) + " |\n" for i, row in enumerate(ROWS)
+    )
+    command = (
+        f"python scripts/bench_streams.py --streams {args.streams} --seconds {args.seconds:g} "
+        f"--clients {args.clients}"
+        + "".join(f" --variant {name}{'@' + ref if ref else ''}" for name, _, ref in variants if args.variant)
+        + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+    )
+    print(f"\n{command}\n\n{table}")
+    if args.markdown:
+        _replace_section(args.markdown, "Streams", f"`{command}` on {time.strftime('%Y-%m-%d')}\n\n{table}")
+    return 0 if args.ok else 1
 
 
 if __name__ == "__main__":

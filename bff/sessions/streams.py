@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
 from bff.metrics import Metrics
@@ -33,19 +34,36 @@ REASONS = (
 
 
 class Stream:
-    """One open stream. ``ended`` is set (with ``reason``) when it must stop."""
+    """One open stream. `end` records its ``reason`` when it must stop and calls ``interrupt``,
+    which its transport sets while it waits for the stream's next result; ``ended`` is an event
+    for whoever would rather wait for it."""
 
-    __slots__ = ("ended", "reason", "session_id")
+    __slots__ = ("_ended", "interrupt", "reason", "session_id")
 
     def __init__(self, session_id: str | None) -> None:
         self.session_id = session_id
-        self.ended = asyncio.Event()
         self.reason: str | None = None
+        self.interrupt: Callable[[], None] | None = None
+        self._ended: asyncio.Event | None = None
+
+    @property
+    def ended(self) -> asyncio.Event:
+        """Set once the stream must stop. Made on first use: the transports are woken through
+        ``interrupt``, and an event (with its queue of waiters) for each of the open streams was
+        a good part of the memory each holds."""
+        if self._ended is None:
+            self._ended = asyncio.Event()
+            if self.reason is not None:
+                self._ended.set()
+        return self._ended
 
     def end(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
-        self.ended.set()
+        if self._ended is not None:
+            self._ended.set()
+        if self.interrupt is not None:
+            self.interrupt()
 
 
 class StreamRegistry:
@@ -66,7 +84,7 @@ class StreamRegistry:
         self.keep_alive = keep_alive  # whether the watcher's look counts as activity
         self.recheck_seconds = recheck_seconds
         self._open: set[Stream] = set()
-        self._by_session: dict[str, set[Stream]] = {}
+        self._by_session: dict[str, list[Stream]] = {}  # a list: a session has one or a few
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.closing = False
         #: set when the process starts shutting down, for connections that hold no stream yet
@@ -90,7 +108,7 @@ class StreamRegistry:
             self.metrics.streams_refused.labels("per_process").inc()
             raise StreamLimitExceeded(f"this server holds its maximum of {self.per_process} open streams")
         if session_id:
-            mine = self._by_session.setdefault(session_id, set())
+            mine = self._by_session.setdefault(session_id, [])
             if len(mine) >= self.per_session:
                 self.metrics.streams_refused.labels("per_session").inc()
                 raise StreamLimitExceeded(f"this session already has its maximum of {self.per_session} open streams")
@@ -99,7 +117,7 @@ class StreamRegistry:
         self._empty.clear()
         self.metrics.streams_open.inc()
         if session_id:
-            self._by_session[session_id].add(stream)
+            self._by_session[session_id].append(stream)
             watcher = self._watchers.get(session_id)
             if watcher is None or watcher.done():  # done: it found the session gone, or failed
                 self._watchers[session_id] = asyncio.create_task(self._watch(session_id), name="bff-stream-watch")
@@ -120,7 +138,8 @@ class StreamRegistry:
             return
         mine = self._by_session.get(session_id)
         if mine is not None:
-            mine.discard(stream)
+            if stream in mine:
+                mine.remove(stream)
             if not mine:
                 del self._by_session[session_id]
                 watcher = self._watchers.pop(session_id, None)
@@ -147,31 +166,30 @@ class StreamRegistry:
         """Look at the session at once, then whenever a change is announced, its idle or absolute
         deadline is due, or ``recheck_seconds`` have gone by; end its streams when it is gone.
 
-        The wait for the next announcement starts before each look, so one made while the look is
-        under way (a logout racing it) wakes the next wait instead of being missed."""
+        An announcement made while a look is under way (a logout racing it) must not be missed:
+        the store counts its announcements (of any session), and a look during which the count
+        moved is made again at once. From the count's last reading to the wait's registration
+        (the first step of `SessionStore.wait_for_change`) nothing is awaited. The watcher is a
+        single task, with no second one waiting beside the look: an open stream's memory is
+        mostly such tasks."""
+        store = self.store
         while True:
-            change = asyncio.ensure_future(self.store.wait_for_change(session_id, self.recheck_seconds))
+            announced = store._changes
             try:
-                await asyncio.sleep(0)  # the waiter registers in its first step
-                try:
-                    session = await self.store.get(session_id, touch=self.keep_alive)
-                except StoreUnavailable:
-                    timeout = 1.0  # a store outage ends nothing: look again
-                else:
-                    if session is None:
-                        self.end_session(session_id)
-                        return
-                    deadline = min(
-                        session.created_at + self.store.absolute_seconds,
-                        session.last_seen + self.store.idle_seconds,
-                    )
-                    timeout = max(0.05, min(self.recheck_seconds, deadline - self.store.now() + 0.05))
-                await asyncio.wait({change}, timeout=timeout)
-            finally:
-                if not change.done():
-                    change.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await change
+                session = await store.get(session_id, touch=self.keep_alive)
+            except StoreUnavailable:
+                timeout = 1.0  # a store outage ends nothing: look again
+            else:
+                if session is None:
+                    self.end_session(session_id)
+                    return
+                deadline = min(
+                    session.created_at + store.absolute_seconds,
+                    session.last_seen + store.idle_seconds,
+                )
+                timeout = max(0.05, min(self.recheck_seconds, deadline - store.now() + 0.05))
+            if store._changes == announced:
+                await store.wait_for_change(session_id, timeout)
 
     async def shutdown(self, grace: float = 2.0) -> None:
         """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them, and

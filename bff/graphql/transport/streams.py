@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, Literal, Protocol
 
 import orjson
 from graphql import GraphQLError
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.streaming import MultipartSubscriptionTransport
 from strawberry.schema.exceptions import CannotGetOperationTypeError
@@ -41,9 +41,8 @@ SESSION_ENDED = error_entry("The session has ended", "UNAUTHENTICATED")
 
 log = logging.getLogger("bff.graphql")
 
-#: what `stream_results` yields: a result to send, the errors of a document that never ran, or
-#: a quiet ``heartbeat`` interval gone by
-Item = tuple[Literal["next", "error", "heartbeat"], Any]
+#: what `stream_results` yields: a result to send, or the errors of a document that never ran
+Item = tuple[Literal["next", "error"], Any]
 
 
 def wants_event_stream(accept: str | None) -> bool:
@@ -77,28 +76,31 @@ async def stream_results(
     document: str,
     variables: dict[str, Any] | None,
     operation_name: str | None,
-    *,
-    heartbeat: float | None,
 ) -> AsyncGenerator[Item, None]:
     """Run one operation for a transport: ``("next", payload)`` per result; ``("error", errors)``
-    once, and nothing after, for a document that never ran (syntax, validation, limits);
-    ``("heartbeat", None)`` after ``heartbeat`` seconds without a result (None: never).
+    once, and nothing after, for a document that never ran (syntax, validation, limits).
 
     Ends when the operation does, when a result says UNAUTHENTICATED, after
     ``stream_max_seconds``, or when ``stream`` is ended by the registry (logout on any replica,
     shutdown); a session that ended yields the ``SESSION_ENDED`` error first. Either way the
     stream is closed in the registry with its reason (`Stream.reason`), which the transport reads
-    afterwards to choose how to close."""
-    policy = resources.streaming
+    afterwards to choose how to close.
+
+    The next result is awaited in the caller's own task, with no task, future or timer per event:
+    an open stream is mostly waiting, and those were much of its memory and of the CPU of an
+    event (BENCHMARKS.md, "Streams"). Ending the stream (`Stream.end`: the registry, or the one
+    timer of its lifetime, ``max_duration``) cuts that wait short through ``Stream.interrupt``
+    (`_Interrupt`): the operation's source sees a cancellation, as under a timeout; a
+    cancellation of the task itself still propagates."""
     registry = resources.streams
     assert registry is not None
     metrics = resources.metrics
     reason = "complete"
     source: Any = None
-    pending: asyncio.Task[Any] | None = None
-    ended = asyncio.ensure_future(stream.ended.wait())
     loop = asyncio.get_running_loop()
-    until = loop.time() + policy.max_seconds
+    # the stream's one timer: its maximum lifetime ends it as the registry would
+    lifetime = loop.call_at(loop.time() + resources.streaming.max_seconds, stream.end, "max_duration")
+    interrupt = stream.interrupt = _Interrupt()
     first = True
     try:
         source = await schema.stream(
@@ -109,42 +111,38 @@ async def stream_results(
             allowed_operation_types=ALL_OPERATIONS,
         )
         while True:
-            if pending is None:
-                # each event is a request of its own: the session read again (its token refreshed
-                # through the shared single flight if due), new clients and DataLoaders (no
-                # answers cached from an earlier event), a new upstream deadline
-                context.renew()
-                pending = asyncio.ensure_future(anext(source))
-            left = until - loop.time()
-            if left <= 0:
-                reason = "max_duration"
-                break
-            done, _ = await asyncio.wait(
-                {pending, ended},
-                timeout=left if heartbeat is None else min(heartbeat, left),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if ended in done:
-                reason = stream.reason or "session_ended"
+            if stream.reason is not None:  # ended: by the registry, or its lifetime is over
+                reason = stream.reason
                 if reason == "session_ended":
                     metrics.stream_events.inc()
                     yield "next", {"errors": [SESSION_ENDED]}
                 break
-            if pending not in done:
-                yield "heartbeat", None
-                continue
-            task, pending = pending, None
+            # each event is a request of its own: the session read again (its token refreshed
+            # through the shared single flight if due), new clients and DataLoaders (no
+            # answers cached from an earlier event), a new upstream deadline
+            context.renew()
+            interrupt.arm()
             try:
-                result = task.result()
+                result = await anext(source)
             except StopAsyncIteration:
+                if interrupt.done():
+                    continue
                 break
+            except asyncio.CancelledError:
+                if not interrupt.done() or interrupt.cancelled_elsewhere():
+                    raise  # not (only) ours: the task itself is cancelled
+                continue
             except Exception as exc:
+                if interrupt.done():
+                    continue
                 refused = _refusal(exc, context) if first else None
                 if refused is None:
                     raise
                 metrics.stream_events.inc()
                 yield "error", refused
                 break
+            if interrupt.done():
+                continue  # a result that came with the interruption is dropped
             metrics.stream_events.inc()
             if first and isinstance(result, PreExecutionError):
                 yield "error", _pre_execution_errors(result, context)
@@ -162,15 +160,50 @@ async def stream_results(
         reason = "error"
         raise
     finally:
-        ended.cancel()
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+        lifetime.cancel()
+        stream.interrupt = None
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.aclose()
         registry.close(stream, reason)
+
+
+class _Interrupt:
+    """`Stream.interrupt` of a stream whose results `stream_results` awaits in its transport's
+    own task: while it waits (`arm` to `done`), ending the stream cancels that wait, and `done`
+    tells this cancellation apart from any other (`Task.uncancel`, as `asyncio.Timeout` does).
+    One per stream: no timer, task or future per event."""
+
+    __slots__ = ("fired", "task", "waiting")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.waiting = False
+        self.fired = False
+
+    def __call__(self) -> None:
+        if self.waiting and not self.fired and self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+    def arm(self) -> None:
+        self.task = asyncio.current_task()
+        self.waiting = True
+
+    def done(self) -> bool:
+        """The wait is over: whether the stream's end cut it short (its cancellation is then
+        withdrawn; ``task.cancelling()`` still counts any other)."""
+        self.waiting = False
+        if not self.fired:
+            return False
+        self.fired = False
+        assert self.task is not None
+        self.task.uncancel()
+        return True
+
+    def cancelled_elsewhere(self) -> bool:
+        """Whether the task has a cancellation pending that is not the interrupt's."""
+        return self.task is not None and self.task.cancelling() > 0
 
 
 def _pre_execution_errors(result: PreExecutionError, context: Context) -> list[dict[str, Any]]:
@@ -275,43 +308,131 @@ class _ClientStalled(Exception):
     """The client took nothing of a write for the stall bound."""
 
 
-class _ClosingStreamingResponse(StreamingResponse):
-    """Closes its body however the response ends: a client that goes away while a write is
-    pending leaves the body generator suspended at a ``yield``, its stream registered (and its
-    upstream stream open) until the generator is garbage-collected. ``on_close`` runs last, also
-    when the body never started (the client left before the headers went out).
+class _StreamResponse(Response):
+    """A streamed answer as a plain ASGI response: one task writes the results while the
+    connection's own task listens for the client going away (then the writer is cancelled),
+    writes a heartbeat whenever nothing was written for ``heartbeat_seconds``, and ends the
+    response when a write has been under way for ``stall_seconds``. This is what Starlette's
+    `StreamingResponse` does, without its anyio task group, cancel scope and wrappers, and with
+    no timer per write: the memory and the CPU per open stream (BENCHMARKS.md).
+
+    The operation's results (`stream_results`) are closed however the response ends: a client
+    that goes away while a write is pending would otherwise leave them suspended, the stream
+    registered (and its upstream stream open) until they are garbage-collected. The stream is
+    closed in the registry last (a no-op when `stream_results` did), also when the results never
+    started (the client left before the headers went out).
 
     A write the client does not take within ``stall_seconds`` ends the response (issue 24). The
     server's protocol aborts such a connection sooner (`bff.protocols`, ``BFF_WRITE_TIMEOUT_SECONDS``);
     this bound frees the stream's slot on a server that lacks that deadline."""
 
-    def __init__(self, content: Any, *, on_close: Callable[[], None], stall_seconds: float, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.on_close = on_close
-        self.stall_seconds = stall_seconds
+    def __init__(
+        self,
+        events: EventStream,
+        operation: tuple[str, dict[str, Any] | None, str | None],
+        *,
+        headers: dict[str, str],
+    ) -> None:
+        self.status_code = 200
+        self.media_type = events.framing.media_type
+        self.background = None
+        self.events = events
+        self.operation = operation
+        self._lock = asyncio.Lock()  # one write at a time: the writer's, or a heartbeat
+        self._written = 0.0  # loop time of the end of the last write
+        self._sending: float | None = None  # loop time at which the write under way began
+        self._complete = False  # the last write has begun: no heartbeat may follow it
+        self._wake: asyncio.Timeout | None = None
+        self.init_headers(headers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def send_in_time(message: Any) -> None:
-            try:
-                async with asyncio.timeout(self.stall_seconds):
-                    await send(message)
-            except TimeoutError:
-                raise _ClientStalled from None
-
+        loop = asyncio.get_running_loop()
+        policy = self.events.resources.streaming
+        heartbeat, stall = policy.heartbeat_seconds, policy.stall_seconds
+        self._written = loop.time()
+        writer = loop.create_task(self._write_all(send), name="bff-stream")
+        writer.add_done_callback(self._writer_done)
         try:
-            await super().__call__(scope, receive, send_in_time)
+            while not writer.done():
+                now, sending = loop.time(), self._sending
+                if sending is not None:  # a write is under way: no heartbeat is needed
+                    if now - sending >= stall:
+                        raise _ClientStalled
+                    wake = sending + stall
+                elif now >= self._written + heartbeat:
+                    await self._write(send, self.events.framing.heartbeat(), bound=stall)
+                    continue
+                else:  # the next heartbeat, or at the latest when a write begun meanwhile would stall
+                    wake = min(self._written + heartbeat, now + stall)
+                try:
+                    async with asyncio.timeout_at(wake) as self._wake:
+                        message = await receive()
+                except TimeoutError:
+                    continue
+                finally:
+                    self._wake = None
+                if message["type"] == "http.disconnect":
+                    break
         except _ClientStalled:
-            log.warning("a streaming client took nothing for %.0f s: its stream ended", self.stall_seconds)
+            log.warning("a streaming client took nothing for %.0f s: its stream ended", stall)
         finally:
-            close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
-            self.on_close()
+            if not writer.done():
+                writer.cancel()
+            await asyncio.wait({writer})
+            registry = self.events.resources.streams
+            assert registry is not None
+            registry.close(self.events.stream, "client_closed")  # a no-op once it was closed
+        if not writer.cancelled() and writer.exception() is not None:
+            raise writer.exception()  # type: ignore[misc]
+
+    def _writer_done(self, _: object) -> None:
+        wake = self._wake
+        if wake is not None and not wake.expired():
+            wake.reschedule(0)
+
+    async def _write_all(self, send: Any) -> None:
+        events, framing = self.events, self.events.framing
+        await self._write(send, framing.opening(), start=True)
+        results = stream_results(events.schema, events.resources, events.context, events.stream, *self.operation)
+        async with contextlib.aclosing(results):
+            async for kind, payload in results:
+                await self._write(send, framing.errors(payload) if kind == "error" else framing.next(payload))
+        await self._write(send, framing.complete(), more=False)
+
+    async def _write(
+        self, send: Any, chunk: bytes, *, start: bool = False, more: bool = True, bound: float | None = None
+    ) -> None:
+        """Write ``chunk`` (after the response's start, with ``start``); ``more=False`` ends the
+        response; ``bound`` (the listener's heartbeats, which nobody else watches): raise
+        `_ClientStalled` when the write has not gone within that many seconds."""
+        async with self._lock:
+            if self._complete:
+                return
+            self._complete = not more
+            loop = asyncio.get_running_loop()
+            self._sending = loop.time()
+            message = {"type": "http.response.body", "body": chunk, "more_body": more}
+            try:
+                if start:
+                    await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                    self.raw_headers.clear()  # sent: not kept for the stream's lifetime
+                if bound is None:
+                    await send(message)
+                else:
+                    try:
+                        async with asyncio.timeout(bound):
+                            await send(message)
+                    except TimeoutError:
+                        raise _ClientStalled from None
+            finally:
+                self._sending = None
+            self._written = loop.time()
 
 
 class EventStream:
     """Runs one operation as a streamed HTTP answer (SSE or multipart, by its `Framing`)."""
+
+    __slots__ = ("context", "framing", "resources", "schema", "stream")
 
     def __init__(
         self, schema: Any, resources: Resources, context: Context, stream: Stream, framing: Framing | None = None
@@ -324,38 +445,9 @@ class EventStream:
 
     def response(
         self, document: str, variables: dict[str, Any] | None, operation_name: str | None, headers: dict[str, str]
-    ) -> StreamingResponse:
-        registry, stream = self.resources.streams, self.stream
-        assert registry is not None
-        return _ClosingStreamingResponse(
-            self._events(document, variables, operation_name),
-            on_close=lambda: registry.close(stream, "client_closed"),  # a no-op once it was closed
-            stall_seconds=self.resources.streaming.stall_seconds,
-            media_type=self.framing.media_type,
+    ) -> Response:
+        return _StreamResponse(
+            self,
+            (document, variables, operation_name),
             headers={**headers, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
         )
-
-    async def _events(
-        self, document: str, variables: dict[str, Any] | None, operation_name: str | None
-    ) -> AsyncIterator[bytes]:
-        framing = self.framing
-        yield framing.opening()
-        results = stream_results(
-            self.schema,
-            self.resources,
-            self.context,
-            self.stream,
-            document,
-            variables,
-            operation_name,
-            heartbeat=self.resources.streaming.heartbeat_seconds,
-        )
-        async with contextlib.aclosing(results):
-            async for kind, payload in results:
-                if kind == "heartbeat":
-                    yield framing.heartbeat()
-                elif kind == "error":
-                    yield framing.errors(payload)
-                else:
-                    yield framing.next(payload)
-        yield framing.complete()

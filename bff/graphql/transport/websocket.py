@@ -353,7 +353,6 @@ class _Connection:
             document,
             operation.variables,
             operation.operation_name,
-            heartbeat=None,  # the connection's pings keep it alive
         )
         last: dict[str, Any] = {"id": operation_id, "type": "complete"}
         try:
