@@ -6,17 +6,17 @@ interface, a scalar or an enum; ``scopes``/``policies`` are a list of alternativ
 that must all hold (AND). A type's directive guards every field of it and every field returning
 it; an interface field's guards every implementation of that field.
 
-How it is enforced (`Authorizer.install`, at schema build): each guarded field's resolver (and a guarded
-subscription field's ``subscribe``) is wrapped. The first guarded field an operation reaches, before
-its resolver runs, decides the whole operation at once (on every execution path alike: Strawberry's,
-graphql-core's and the compiled plan's, so that they agree even on which errors of siblings a null
-propagation drops): every guarded
-selection of the operation (fragments, aliases and all type conditions included, ``@skip`` and
-``@include`` ignored: a skipped field's decision is never used) is checked against the user
-(`Context.user`), the policies are awaited together, and the denials are kept on the context. A
-denied field raises `Forbidden` (`Unauthenticated` without a session, `StepUpRequired` when a
-policy asks for a stronger sign-in) instead of calling its resolver: null with that code, with
-GraphQL's null propagation, and no upstream call for it or anything below it.
+How it is enforced (`Authorizer.install`, at schema build): each guarded field's resolver (and a
+guarded subscription field's ``subscribe``) is wrapped. The first guarded field an operation
+reaches, before its resolver runs, decides the whole operation at once, on every execution path
+alike (Strawberry's, graphql-core's and the compiled plan's, so that they agree even on which
+errors of siblings a null propagation drops): every guarded selection of the operation (fragments,
+aliases and all type conditions included, ``@skip`` and ``@include`` ignored: a skipped field's
+decision is never used) is checked against the user (`Context.user`), the policies are awaited
+together, and the denials are kept on the context. A denied field raises `Forbidden`
+(`Unauthenticated` without a session, `StepUpRequired` when a policy asks for a stronger sign-in)
+instead of calling its resolver: null with that code, with GraphQL's null propagation, and no
+upstream call for it or anything below it.
 
 Decided once per operation: the walk of a document's guarded selections is cached per operation
 (bounded), and, for operations whose guards name no policy, the decision per set of scopes.
