@@ -37,6 +37,7 @@ from bff.errors import LoginError, StepUpRequired, UpstreamError, UpstreamUnauth
 from bff.testing import RunningBFF, running_bff
 from bff.upstream import GraphQLClient, RestClient
 from bff.upstream.base import _header_values
+from tests.support.tokens import CountingTokens
 
 CHALLENGE = 'Bearer error="insufficient_user_authentication", error_description="stronger", acr_values="{acr}"'
 
@@ -103,18 +104,6 @@ class _Answer:
         self.headers = headers
 
 
-class Tokens:
-    def __init__(self) -> None:
-        self.refreshes = 0
-
-    async def access_token(self) -> str:
-        return "t-1"
-
-    async def refreshed_access_token(self, rejected: str) -> str:
-        self.refreshes += 1
-        return "t-2"
-
-
 @pytest.mark.parametrize("status", [401, 403])
 async def test_an_upstream_challenge_is_step_up_required_never_a_refresh(status: int) -> None:
     calls: list[str] = []
@@ -124,7 +113,7 @@ async def test_an_upstream_challenge_is_step_up_required_never_a_refresh(status:
         challenge = 'Bearer error="insufficient_user_authentication", acr_values="urn:bff:loa:2", max_age=60'
         return httpx.Response(status, headers={"WWW-Authenticate": challenge}, json={"error": "step up"})
 
-    tokens = Tokens()
+    tokens = CountingTokens()
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://accounts") as http:
         with pytest.raises(StepUpRequired) as raised:
             await RestClient("accounts", http, tokens).get_json("/me")
@@ -152,7 +141,7 @@ async def test_a_garbled_challenge_is_an_ordinary_401_or_403() -> None:
         status = 401 if request.url.path == "/401" else 403
         return httpx.Response(status, headers={"WWW-Authenticate": 'Bearer error="insufficient_user_authentication'})
 
-    tokens = Tokens()
+    tokens = CountingTokens()
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://accounts") as http:
         client = RestClient("accounts", http, tokens)
         with pytest.raises(UpstreamUnauthorized):

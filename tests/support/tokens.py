@@ -23,3 +23,17 @@ class TestIssuer:
 
     def validator(self) -> JWKSValidator:
         return JWKSValidator(keys=self.keys)
+
+
+class CountingTokens:
+    """A token source for an upstream client: "t-1", and "t-2" once asked to refresh (counted)."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    async def access_token(self) -> str:
+        return "t-1"
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        self.refreshes += 1
+        return "t-2"

@@ -14,18 +14,7 @@ from bff.errors import UpstreamError, UpstreamTimeout, UpstreamUnauthorized
 from bff.upstream import GraphQLClient, RestClient
 from bff.upstream.aio import AiohttpUpstream
 from tests.support.servers import free_port, serve
-
-
-class Tokens:
-    def __init__(self) -> None:
-        self.refreshes = 0
-
-    async def access_token(self) -> str:
-        return "t-1"
-
-    async def refreshed_access_token(self, rejected: str) -> str:
-        self.refreshes += 1
-        return "t-2"
+from tests.support.tokens import CountingTokens
 
 
 async def _echo(request: Request) -> Response:
@@ -77,7 +66,7 @@ async def upstream() -> object:
 
 
 async def test_requests_carry_token_params_and_json(upstream: AiohttpUpstream) -> None:
-    client = RestClient("accounts", upstream, Tokens())
+    client = RestClient("accounts", upstream, CountingTokens())
     got = await client.get_json("/echo", {"limit": 3})
     assert got["auth"] == "Bearer t-1"
     assert got["query"] == {"limit": "3"}
@@ -87,7 +76,7 @@ async def test_requests_carry_token_params_and_json(upstream: AiohttpUpstream) -
 
 
 async def test_failures_map_like_httpx(upstream: AiohttpUpstream) -> None:
-    tokens = Tokens()
+    tokens = CountingTokens()
     client = RestClient("accounts", upstream, tokens)
     with pytest.raises(UpstreamTimeout):
         await client.get_json("/slow")
@@ -103,7 +92,7 @@ async def test_failures_map_like_httpx(upstream: AiohttpUpstream) -> None:
 async def test_refused_connection_is_unreachable_not_a_timeout() -> None:
     http = AiohttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10)
     try:
-        client = GraphQLClient("catalog", http, Tokens(), endpoint=f"{http.base_url}/graphql")
+        client = GraphQLClient("catalog", http, CountingTokens(), endpoint=f"{http.base_url}/graphql")
         with pytest.raises(UpstreamError, match="unreachable") as refused:
             await client.execute("{ x }")
         assert not isinstance(refused.value, UpstreamTimeout)
