@@ -9,7 +9,9 @@ processes (``--clients``, aiohttp) open the streams over real sockets and, for `
 record for every event the time from its production to the client reading it.
 
 Measures the worker's RSS after start-up (and one warm-up stream) and again with every stream open
-(memory per stream), the latency percentiles, events/s, and the worker's CPU time per event (its
+(memory per stream), the latency percentiles, how long each tick took to reach every stream (its
+last event; the fastest, median and slowest tick: a few ticks slowed by whatever else the machine
+runs move the percentiles, not the median tick), events/s, and the worker's CPU time per event (its
 utime + stime over the window, which includes the heartbeats and session watchers of the idle
 streams). The clients' CPU is printed too: near one core per client process, the client is the
 bottleneck and the latency figures are the client's, not the BFF's.
@@ -120,11 +122,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _client(url: str, cookies: list[str], start_at: float, stop_at: float, out: object) -> None:
-    """One client process: opens a stream per cookie; sends back its latencies and CPU time."""
+    """One client process: opens a stream per cookie; sends back its latencies, the latency of each
+    tick's last event (by the tick's time), and its CPU time."""
     import aiohttp
 
     async def run() -> tuple[list[float], int, int, float]:
         latencies: list[float] = []
+        last: dict[float, float] = {}  # a tick's time: the latency of its last event read here
         opened = 0
         failed = 0
         connector = aiohttp.TCPConnector(limit=0)
@@ -144,7 +148,10 @@ def _client(url: str, cookies: list[str], start_at: float, stop_at: float, out: 
                             if line.startswith(b"data: {"):
                                 now = time.time()
                                 if line.startswith(b'data: {"data":{"tick":') and start_at <= now < stop_at:
-                                    latencies.append(now - float(line[22:].split(b"}", 1)[0]))
+                                    stamp = float(line[22:].split(b"}", 1)[0])
+                                    latencies.append(now - stamp)
+                                    if start_at <= stamp <= stop_at - 1.0:  # ticks wholly in the window
+                                        last[stamp] = now - stamp
                                 elif b'"errors"' in line:
                                     failed += 1
                                     return
@@ -169,10 +176,9 @@ def _client(url: str, cookies: list[str], start_at: float, stop_at: float, out: 
 
             measured = asyncio.ensure_future(window_cpu())
             await asyncio.gather(*(gated(c) for c in cookies))
-            return latencies, opened, failed, await measured
+            return latencies, last, opened, failed, await measured
 
-    latencies, opened, failed, cpu = asyncio.run(run())
-    out.send((latencies, opened, failed, cpu))  # type: ignore[attr-defined]
+    out.send(asyncio.run(run()))  # type: ignore[attr-defined]
 
 
 async def _make_sessions(redis_url: str, count: int) -> list[str]:
@@ -301,14 +307,17 @@ async def _measure(args: Any, redis_url: str, cookies: list[str], warm_cookie: s
         rss_after = _rss_kib(worker.pid)
 
         latencies: list[float] = []
+        last: dict[float, float] = {}
         opened = failed = 0
         client_cpu: list[float] = []
         for process, receive in clients:
             result = await asyncio.to_thread(receive.recv)
             latencies.extend(result[0])
-            opened += result[1]
-            failed += result[2]
-            client_cpu.append(result[3])
+            for stamp, latency in result[1].items():
+                last[stamp] = max(latency, last.get(stamp, 0.0))
+            opened += result[2]
+            failed += result[3]
+            client_cpu.append(result[4])
             await asyncio.to_thread(process.join, 30)
     finally:
         stop_all([p for p in procs if isinstance(p, subprocess.Popen)])
@@ -318,6 +327,7 @@ async def _measure(args: Any, redis_url: str, cookies: list[str], warm_cookie: s
     latencies.sort()
     events = len(latencies)
     ms = [_percentile(latencies, q) * 1000 for q in (0.5, 0.95, 0.99)]
+    fan_out = sorted(last.values())  # how long each tick took to reach every stream
     client_share = max(client_cpu, default=0.0) / args.seconds
     per_stream = (rss_open - rss_before) / max(1, opened)
     args.ok = args.ok and failed == 0 and opened == args.streams
@@ -327,6 +337,8 @@ async def _measure(args: Any, redis_url: str, cookies: list[str], warm_cookie: s
         f"{per_stream:.1f} KiB",
         f"{rss_after / 1024:.1f} MiB",
         f"{ms[0]:.1f} / {ms[1]:.1f} / {ms[2]:.1f} ms",
+        f"{_percentile(fan_out, 0.0) * 1000:.1f} / {_percentile(fan_out, 0.5) * 1000:.1f} / "
+        f"{_percentile(fan_out, 1.0) * 1000:.1f} ms ({len(fan_out)} ticks)",
         f"{events / args.seconds:.0f}",
         f"{cpu_used / max(1, events) * 1e6:.0f} µs ({cpu_used / args.seconds:.0%} of a core)",
         f"{client_share:.0%} of a core ({args.clients} client process(es))",
@@ -339,6 +351,7 @@ ROWS = (
     "memory per open stream",
     "worker RSS at the end of the window",
     "event latency p50 / p95 / p99",
+    "a tick's last event: fastest / median / slowest tick",
     "events delivered / s",
     "worker CPU per event",
     "client CPU (busiest client process)",
