@@ -340,6 +340,12 @@ class SessionStore(ABC):
         for event in self._waiters.get(tag, ()):
             event.set()
 
+    @property
+    def changes(self) -> int:
+        """How many change announcements (of any session) this process has seen: a reader that
+        compares it before and after a look knows whether one raced the look."""
+        return self._changes
+
     def _listen_for_changes(self) -> None:
         """Make sure other replicas' change announcements reach `_notify` (a shared store's
         subscription); a process-local store hears all its changes already."""

@@ -174,7 +174,7 @@ class StreamRegistry:
         mostly such tasks."""
         store = self.store
         while True:
-            announced = store._changes
+            announced = store.changes
             try:
                 session = await store.get(session_id, touch=self.keep_alive)
             except StoreUnavailable:
@@ -188,7 +188,7 @@ class StreamRegistry:
                     session.last_seen + store.idle_seconds,
                 )
                 timeout = max(0.05, min(self.recheck_seconds, deadline - store.now() + 0.05))
-            if store._changes == announced:
+            if store.changes == announced:
                 await store.wait_for_change(session_id, timeout)
 
     async def shutdown(self, grace: float = 2.0) -> None:
