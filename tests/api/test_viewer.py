@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 
 import pytest
 
@@ -81,16 +80,14 @@ async def test_independent_branches_run_concurrently(bff: Bff, upstreams: Upstre
     query = '{ viewer { id name } searchProducts(query: "a") { id } }'
     async with bff.client(cookie) as client:
         await client.post("/graphql", json={"query": "{ __typename }"})  # warm connections
-        started = time.monotonic()
         response = await client.post("/graphql", json={"query": query})
-        elapsed = time.monotonic() - started
     body = response.json()
     assert "errors" not in body, body
     (me,) = [s for s in upstreams.accounts.state.stats.spans if s[0] == "me"]
     (search,) = [s for s in upstreams.catalog.state.stats.spans if s[0] == "catalog"]
-    # the two upstream calls overlap in time: each started before the other finished
+    # the two upstream calls overlap in time: each started before the other finished (the proof; a
+    # wall-clock bound on the answer failed on a loaded CI machine while proving nothing more)
     assert me[1] < search[2] and search[1] < me[2]
-    assert elapsed < 0.38, elapsed
 
 
 async def test_cookies_naming_no_session_are_cleared_on_auth_routes(bff: Bff, issuer: TestIssuer) -> None:

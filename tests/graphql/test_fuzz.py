@@ -23,7 +23,7 @@ from tests.support.sessions import store_session
 from tests.support.tokens import TestIssuer
 
 SCHEMA = (Path(__file__).resolve().parents[2] / "schema" / "schema.graphql").read_text()
-EXAMPLES = 1000
+EXAMPLES = 600  # per run; derandomized, so CI explores the same 600 each time
 
 
 @pytest.fixture(scope="module")

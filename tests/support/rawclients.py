@@ -3,10 +3,11 @@
 reads, an HTTP client that sends what it likes and reads when it likes, and the server's RSS and
 metrics read from outside (``/proc/<pid>/status``, ``/metrics``).
 
-Used by tests/e2e/test_hostile_clients.py and scripts/bench_hostile.py."""
+Used by tests/e2e/test_hostile_clients.py, tests/e2e/test_hostile_bodies.py and scripts/bench_hostile.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -325,3 +327,52 @@ def connection_closed(sock: socket.socket, timeout: float = 0.2) -> bool:
         return False
     except OSError:
         return True
+
+
+@contextlib.contextmanager
+def running(command: str = "serve", **env: str) -> Iterator[BffProcess]:
+    with BffProcess(command, env={f"BFF_{k.upper()}": v for k, v in env.items()}) as bff:
+        yield bff
+
+
+async def until(predicate: Any, timeout: float, interval: float = 0.2) -> float:
+    """Seconds until ``predicate()`` (sync, run in a thread) is true; fails after ``timeout``."""
+    started = time.monotonic()
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        await asyncio.sleep(interval)
+    return time.monotonic() - started
+
+
+def raw_http(port: int, request: bytes, *, receive_buffer: int = 4096, source: str = "127.0.0.1") -> socket.socket:
+    """A socket that sent ``request`` and reads nothing unless asked."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def post(path: str, body: bytes, port: int, accept: str = "application/json", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the body read so far (up to Content-Length) of the next answer."""
+    sock.settimeout(timeout)
+    head, body = read_head(sock)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0") or 0)
+    with contextlib.suppress(OSError):
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(lines[0].split(" ", 2)[1]), headers, body
