@@ -24,7 +24,7 @@ from strawberry import Schema as StrawberrySchema
 
 from bff.graphql.documents.persisted import PersistedDocuments, load_manifest
 from bff.graphql.errors import BFFSchema
-from bff.graphql.schema import HOW_TO_BUILD, SchemaError, for_settings
+from bff.graphql.schema import HOW_TO_BUILD, SchemaError, add_sources, build_schema, for_settings
 from bff.graphql.transport.http import STATIC_DIR, GraphQLHTTPHandler
 from bff.graphql.transport.websocket import GraphQLWebSocketHandler
 from bff.logs import configure_logging
@@ -71,7 +71,7 @@ def create_app(
     suggestion rules of ``settings`` whatever it was built with (`SchemaError` otherwise).
     ``transports`` are a test seam: per-upstream (or ``"oidc"``) transports instead of sockets."""
     production = settings.env == "production"
-    schema = for_settings(load_schema(settings.schema_ref) if schema is None else schema, settings)
+    schema = for_settings(settings_schema(settings) if schema is None else schema, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -145,6 +145,20 @@ def create_app(
     # one never sees an exception again
     app.add_middleware(LastResortMiddleware)
     return app
+
+
+def settings_schema(settings: Settings) -> BFFSchema:
+    """The schema ``settings`` serve: ``BFF_SCHEMA``'s, with the declarative sources of the upstreams
+    (``BFF_UPSTREAMS__<NAME>__OPENAPI``/``__GRAPHQL``) added; the sources alone when they are
+    configured and ``BFF_SCHEMA`` is not."""
+    from bff.sources import from_settings
+
+    declared = from_settings(settings)
+    if not declared:
+        return load_schema(settings.schema_ref)
+    if "schema_ref" not in settings.model_fields_set:
+        return build_schema(sources=declared)
+    return add_sources(load_schema(settings.schema_ref), declared)
 
 
 def load_schema(reference: str) -> BFFSchema:

@@ -21,19 +21,14 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _schema_ref(given: str | None) -> str:
-    """--schema, else BFF_SCHEMA, else the demo API (raises pydantic's ValidationError)."""
-    if given:
-        return given
+def schema_sdl(reference: str | None) -> str:
+    """--schema's, else the schema the environment configures (BFF_SCHEMA and the declarative
+    sources; raises pydantic's ValidationError)."""
+    from bff.app import load_schema, settings_schema
     from bff.settings import Settings
 
-    return Settings().schema_ref
-
-
-def schema_sdl(reference: str) -> str:
-    from bff.app import load_schema
-
-    return load_schema(reference).as_str().rstrip("\n") + "\n"
+    schema = load_schema(reference) if reference else settings_schema(Settings())
+    return schema.as_str().rstrip("\n") + "\n"
 
 
 def export_schema(reference: str | None, output: Path | None, check: bool) -> int:
@@ -43,7 +38,7 @@ def export_schema(reference: str | None, output: Path | None, check: bool) -> in
     from bff.settings import invalid_configuration
 
     try:
-        sdl = schema_sdl(_schema_ref(reference))
+        sdl = schema_sdl(reference)
     except SchemaError as exc:
         return _fail(str(exc))
     except ValidationError as exc:
@@ -72,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bff import serving
-    from bff.app import load_schema
+    from bff.app import settings_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.logs import configure_logging
     from bff.protocols import uvicorn_options
@@ -86,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
         print(invalid_configuration(exc), file=sys.stderr)
         return 2
     try:
-        for_settings(load_schema(settings.schema_ref), settings)
+        for_settings(settings_schema(settings), settings)
     except SchemaError as exc:
         return _fail(str(exc))
     if args.workers > 1 and settings.session_store == "memory":
@@ -147,7 +142,7 @@ def check(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from bff.app import load_schema
+    from bff.app import settings_schema
     from bff.graphql.schema import SchemaError, for_settings
     from bff.resources import PartCheck, check_parts, open_resources
     from bff.settings import Settings, invalid_configuration, mask_url, suggest_variable, unknown_variables
@@ -164,7 +159,7 @@ def check(args: argparse.Namespace) -> int:
     for key, value in sorted(shown.items()):
         print(f"  BFF_{key.upper()} = {json.dumps(value)}")
     try:
-        schema = for_settings(load_schema(settings.schema_ref), settings)
+        schema = for_settings(settings_schema(settings), settings)
         schema_check = PartCheck("schema", True, f"{settings.schema_ref}: {_describe(schema)}")
     except SchemaError as exc:
         schema_check = PartCheck("schema", False, str(exc))

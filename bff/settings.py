@@ -7,8 +7,9 @@ construct it once and pass slices of it down.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -192,6 +193,32 @@ class UpstreamSettings(BaseModel):
     audience: str | None = None
     #: the token comes from RFC 8693 token exchange of the session's access token instead
     token_exchange: bool = False
+    #: a declarative source (`bff.sources`): the path or URL of this upstream's OpenAPI 3 document,
+    #: whose operations become fields
+    openapi: str | None = None
+    #: a declarative source: ``introspect`` or the path of this GraphQL upstream's SDL, whose root
+    #: fields are mounted
+    graphql: str | None = None
+    #: put before every field name a source mounts
+    prefix: str = ""
+    #: the operations a source mounts (operationId or tag; comma-separated in the environment); empty: all
+    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: operations (operationId or tag) a source leaves out
+    exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("include", "exclude", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[_A-Za-z][_0-9A-Za-z]*", value):
+            raise ValueError("a prefix must be a GraphQL name: letters, digits and _, not starting with a digit")
+        return value
 
     @field_validator("resource")
     @classmethod

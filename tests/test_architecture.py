@@ -30,6 +30,7 @@ LAYER = {
     "admission": 2,
     "graphql": 3,
     "web": 3,
+    "sources": 3,
     "app": 4,
     "cli": 4,
     "serving": 4,
@@ -38,7 +39,7 @@ LAYER = {
 }
 #: may import bff.demo: the CLI and the test utilities wire the dev IdP in
 DEMO_USERS = {"cli", "testing"}
-FORBIDDEN_PAIRS = {("graphql", "web"), ("web", "graphql")}
+FORBIDDEN_PAIRS = {("graphql", "web"), ("web", "graphql"), ("graphql", "sources"), ("sources", "web")}
 #: inside bff.graphql: documents <- execution <- transport, each importing only from below; the
 #: modules beside them (the error tree, `selects`, the context, `build_schema`) sit where they import
 GRAPHQL_LAYER = {

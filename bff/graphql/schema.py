@@ -12,11 +12,14 @@ tightened by the schema's own ``limits`` where those are stricter: a floor the s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
+from strawberry import Schema as StrawberrySchema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types.base import get_object_definition
 
 from bff.graphql._strawberry import graphql_schema
 from bff.graphql.authorization import Authorizer, PolicyFunction
@@ -57,8 +60,23 @@ class SchemaOptions:
     policies: tuple[tuple[str, PolicyFunction], ...] = ()
 
 
+class MountedSource(Protocol):
+    """What a declarative source (`bff.sources`) adds: root classes of generated fields."""
+
+    query: type | None
+    mutation: type | None
+
+
+class DeclarativeSource(Protocol):
+    """A `bff.sources` source, as `build_schema` sees it (this layer does not import that one)."""
+
+    name: str
+
+    def mount(self, taken_types: Sequence[str] = ()) -> MountedSource: ...
+
+
 def build_schema(
-    query: type,
+    query: type | None = None,
     mutation: type | None = None,
     subscription: type | None = None,
     *,
@@ -71,6 +89,7 @@ def build_schema(
     limits: Limits | None = None,
     production: bool = False,
     policies: Mapping[str, PolicyFunction] | None = None,
+    sources: Iterable[DeclarativeSource] = (),
 ) -> BFFSchema:
     """A schema of your own root types (``@strawberry.type`` classes), with the error mapping, the
     query limits and the parse/validation caches attached.
@@ -80,7 +99,9 @@ def build_schema(
     its `Settings`' limits (``BFF_MAX_DEPTH``..., ``BFF_INTROSPECTION``) made at least as strict as
     these, never looser. ``production`` matters only when you execute the schema yourself: the app
     uses ``BFF_ENV``. ``policies`` are the functions ``@policy`` names (`bff.Policy`): a policy
-    used and not registered is a `SchemaError`."""
+    used and not registered is a `SchemaError`. ``sources`` (`bff.sources.openapi`, ...) add their
+    generated root fields beside yours (``query`` may then be None)."""
+    query, mutation = with_sources(query, mutation, tuple(sources), tuple(types))
     options = SchemaOptions(
         query=query,
         mutation=mutation,
@@ -97,6 +118,75 @@ def build_schema(
         policies=tuple(sorted((policies or {}).items(), key=lambda item: item[0])),
     )
     return _build(options)
+
+
+def add_sources(schema: BFFSchema, sources: Sequence[DeclarativeSource]) -> BFFSchema:
+    """``schema`` (built by `build_schema`) with the root fields of ``sources`` added."""
+    options = schema.bff_options
+    if not sources or not isinstance(options, SchemaOptions):
+        return schema
+    query, mutation = with_sources(options.query, options.mutation, sources, options.types)
+    return _build(dataclasses.replace(options, query=query, mutation=mutation))
+
+
+def with_sources(
+    query: type | None, mutation: type | None, sources: Sequence[DeclarativeSource], types: Sequence[Any] = ()
+) -> tuple[type, type | None]:
+    """``query`` and ``mutation`` with the root fields of ``sources`` merged in (a field name taken
+    twice is a `SchemaError`; a source's type named like one of yours is renamed, with a warning)."""
+    if not sources:
+        if query is None:
+            raise SchemaError(f"a schema needs a Query type: {HOW_TO_BUILD}")
+        return query, mutation
+    taken: set[str] = set()
+    if query is not None:
+        taken.update(StrawberrySchema(query=query, mutation=mutation, types=list(types)).schema_converter.type_map)
+    queries = [query] if query is not None else []
+    mutations = [mutation] if mutation is not None else []
+    for source in sources:
+        try:
+            mounted = source.mount(sorted(taken))
+        except ValueError as exc:
+            raise SchemaError(str(exc)) from None
+        for root, kept in ((mounted.query, queries), (mounted.mutation, mutations)):
+            if root is not None:
+                kept.append(root)
+        taken.update(_type_names(mounted))
+    merged_query = _merged("Query", queries)
+    if merged_query is None:
+        raise SchemaError("no source mounted a Query field (and no Query type was given)")
+    return merged_query, _merged("Mutation", mutations)
+
+
+def _type_names(mounted: MountedSource) -> list[str]:
+    names = getattr(mounted, "types", None)
+    return list(names) if names else []
+
+
+def _merged(name: str, roots: list[type]) -> type | None:
+    if not roots:
+        return None
+    if len(roots) == 1:
+        return roots[0]
+    seen: dict[str, type] = {}
+    for root in roots:
+        definition = get_object_definition(root, strict=True)
+        for field in definition.fields:
+            field_name = field.graphql_name or field.python_name
+            if field_name in seen:
+                raise SchemaError(
+                    f"the {name} field {field_name!r} comes from both {_origin(seen[field_name])} and "
+                    f"{_origin(root)}: set a PREFIX on the source (BFF_UPSTREAMS__<NAME>__PREFIX) or rename it"
+                )
+            seen[field_name] = root
+    return merge_types(name, tuple(roots))
+
+
+def _origin(root: type) -> str:
+    module = root.__module__
+    if module.startswith("bff_sources_generated."):
+        return f"source {module.split('.')[1].rsplit('_', 1)[0]!r}"
+    return f"{module}.{root.__qualname__}"
 
 
 def _build(options: SchemaOptions) -> BFFSchema:

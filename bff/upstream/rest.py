@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from bff.tasks import shared_task
 from bff.upstream.base import UpstreamClient
 from bff.upstream.sse import UpstreamEvent, read_events
+
+#: reads: a connect failure may be retried (a source's mutations never are, PUT and DELETE included:
+#: a team's service may not honour HTTP's idempotence)
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RestClient(UpstreamClient):
@@ -36,6 +40,31 @@ class RestClient(UpstreamClient):
     async def put_json(self, path: str, body: Any, *, idempotent: bool = True) -> Any:
         """PUT and decode; idempotent by HTTP's definition, so a connect failure is retried once."""
         return self._json(await self._request("PUT", path, json=body, idempotent=idempotent))
+
+    async def call_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        has_body: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Any method, for the declarative sources (`bff.sources`): a GET without headers of its
+        own is shared like `get_json`; only reads are retried on a connect failure, never a
+        mutation. An empty answer (204) is None."""
+        method = method.upper()
+        if method == "GET" and not headers and not has_body:
+            return await self.get_json(path)
+        kwargs: dict[str, Any] = {"idempotent": method in _READS}
+        if headers:
+            kwargs["headers"] = dict(headers)
+        if has_body:
+            kwargs["json"] = body
+        response = await self._request(method, path, **kwargs)
+        if not response.content:
+            return None
+        return self._json(response)
 
     async def events(
         self,

@@ -1,0 +1,94 @@
+"""Declarative sources: a team's REST and GraphQL services on the graph from their own descriptions,
+with no resolver written by hand::
+
+    from bff import build_schema
+    from bff import sources
+
+    schema = build_schema(sources=[sources.openapi("accounts", spec="accounts.yaml")])
+
+or, with no code at all, ``BFF_UPSTREAMS__ACCOUNTS__URL`` and ``BFF_UPSTREAMS__ACCOUNTS__OPENAPI``.
+Every call goes through the upstream client of that name (the session's token for it, its audience
+or DPoP, the request deadline, the breaker, partial errors). ``bff sources generate`` writes the same
+code as a module a team can take over."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bff.settings import Settings
+from bff.sources.mount import Mounted, SourceError, mount, read_document
+from bff.sources.openapi import Generated, OpenAPIGenerator
+
+__all__ = ["OpenAPISource", "SourceError", "from_settings", "openapi"]
+
+
+@dataclass(frozen=True)
+class OpenAPISource:
+    """An OpenAPI 3.0/3.1 document of the upstream ``name`` (see `openapi`)."""
+
+    name: str
+    spec: str | Mapping[str, Any]
+    prefix: str = ""
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def generate(self, taken_types: Sequence[str] = ()) -> Generated:
+        try:
+            document = read_document(self.spec)
+            return OpenAPIGenerator(
+                self.name,
+                document,
+                prefix=self.prefix,
+                include=self.include,
+                exclude=self.exclude,
+                names=self.names,
+                taken_types=taken_types,
+            ).generate()
+        except SourceError as exc:
+            raise SourceError(f"source {self.name!r}: {exc}") from None
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+
+    def mount(self, taken_types: Sequence[str] = ()) -> Mounted:
+        return mount(self, taken_types)
+
+
+def openapi(
+    name: str,
+    spec: str | Mapping[str, Any],
+    *,
+    prefix: str = "",
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    names: Mapping[str, str] | None = None,
+) -> OpenAPISource:
+    """The operations of an OpenAPI document (a path, an http(s) URL or the parsed document) as
+    fields: GET as Query fields, other methods as Mutation fields, each named by its
+    ``operationId`` as written (``names`` renames some; ``prefix`` is put before every one).
+    ``include``/``exclude`` choose operations by ``operationId`` or tag. ``name`` is the upstream
+    the calls go to (``BFF_UPSTREAMS__<NAME>__URL`` and its token settings)."""
+    return OpenAPISource(name, spec, prefix, tuple(include), tuple(exclude), dict(names or {}))
+
+
+def from_settings(settings: Settings) -> list[Any]:
+    """The sources ``BFF_UPSTREAMS__<NAME>__OPENAPI`` (and ``__GRAPHQL``) configure, by name."""
+    found: list[Any] = []
+    for name, upstream in sorted(settings.upstreams.items()):
+        if upstream.graphql:
+            from bff.sources.graphql import GraphQLSource
+
+            found.append(GraphQLSource(name, upstream.graphql, prefix=upstream.prefix, endpoint=upstream.url))
+        if upstream.openapi:
+            found.append(
+                OpenAPISource(
+                    name,
+                    upstream.openapi,
+                    upstream.prefix,
+                    tuple(upstream.include),
+                    tuple(upstream.exclude),
+                )
+            )
+    return found

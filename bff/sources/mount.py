@@ -1,0 +1,118 @@
+"""Sources on a schema: documents read, modules generated and executed, root types merged.
+
+A generated module is executed as a real module (registered in ``sys.modules`` under a name of its
+own) so Strawberry resolves its annotations exactly as it would in the file `bff sources generate`
+writes: the declarative mount and the ejected code are the same code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("bff.sources")
+
+
+class SourceError(ValueError):
+    """A source that cannot be mounted at all (no document, not OpenAPI 3, a name taken twice)."""
+
+
+@dataclass
+class Mounted:
+    """What a source adds to a schema: its root classes (None when it has no such fields)."""
+
+    name: str
+    query: type | None
+    mutation: type | None
+    warnings: list[str] = field(default_factory=list)
+    code: str = ""
+
+
+class Source(Protocol):
+    """A declarative source: knows its upstream's name and how to generate its module's code."""
+
+    @property
+    def name(self) -> str: ...
+
+    def generate(self, taken_types: Sequence[str] = ()) -> Any: ...
+
+
+def read_document(spec: str | Mapping[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+    """A document from a mapping, a file (JSON or YAML) or an http(s) URL."""
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    text: str
+    if spec.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            response = httpx.get(spec, timeout=timeout, follow_redirects=True)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot read {spec}: {exc}") from None
+        text = response.text
+    else:
+        try:
+            text = Path(spec).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SourceError(f"cannot read {spec}: {exc.strerror or exc}") from None
+    return parse_document(text, spec)
+
+
+def parse_document(text: str, where: str = "the document") -> dict[str, Any]:
+    """JSON, or else YAML (a JSON document is YAML too, but JSON's parser is faster and stricter)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        import yaml  # type: ignore[import-untyped]
+
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SourceError(f"{where} is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise SourceError(f"{where} is not an object")
+    return value
+
+
+def execute(code: str, upstream: str) -> types.ModuleType:
+    """Run generated ``code`` as a module of its own, kept in ``sys.modules`` (Strawberry resolves
+    annotations through the module of each class)."""
+    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+    name = f"bff_sources_generated.{_identifier(upstream)}_{digest}"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    module = types.ModuleType(name)
+    module.__file__ = f"<bff source {upstream}>"
+    sys.modules[name] = module
+    try:
+        exec(compile(code, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own generated code
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _identifier(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def mount(source: Source, taken_types: Sequence[str] = ()) -> Mounted:
+    generated = source.generate(taken_types)
+    for line in generated.warnings:
+        log.warning("%s", line)
+    module = execute(generated.code, generated.upstream)
+    return Mounted(
+        name=source.name,
+        query=getattr(module, "Query", None),
+        mutation=getattr(module, "Mutation", None),
+        warnings=list(generated.warnings),
+        code=generated.code,
+    )

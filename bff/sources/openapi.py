@@ -1,0 +1,557 @@
+"""OpenAPI 3.0/3.1 sources: a REST service's own document becomes Query fields (GET) and Mutation
+fields (every other method), each named by its ``operationId`` as written, with types from its
+schemas. The result is Python source (a Strawberry module): the declarative mount executes it and
+`bff sources generate` writes it for a team to take over, so both serve the same answers.
+
+Unsupported constructs (a non-JSON body, a cookie parameter, an external ``$ref``, a ``oneOf`` of
+scalars...) are named in `Generated.warnings`, one line each; the operation or the value is then
+skipped or served as ``JSON``, never a crash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bff.sources.names import Unique, graphql_name, pascal, snake, type_name
+
+METHODS = ("get", "put", "post", "delete", "patch")
+#: request headers an argument may never set: the session's credentials and the transport's own
+_RESERVED_HEADERS = frozenset(
+    {"authorization", "cookie", "host", "content-length", "content-type", "transfer-encoding", "dpop", "connection"}
+)
+
+
+@dataclass
+class Generated:
+    """One source's module: its code, its root classes' names, what it refused."""
+
+    upstream: str
+    code: str
+    query_fields: list[str]
+    mutation_fields: list[str]
+    types: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Ref:
+    """How a value of one schema is typed and converted in the generated code."""
+
+    annotation: str  # the Python annotation (non-null form)
+    convert: str  # a format string of one ``{}``: the JSON value -> the value (or ``{}`` alone)
+    nullable: bool = True
+    item_convert: str | None = None  # for a list: the function converting one item (None: as is)
+
+
+@dataclass
+class _Object:
+    name: str
+    python: str
+    description: str | None
+    fields: list[tuple[str, str, _Ref, str | None, bool]]  # graphql name, python name, ref, description, required
+
+
+class OpenAPIGenerator:
+    def __init__(
+        self,
+        upstream: str,
+        document: Mapping[str, Any],
+        *,
+        prefix: str = "",
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        names: Mapping[str, str] | None = None,
+        taken_types: Iterable[str] = (),
+    ) -> None:
+        self.upstream = upstream
+        self.doc = document
+        self.prefix = prefix
+        self.include = frozenset(include)
+        self.exclude = frozenset(exclude)
+        self.names = dict(names or {})
+        self.warnings: list[str] = []
+        self._types = Unique(set(taken_types))
+        self._functions = Unique({"rt", "strawberry", "enum", "datetime", "Any", "Annotated", "UPSTREAM"})
+        self._by_ref: dict[tuple[str, bool], _Ref] = {}
+        self._in_progress: set[tuple[str, bool]] = set()
+        self._blocks: list[str] = []
+        self._type_names: list[str] = []
+        version = str(document.get("openapi", ""))
+        if not version.startswith("3."):
+            raise ValueError(f"{upstream}: not an OpenAPI 3 document (openapi: {version or 'missing'})")
+
+    # -- $ref ------------------------------------------------------------------------------------
+
+    def _resolve(self, schema: Any) -> tuple[Any, str | None]:
+        """(the schema a ``$ref`` points at, the name of the last component followed)."""
+        name = None
+        seen = 0
+        while isinstance(schema, dict) and "$ref" in schema:
+            ref = schema["$ref"]
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                self.warn(f"external $ref {ref!r} is not supported: served as JSON")
+                return {}, None
+            target: Any = self.doc
+            for part in ref[2:].split("/"):
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            if target is None:
+                self.warn(f"$ref {ref!r} points nowhere: served as JSON")
+                return {}, None
+            name = ref.rsplit("/", 1)[-1]
+            schema = target
+            seen += 1
+            if seen > 32:
+                self.warn(f"$ref {ref!r} loops: served as JSON")
+                return {}, None
+        return (schema if isinstance(schema, dict) else {}), name
+
+    def warn(self, text: str) -> None:
+        line = f"source {self.upstream!r}: {text}"
+        if line not in self.warnings:
+            self.warnings.append(line)
+
+    # -- schemas -> types ------------------------------------------------------------------------
+
+    @staticmethod
+    def _nullable(schema: Mapping[str, Any]) -> tuple[Any, bool]:
+        kind = schema.get("type")
+        nullable = bool(schema.get("nullable"))
+        if isinstance(kind, list):
+            others = [k for k in kind if k != "null"]
+            nullable = nullable or len(others) < len(kind)
+            kind = others[0] if len(others) == 1 else (others or None)
+        return kind, nullable
+
+    def _merged(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        """``allOf`` composed into one object schema (properties and required of every part)."""
+        if "allOf" not in schema:
+            return dict(schema)
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        properties: dict[str, Any] = dict(merged.get("properties") or {})
+        required: list[str] = list(merged.get("required") or [])
+        for part in schema["allOf"] or []:
+            resolved, _ = self._resolve(part)
+            resolved = self._merged(resolved)
+            properties.update(resolved.get("properties") or {})
+            required.extend(resolved.get("required") or [])
+            for key in ("discriminator", "description"):
+                if key in resolved and key not in merged:
+                    merged[key] = resolved[key]
+        merged["properties"] = properties
+        merged["required"] = required
+        merged.setdefault("type", "object")
+        return merged
+
+    def ref(self, schema: Any, context: str, *, output: bool = True) -> _Ref:
+        """The type of ``schema`` (named by its component, else by ``context``)."""
+        resolved, name = self._resolve(schema)
+        resolved = self._merged(resolved)
+        # an enum or a scalar is the same type for inputs and outputs; an object is not
+        structured = bool(resolved.get("properties") or "oneOf" in resolved or "anyOf" in resolved)
+        key = (name, output or not structured) if name else None
+        if key is not None and key in self._by_ref:
+            return self._copy(self._by_ref[key], resolved)
+        ref = self._ref(resolved, name or context, output, key)
+        if key is not None:
+            self._by_ref[key] = ref
+        return self._copy(ref, resolved)
+
+    @staticmethod
+    def _copy(ref: _Ref, schema: Mapping[str, Any]) -> _Ref:
+        _, nullable = OpenAPIGenerator._nullable(schema)
+        return _Ref(ref.annotation, ref.convert, nullable, ref.item_convert)
+
+    def _ref(self, schema: dict[str, Any], context: str, output: bool, key: tuple[str, bool] | None) -> _Ref:
+        kind, _ = self._nullable(schema)
+        for combinator in ("oneOf", "anyOf"):
+            if combinator in schema:
+                return self._alternatives(schema, combinator, context, output, key)
+        if "enum" in schema and kind in ("string", "integer", None):
+            values = [v for v in schema["enum"] if v is not None]
+            if values and all(isinstance(v, str) for v in values):
+                return self._enum(values, context, schema.get("description"))
+        if kind == "array" or (kind is None and "items" in schema):
+            item = self.ref(schema.get("items") or {}, f"{context}Item", output=output)
+            inner = item.annotation if not item.nullable else f"{item.annotation} | None"
+            convert = None if item.convert == "{}" else item.convert.replace("({})", "").replace("{}", "")
+            return _Ref(f"list[{inner}]", "{}", True, convert or None)
+        if kind == "integer":
+            return _Ref("rt.BigInt" if schema.get("format") == "int64" else "int", "{}")
+        if kind == "number":
+            return _Ref("float", "{}")
+        if kind == "boolean":
+            return _Ref("bool", "{}")
+        if kind == "string":
+            if schema.get("format") == "date-time":
+                return _Ref("datetime.datetime", "rt.date_time({})" if output else "{}")
+            if schema.get("format") == "date":
+                return _Ref("datetime.date", "rt.date({})" if output else "{}")
+            return _Ref("str", "{}")
+        if (kind == "object" or kind is None) and schema.get("properties"):
+            return self._object(schema, context, output, key)
+        if isinstance(kind, list):
+            self.warn(f"{context}: a value of several types ({', '.join(map(str, kind))}) is served as JSON")
+        return _Ref("rt.JSON", "{}")
+
+    def _enum(self, values: list[str], context: str, description: str | None) -> _Ref:
+        name = self._types(type_name(context))
+        python = name
+        members = Unique()
+        lines = [f"@strawberry.enum(name={name!r}{_description(description)})", f"class {python}(enum.Enum):"]
+        for value in dict.fromkeys(values):
+            member = graphql_name(value, "VALUE")
+            if member in ("true", "false", "null") or not member.isidentifier() or _python_reserved(member):
+                member = f"{member}_"
+            lines.append(f"    {members(member)} = {value!r}")
+        self._blocks.append("\n".join(lines))
+        self._type_names.append(name)
+        return _Ref(python, f"rt.enum_member({python}, {{}})")
+
+    def _alternatives(
+        self, schema: dict[str, Any], combinator: str, context: str, output: bool, key: tuple[str, bool] | None
+    ) -> _Ref:
+        members = []
+        nullable = False
+        for option in schema[combinator] or []:
+            resolved, name = self._resolve(option)
+            kind, _ = self._nullable(resolved)
+            if kind == "null" and not resolved.get("properties"):
+                nullable = True
+                continue
+            members.append((option, resolved, name))
+        if len(members) == 1:
+            ref = self.ref(members[0][0], context, output=output)
+            return _Ref(ref.annotation, ref.convert, True, ref.item_convert)
+        objects = [m for m in members if self._merged(m[1]).get("properties")]
+        if not output or len(objects) != len(members) or not members:
+            if output:
+                self.warn(f"{context}: a {combinator} of non-object schemas is served as JSON")
+            return _Ref("rt.JSON", "{}", True)
+        name = self._types(type_name(context))
+        options = []
+        for index, (option, resolved, member_name) in enumerate(objects):
+            ref = self.ref(option, member_name or f"{context}Option{index + 1}", output=True)
+            merged = self._merged(resolved)
+            options.append((ref, merged, member_name))
+        discriminator = schema.get("discriminator") or {}
+        prop = discriminator.get("propertyName") if isinstance(discriminator, dict) else None
+        mapping = {}
+        if prop:
+            for value, target in (discriminator.get("mapping") or {}).items():
+                mapping[str(target).rsplit("/", 1)[-1]] = value
+        function = self._functions(f"{snake(name)}_from_json")
+        annotations = " | ".join(dict.fromkeys(ref.annotation for ref, _, _ in options))
+        lines = [
+            f"{name} = Annotated[{annotations}, strawberry.union({name!r}{_description(schema.get('description'))})]",
+            "",
+            "",
+            f"def {function}(data: Any) -> {annotations} | None:",
+            "    if not isinstance(data, dict):",
+            "        return None",
+        ]
+        if prop:
+            lines.append(f"    kind = data.get({prop!r})")
+            for ref, merged, member_name in options:
+                values: set[str] = set()
+                if member_name:
+                    values.add(str(mapping.get(member_name, member_name)))
+                enum_values = ((merged.get("properties") or {}).get(prop) or {}).get("enum") or []
+                values.update(v for v in enum_values if isinstance(v, str))
+                if values:
+                    lines.append(f"    if kind in {tuple(sorted(values))!r}:")
+                    lines.append(f"        return {ref.convert.format('data')}")
+        choices = ", ".join(
+            f"({tuple(merged.get('required') or ())!r}, {tuple((merged.get('properties') or {}).keys())!r})"
+            for _, merged, _ in options
+        )
+        lines.append(f"    chosen = rt.choose(data, ({choices},))")
+        for index, (ref, _, _) in enumerate(options):
+            lines.append(f"    if chosen == {index}:")
+            lines.append(f"        return {ref.convert.format('data')}")
+        lines.append("    return None")
+        self._blocks.append("\n".join(lines))
+        self._type_names.append(name)
+        return _Ref(name, f"{function}({{}})", nullable or True)
+
+    def _object(self, schema: dict[str, Any], context: str, output: bool, key: tuple[str, bool] | None) -> _Ref:
+        base = type_name(context)
+        name = self._types(base if output else f"{base}Input")
+        python = name
+        function = self._functions(f"{snake(name)}_from_json") if output else ""
+        ref = _Ref(python, f"{function}({{}})" if output else "{}")
+        if key is not None:
+            self._by_ref[key] = ref  # before the properties: a schema may refer to itself
+        required = set(schema.get("required") or [])
+        attributes = Unique({"from_json", "is_type_of"})
+        fields = []
+        for prop, prop_schema in (schema.get("properties") or {}).items():
+            resolved, _ = self._resolve(prop_schema)
+            if output and resolved.get("writeOnly"):
+                continue
+            if not output and resolved.get("readOnly"):
+                continue
+            gql = graphql_name(str(prop))
+            if gql != prop:
+                self.warn(f"{name}.{prop}: not a GraphQL name, served as {gql}")
+            prop_ref = self.ref(prop_schema, pascal(base, str(prop)), output=output)
+            is_required = prop in required and not prop_ref.nullable
+            description = resolved.get("description") if isinstance(resolved.get("description"), str) else None
+            fields.append((gql, attributes(snake(gql)), prop_ref, description, is_required, str(prop)))
+        decorator = "strawberry.type" if output else "strawberry.input"
+        lines = [f"@{decorator}(name={name!r}{_description(schema.get('description'))})", f"class {python}:"]
+        for gql, attribute, prop_ref, description, is_required, _ in fields:
+            annotation = _annotation(prop_ref, nullable=not is_required)
+            default = "" if output or is_required else ", default=strawberry.UNSET"
+            lines.append(
+                f"    {attribute}: {annotation} = strawberry.field(name={gql!r}{_description(description)}{default})"
+            )
+        if not fields:
+            lines.append("    pass")
+        self._blocks.append("\n".join(lines))
+        if output:
+            body = [
+                f"def {function}(data: Any) -> {python} | None:",
+                "    if not isinstance(data, dict):",
+                "        return None",
+            ]
+            body.append(f"    return {python}(")
+            for _gql, attribute, prop_ref, _d, _r, prop in fields:
+                body.append(f"        {attribute}={_convert(prop_ref, f'data.get({prop!r})')},")
+            body.append("    )")
+            self._blocks.append("\n".join(body))
+        self._type_names.append(name)
+        return ref
+
+    # -- operations -> root fields ---------------------------------------------------------------
+
+    def _selected(self, operation_id: str, tags: list[str]) -> bool:
+        keys = {operation_id, *tags, *(f"tag:{t}" for t in tags)}
+        if self.include and not keys & self.include:
+            return False
+        return not keys & self.exclude
+
+    def generate(self) -> Generated:
+        roots: dict[str, list[str]] = {"Query": [], "Mutation": []}
+        fields: dict[str, list[str]] = {"Query": [], "Mutation": []}
+        methods = Unique()
+        mounted = Unique()
+        paths = self.doc.get("paths") or {}
+        base_path = self._base_path()
+        for path, item in paths.items():
+            if not isinstance(item, dict):
+                continue
+            shared = item.get("parameters") or []
+            for method in METHODS:
+                operation = item.get(method)
+                if not isinstance(operation, dict):
+                    continue
+                operation_id = operation.get("operationId") or _derived_id(method, path)
+                tags = [str(t) for t in operation.get("tags") or []]
+                if not self._selected(str(operation_id), tags):
+                    continue
+                root = "Query" if method == "get" else "Mutation"
+                name = self.prefix + graphql_name(self.names.get(str(operation_id), str(operation_id)))
+                if name in mounted:
+                    self.warn(f"{method.upper()} {path}: the field name {name} is taken; skipped")
+                    continue
+                code = self._operation(name, method, base_path + path, operation, shared, methods)
+                if code is not None:
+                    mounted(name)
+                    roots[root].append(code)
+                    fields[root].append(name)
+            for method in ("head", "options", "trace"):
+                if isinstance(item.get(method), dict):
+                    self.warn(f"{method.upper()} {path}: not mounted (only GET, PUT, POST, DELETE and PATCH are)")
+        for kind in ("callbacks",):
+            if any(
+                isinstance(op, dict) and op.get(kind)
+                for it in paths.values()
+                if isinstance(it, dict)
+                for op in it.values()
+            ):
+                self.warn(f"{kind} are not supported: not mounted")
+        if self.doc.get("webhooks"):
+            self.warn("webhooks are not supported: not mounted")
+        parts = [_HEADER.format(upstream=self.upstream), f"UPSTREAM = {self.upstream!r}", *self._blocks]
+        for root, codes in roots.items():
+            if codes:
+                parts.append(f"@strawberry.type(name={root!r})\nclass {root}:\n" + "\n\n".join(codes))
+        code = "\n\n\n".join(parts) + "\n"
+        return Generated(self.upstream, code, fields["Query"], fields["Mutation"], self._type_names, self.warnings)
+
+    def _base_path(self) -> str:
+        """The path of the document's first server when it is relative (``/api/v3``): under the
+        upstream's URL. An absolute server URL is the upstream's URL itself (``BFF_UPSTREAMS__*__URL``
+        says where the service is)."""
+        servers = self.doc.get("servers") or []
+        url = servers[0].get("url", "") if servers and isinstance(servers[0], dict) else ""
+        if isinstance(url, str) and url.startswith("/"):
+            return url.rstrip("/")
+        return ""
+
+    def _operation(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        operation: dict[str, Any],
+        shared: list[Any],
+        methods: Unique,
+    ) -> str | None:
+        where = f"{method.upper()} {path}"
+        context = pascal(name)
+        parameters: dict[tuple[str, str], dict[str, Any]] = {}
+        for raw in [*shared, *(operation.get("parameters") or [])]:
+            parameter, _ = self._resolve(raw)
+            if "name" in parameter and "in" in parameter:
+                parameters[(str(parameter["in"]), str(parameter["name"]))] = parameter
+        arguments = Unique({"self", "info", "data", "rt"})
+        args: list[tuple[bool, str]] = []
+        groups: dict[str, list[tuple[str, str]]] = {"path": [], "query": [], "header": []}
+        graphql_args = Unique()
+        for (location, pname), parameter in parameters.items():
+            if location == "cookie":
+                self.warn(f"{where}: cookie parameter {pname!r} is not supported: not an argument")
+                if parameter.get("required"):
+                    self.warn(f"{where}: needs the cookie parameter {pname!r}; skipped")
+                    return None
+                continue
+            if location == "header" and pname.lower() in _RESERVED_HEADERS:
+                self.warn(f"{where}: header parameter {pname!r} is set by bff, not an argument")
+                continue
+            if location not in groups:
+                continue
+            schema = parameter.get("schema")
+            if schema is None:
+                self.warn(f"{where}: parameter {pname!r} has no schema: not an argument")
+                continue
+            ref = self.ref(schema, pascal(context, pname), output=False)
+            if ref.annotation.startswith("rt.JSON") and location != "query":
+                self.warn(f"{where}: {location} parameter {pname!r} is not a scalar: not an argument")
+                continue
+            required = bool(parameter.get("required")) or location == "path"
+            gql = graphql_args(graphql_name(pname))
+            python = arguments(snake(gql))
+            annotation = _annotation(ref, nullable=not required)
+            described = _description(parameter.get("description"))
+            argument = f"{python}: Annotated[{annotation}, strawberry.argument(name={gql!r}{described})]"
+            args.append((required, argument if required else f"{argument} = strawberry.UNSET"))
+            groups[location].append((pname, python))
+        body_argument = None
+        request_body, _ = self._resolve(operation.get("requestBody") or {})
+        if request_body:
+            content = request_body.get("content") or {}
+            media = next((m for m in content if _is_json(m)), None)
+            if media is None:
+                self.warn(f"{where}: a {', '.join(content) or 'body'} request body is not supported; skipped")
+                return None
+            ref = self.ref((content[media] or {}).get("schema") or {}, f"{context}Input", output=False)
+            required = bool(request_body.get("required"))
+            body_argument = arguments("body")
+            gql = graphql_args("input")
+            annotation = _annotation(ref, nullable=not required)
+            argument = f"{body_argument}: Annotated[{annotation}, strawberry.argument(name={gql!r})]"
+            args.append((required, argument if required else f"{argument} = strawberry.UNSET"))
+        result = self._result(operation, context, where)
+        if result is None:
+            return None
+        ordered = [a for r, a in args if r] + [a for r, a in args if not r]
+        python_name = methods(snake(name))
+        signature = ", ".join(["self", "info: strawberry.Info", *ordered])
+        if len(signature) > 60:
+            signature = "".join(f"\n        {part}," for part in ["self", "info: strawberry.Info", *ordered]) + "\n    "
+        description = operation.get("summary") or operation.get("description")
+        deprecated = ", deprecation_reason='deprecated in the OpenAPI document'" if operation.get("deprecated") else ""
+        lines = [
+            f"    @strawberry.field(name={name!r}{_description(description)}{deprecated})",
+            f"    async def {python_name}({signature}) -> {_annotation(result, nullable=True)}:",
+        ]
+        call = [f"info, UPSTREAM, {method.upper()!r}, {path!r}"]
+        for location, keyword in (("path", "path_params"), ("query", "query"), ("header", "headers")):
+            if groups[location]:
+                items = ", ".join(f"{p!r}: {v}" for p, v in groups[location])
+                call.append(f"{keyword}={{{items}}}")
+        if body_argument is not None:
+            call.append(f"body={body_argument}")
+        lines.append(f"        data = await rt.call({', '.join(call)})")
+        value = "data" if result.convert == "{}" and result.item_convert is None else _convert(result, "data")
+        lines.append(f"        value: {_annotation(result, nullable=True)} = {value}")
+        lines.append("        return value")
+        return "\n".join(lines)
+
+    def _result(self, operation: dict[str, Any], context: str, where: str) -> _Ref | None:
+        responses = operation.get("responses") or {}
+        ordered = sorted((str(code) for code in responses), key=lambda c: (not c.startswith("2"), c))
+        for code in ordered:
+            if not (code.startswith("2") or code == "default"):
+                continue
+            response, _ = self._resolve(responses[code])
+            content = response.get("content") or {}
+            if not content:
+                if code == "default":
+                    continue
+                return _Ref("bool", "rt.done({})")
+            media = next((m for m in content if _is_json(m)), None)
+            if media is None:
+                self.warn(f"{where}: a {', '.join(content)} answer is not supported; skipped")
+                return None
+            schema = (content[media] or {}).get("schema")
+            if schema is None:
+                return _Ref("rt.JSON", "{}")
+            return self.ref(schema, f"{context}Result", output=True)
+        self.warn(f"{where}: no success answer is described: served as JSON")
+        return _Ref("rt.JSON", "{}")
+
+
+_HEADER = '''"""GraphQL fields of the upstream {upstream!r}, from its OpenAPI document: generated by bff, yours
+to edit (`bff sources generate`). Every call goes through the upstream client with the session's token
+for this upstream, the request deadline and the breaker."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Annotated, Any
+
+import strawberry
+
+from bff.sources import runtime as rt'''
+
+
+def _description(text: Any) -> str:
+    return f", description={text.strip()!r}" if isinstance(text, str) and text.strip() else ""
+
+
+def _annotation(ref: _Ref, *, nullable: bool) -> str:
+    return f"{ref.annotation} | None" if nullable else ref.annotation
+
+
+def _convert(ref: _Ref, value: str) -> str:
+    if ref.item_convert is not None:
+        return f"rt.objects({ref.item_convert}, {value})"
+    if ref.annotation.startswith("list["):
+        return f"rt.scalars({value})"
+    return ref.convert.format(value)
+
+
+def _is_json(media: str) -> bool:
+    base = media.split(";")[0].strip().lower()
+    return base == "application/json" or base.endswith("+json") or base == "*/*"
+
+
+def _python_reserved(name: str) -> bool:
+    import keyword
+
+    return keyword.iskeyword(name) or name in ("name", "value", "mro")
+
+
+def _derived_id(method: str, path: str) -> str:
+    """A name for an operation without an ``operationId``: ``GET /users/{id}`` -> ``get_users_by_id``."""
+    words = [method]
+    for segment in path.strip("/").split("/"):
+        match = re.fullmatch(r"\{(.+)\}", segment)
+        words.append(f"by_{match.group(1)}" if match else segment)
+    return graphql_name("_".join(w for w in words if w))
