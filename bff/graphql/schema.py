@@ -65,6 +65,8 @@ class MountedSource(Protocol):
 
     query: type | None
     mutation: type | None
+    types: list[str]
+    scalars: dict[object, Any]
 
 
 class DeclarativeSource(Protocol):
@@ -101,7 +103,9 @@ def build_schema(
     uses ``BFF_ENV``. ``policies`` are the functions ``@policy`` names (`bff.Policy`): a policy
     used and not registered is a `SchemaError`. ``sources`` (`bff.sources.openapi`, ...) add their
     generated root fields beside yours (``query`` may then be None)."""
-    query, mutation = with_sources(query, mutation, tuple(sources), tuple(types))
+    query, mutation, scalars = with_sources(query, mutation, tuple(sources), tuple(types))
+    if scalars:
+        scalar_overrides = {**scalars, **(scalar_overrides or {})}
     options = SchemaOptions(
         query=query,
         mutation=mutation,
@@ -125,22 +129,25 @@ def add_sources(schema: BFFSchema, sources: Sequence[DeclarativeSource]) -> BFFS
     options = schema.bff_options
     if not sources or not isinstance(options, SchemaOptions):
         return schema
-    query, mutation = with_sources(options.query, options.mutation, sources, options.types)
-    return _build(dataclasses.replace(options, query=query, mutation=mutation))
+    query, mutation, scalars = with_sources(options.query, options.mutation, sources, options.types)
+    overrides = {**scalars, **(options.scalar_overrides or {})}
+    return _build(dataclasses.replace(options, query=query, mutation=mutation, scalar_overrides=overrides or None))
 
 
 def with_sources(
     query: type | None, mutation: type | None, sources: Sequence[DeclarativeSource], types: Sequence[Any] = ()
-) -> tuple[type, type | None]:
-    """``query`` and ``mutation`` with the root fields of ``sources`` merged in (a field name taken
+) -> tuple[type, type | None, dict[object, Any]]:
+    """``query`` and ``mutation`` with the root fields of ``sources`` merged in, and the scalar
+    definitions their types need (a field name taken
     twice is a `SchemaError`; a source's type named like one of yours is renamed, with a warning)."""
     if not sources:
         if query is None:
             raise SchemaError(f"a schema needs a Query type: {HOW_TO_BUILD}")
-        return query, mutation
+        return query, mutation, {}
     taken: set[str] = set()
     if query is not None:
         taken.update(StrawberrySchema(query=query, mutation=mutation, types=list(types)).schema_converter.type_map)
+    scalars: dict[object, Any] = {}
     queries = [query] if query is not None else []
     mutations = [mutation] if mutation is not None else []
     for source in sources:
@@ -151,16 +158,12 @@ def with_sources(
         for root, kept in ((mounted.query, queries), (mounted.mutation, mutations)):
             if root is not None:
                 kept.append(root)
-        taken.update(_type_names(mounted))
+        taken.update(mounted.types)
+        scalars.update(mounted.scalars)
     merged_query = _merged("Query", queries)
     if merged_query is None:
         raise SchemaError("no source mounted a Query field (and no Query type was given)")
-    return merged_query, _merged("Mutation", mutations)
-
-
-def _type_names(mounted: MountedSource) -> list[str]:
-    names = getattr(mounted, "types", None)
-    return list(names) if names else []
+    return merged_query, _merged("Mutation", mutations), scalars
 
 
 def _merged(name: str, roots: list[type]) -> type | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bff.sources.runtime import SCALARS
+
 log = logging.getLogger("bff.sources")
 
 
@@ -32,6 +34,9 @@ class Mounted:
     mutation: type | None
     warnings: list[str] = field(default_factory=list)
     code: str = ""
+    types: list[str] = field(default_factory=list)
+    #: Strawberry scalar definitions the generated types need (`build_schema` adds them)
+    scalars: dict[object, Any] = field(default_factory=dict)
 
 
 class Source(Protocol):
@@ -115,4 +120,6 @@ def mount(source: Source, taken_types: Sequence[str] = ()) -> Mounted:
         mutation=getattr(module, "Mutation", None),
         warnings=list(generated.warnings),
         code=generated.code,
+        types=list(generated.types),
+        scalars={**SCALARS, **getattr(module, "SCALARS", {})},
     )

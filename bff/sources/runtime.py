@@ -24,13 +24,18 @@ T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
 #: integers past GraphQL's 32-bit Int (OpenAPI ``format: int64``), passed as JSON numbers
-BigInt = strawberry.scalar(
-    NewType("BigInt", int),
-    name="BigInt",
-    description="An integer of up to 64 bits (OpenAPI int64), as a JSON number",
-    serialize=int,
-    parse_value=int,
-)
+BigInt = NewType("BigInt", int)
+
+#: the scalars generated modules use, as a schema's ``scalar_overrides`` (Strawberry's scalar_map):
+#: `build_schema` adds them for every mounted source
+SCALARS: dict[object, Any] = {
+    BigInt: strawberry.scalar(
+        name="BigInt",
+        description="An integer of up to 64 bits (OpenAPI int64), as a JSON number",
+        serialize=int,
+        parse_value=int,
+    )
+}
 
 JSON = strawberry.scalars.JSON
 
