@@ -248,6 +248,8 @@ class Settings(BaseSettings):
     #: the GraphQL schema to serve, ``package.module:attribute`` naming a schema built with
     #: ``bff.build_schema`` (BFF_SCHEMA; a field named ``schema`` would shadow pydantic's method)
     schema_ref: str = Field(default="bff.demo.api:schema", validation_alias="BFF_SCHEMA")
+    #: a TOML or YAML file of links between declarative sources (`bff.sources.links`)
+    source_links: str | None = None
     env: Literal["development", "production"] = "development"
     public_url: str = "http://127.0.0.1:8000"
 

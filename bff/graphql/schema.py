@@ -72,9 +72,12 @@ class MountedSource(Protocol):
 class DeclarativeSource(Protocol):
     """A `bff.sources` source, as `build_schema` sees it (this layer does not import that one)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    def mount(self, taken_types: Sequence[str] = ()) -> MountedSource: ...
+    def mount_all(
+        self, sources: Sequence[DeclarativeSource], taken_types: Sequence[str] = ()
+    ) -> Sequence[MountedSource]: ...
 
 
 def build_schema(
@@ -150,15 +153,14 @@ def with_sources(
     scalars: dict[object, Any] = {}
     queries = [query] if query is not None else []
     mutations = [mutation] if mutation is not None else []
-    for source in sources:
-        try:
-            mounted = source.mount(sorted(taken))
-        except ValueError as exc:
-            raise SchemaError(str(exc)) from None
+    try:
+        every = sources[0].mount_all(sources, sorted(taken))
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from None
+    for mounted in every:
         for root, kept in ((mounted.query, queries), (mounted.mutation, mutations)):
             if root is not None:
                 kept.append(root)
-        taken.update(mounted.types)
         scalars.update(mounted.scalars)
     merged_query = _merged("Query", queries)
     if merged_query is None:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bff.settings import Settings
-from bff.sources.mount import Mounted, SourceError, mount, read_document
-from bff.sources.openapi import Generated, OpenAPIGenerator
+from bff.sources.assemble import mount_all
+from bff.sources.links import Link, link, read_links
+from bff.sources.mount import Mounted, SourceError, read_document
+from bff.sources.openapi import Generated, LinkPlan, OpenAPIGenerator
 
-__all__ = ["OpenAPISource", "SourceError", "from_settings", "openapi"]
+__all__ = ["Link", "OpenAPISource", "SourceError", "from_settings", "link", "openapi", "read_links"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class OpenAPISource:
     exclude: tuple[str, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)
 
-    def generate(self, taken_types: Sequence[str] = ()) -> Generated:
+    def generate(self, taken_types: Sequence[str] = (), *, links: Sequence[LinkPlan] = ()) -> Generated:
         try:
             document = read_document(self.spec)
             return OpenAPIGenerator(
@@ -46,14 +48,15 @@ class OpenAPISource:
                 exclude=self.exclude,
                 names=self.names,
                 taken_types=taken_types,
+                links=links,
             ).generate()
         except SourceError as exc:
             raise SourceError(f"source {self.name!r}: {exc}") from None
         except ValueError as exc:
             raise SourceError(str(exc)) from None
 
-    def mount(self, taken_types: Sequence[str] = ()) -> Mounted:
-        return mount(self, taken_types)
+    def mount_all(self, sources: Sequence[Any], taken_types: Sequence[str] = ()) -> list[Mounted]:
+        return mount_all(sources, taken_types)
 
 
 def openapi(
@@ -91,4 +94,6 @@ def from_settings(settings: Settings) -> list[Any]:
                     tuple(upstream.exclude),
                 )
             )
+    if found and settings.source_links:
+        found.extend(read_links(settings.source_links))
     return found

@@ -6,7 +6,6 @@ writes: the declarative mount and the ejected code are the same code."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -15,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-from bff.sources.runtime import SCALARS
 
 log = logging.getLogger("bff.sources")
 
@@ -45,7 +42,7 @@ class Source(Protocol):
     @property
     def name(self) -> str: ...
 
-    def generate(self, taken_types: Sequence[str] = ()) -> Any: ...
+    def generate(self, taken_types: Sequence[str] = (), *, links: Sequence[Any] = ()) -> Any: ...
 
 
 def read_document(spec: str | Mapping[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
@@ -86,16 +83,17 @@ def parse_document(text: str, where: str = "the document") -> dict[str, Any]:
     return value
 
 
-def execute(code: str, upstream: str) -> types.ModuleType:
-    """Run generated ``code`` as a module of its own, kept in ``sys.modules`` (Strawberry resolves
-    annotations through the module of each class)."""
-    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
-    name = f"bff_sources_generated.{_identifier(upstream)}_{digest}"
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
+def execute(code: str, name: str) -> types.ModuleType:
+    """Run generated ``code`` as the module ``name`` (in a package of generated modules), kept in
+    ``sys.modules``: Strawberry resolves annotations through the module of each class, and a link
+    imports the module of another source by name."""
+    package, _, _ = name.rpartition(".")
+    if package and package not in sys.modules:
+        parent = types.ModuleType(package)
+        parent.__path__ = []
+        sys.modules[package] = parent
     module = types.ModuleType(name)
-    module.__file__ = f"<bff source {upstream}>"
+    module.__file__ = f"<bff source {name}>"
     sys.modules[name] = module
     try:
         exec(compile(code, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own generated code
@@ -110,16 +108,7 @@ def _identifier(text: str) -> str:
 
 
 def mount(source: Source, taken_types: Sequence[str] = ()) -> Mounted:
-    generated = source.generate(taken_types)
-    for line in generated.warnings:
-        log.warning("%s", line)
-    module = execute(generated.code, generated.upstream)
-    return Mounted(
-        name=source.name,
-        query=getattr(module, "Query", None),
-        mutation=getattr(module, "Mutation", None),
-        warnings=list(generated.warnings),
-        code=generated.code,
-        types=list(generated.types),
-        scalars={**SCALARS, **getattr(module, "SCALARS", {})},
-    )
+    """One source without links (`bff.sources.assemble.mount_all` mounts several, with links)."""
+    from bff.sources.assemble import mount_all
+
+    return mount_all([source], taken_types)[0]

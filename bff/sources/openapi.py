@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bff.sources.links import Link
+from bff.sources.mount import SourceError
 from bff.sources.names import Unique, graphql_name, pascal, snake, type_name
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -33,6 +35,73 @@ class Generated:
     mutation_fields: list[str]
     types: list[str]
     warnings: list[str] = field(default_factory=list)
+    #: the operations by mounted field name (for links)
+    operations: dict[str, Operation] = field(default_factory=dict)
+
+
+@dataclass
+class Operation:
+    """A generated operation, for links from other types: its fetch function (the upstream's JSON),
+    its arguments (GraphQL name -> Python parameter) and how its answer is typed and converted."""
+
+    function: str
+    arguments: dict[str, str]
+    result: _Ref
+
+
+@dataclass
+class LinkPlan:
+    """A link as the generator of its parent type writes it: the target operation's fetch function
+    (in ``module``, or in the same module when None) and how its answer is typed."""
+
+    link: Link
+    module: str | None
+    operation_name: str
+    operation: Operation
+    target_types: frozenset[str]
+
+    @property
+    def function(self) -> str:
+        return self.operation.function
+
+    @property
+    def result(self) -> _Ref:
+        return self.operation.result
+
+    def parameter(self, argument: str, where: str) -> str:
+        try:
+            return self.operation.arguments[argument]
+        except KeyError:
+            known = ", ".join(sorted(self.operation.arguments)) or "none"
+            raise SourceError(
+                f"{where}: {self.operation_name} has no argument {argument!r} (it has: {known})"
+            ) from None
+
+    def item_annotation(self) -> str:
+        inner = self.result.annotation.removeprefix("list[").removesuffix("]")
+        return inner.removesuffix(" | None")
+
+    def imports(self, batched: bool) -> list[str]:
+        names = [self.function]
+        if (batched and self.result.item_convert) or self.result.item_convert:
+            names.append(self.result.item_convert)
+        elif self.result.convert != "{}":
+            names.extend(re.findall(r"([A-Za-z_][A-Za-z_0-9]*)\(\{\}\)", self.result.convert))
+        return sorted({n for n in names if not n.startswith("rt.")})
+
+    def qualified(self, annotation: str) -> str:
+        """``annotation`` with the target module's types made lazy references (no import cycle)."""
+        if self.module is None:
+            return annotation
+        return re.sub(
+            r"\b([A-Za-z_][A-Za-z_0-9]*)\b",
+            lambda m: (
+                f"Annotated[{m.group(1)!r}, strawberry.lazy({self.module!r})]"
+                if m.group(1) in self.target_types
+                else m.group(1)
+            ),
+            annotation,
+        )
 
 
 @dataclass
@@ -64,8 +133,13 @@ class OpenAPIGenerator:
         exclude: Iterable[str] = (),
         names: Mapping[str, str] | None = None,
         taken_types: Iterable[str] = (),
+        links: Iterable[LinkPlan] = (),
     ) -> None:
         self.upstream = upstream
+        self.links: dict[str, list[LinkPlan]] = {}
+        for plan in links:
+            self.links.setdefault(plan.link.parent_type, []).append(plan)
+        self.linked: set[str] = set()
         self.doc = document
         self.prefix = prefix
         self.include = frozenset(include)
@@ -78,6 +152,7 @@ class OpenAPIGenerator:
         self._in_progress: set[tuple[str, bool]] = set()
         self._blocks: list[str] = []
         self._type_names: list[str] = []
+        self.operations: dict[str, Operation] = {}
         version = str(document.get("openapi", ""))
         if not version.startswith("3."):
             raise ValueError(f"{upstream}: not an OpenAPI 3 document (openapi: {version or 'missing'})")
@@ -308,7 +383,12 @@ class OpenAPIGenerator:
             lines.append(
                 f"    {attribute}: {annotation} = strawberry.field(name={gql!r}{_description(description)}{default})"
             )
-        if not fields:
+        if output:
+            properties = {prop: attribute for _g, attribute, _r, _d, _q, prop in fields}
+            for plan in self.links.get(name, []):
+                self.linked.add(plan.link.on)
+                lines.append(self._link_method(plan, properties, attributes))
+        if len(lines) == 2:
             lines.append("    pass")
         self._blocks.append("\n".join(lines))
         if output:
@@ -324,6 +404,51 @@ class OpenAPIGenerator:
             self._blocks.append("\n".join(body))
         self._type_names.append(name)
         return ref
+
+    def _link_method(self, plan: LinkPlan, properties: dict[str, str], attributes: Unique) -> str:
+        link = plan.link
+        where = f"link {link.on} <- {link.to}"
+        batched = link.batched_argument()
+        passed = []
+        for argument, value in link.literals().items():
+            passed.append(f"{plan.parameter(argument, where)}={value!r}")
+        for argument, prop in link.parent_properties().items():
+            if prop not in properties:
+                raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
+            passed.append(f"{plan.parameter(argument, where)}=self.{properties[prop]}")
+        target = plan.qualified
+        imports = (
+            f"        from {plan.module} import {', '.join(plan.imports(batched is not None))}\n" if plan.module else ""
+        )
+        attribute = attributes(snake(link.field_name))
+        described = _description(link.description or f"{link.to}, by {link.on}")
+        head = f"    @strawberry.field(name={link.field_name!r}{described})\n"
+        if batched is not None:
+            argument, prop = batched
+            if prop not in properties:
+                raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
+            if plan.result.item_convert is None:
+                raise SourceError(f"{where}: {plan.operation_name} does not answer a list of objects")
+            item = target(plan.item_annotation())
+            keys = f"{plan.parameter(argument, where)}=keys"
+            fetch = f"lambda keys: {plan.function}({', '.join(['info', *passed, keys])})"
+            return (
+                f"{head}    async def {attribute}(self, info: strawberry.Info) -> {item} | None:\n{imports}"
+                f"        value: {item} | None = await rt.batched(\n"
+                f"            info,\n            {link.on!r},\n            self.{properties[prop]},\n"
+                f"            {fetch},\n            {link.key!r},\n            {plan.result.item_convert},\n"
+                "        )\n"
+                "        return value"
+            )
+        annotation = target(_annotation(plan.result, nullable=True))
+        call = f"await {plan.function}({', '.join(['info', *passed])})"
+        keys = [f"self.{properties[prop]} is None" for prop in link.parent_properties().values()]
+        missing = f"        if {' or '.join(keys)}:\n            return None\n" if keys else ""
+        return (
+            f"{head}    async def {attribute}(self, info: strawberry.Info) -> {annotation}:\n{missing}{imports}"
+            f"        value: {annotation} = {_convert(plan.result, call)}\n"
+            "        return value"
+        )
 
     # -- operations -> root fields ---------------------------------------------------------------
 
@@ -380,7 +505,9 @@ class OpenAPIGenerator:
             if codes:
                 parts.append(f"@strawberry.type(name={root!r})\nclass {root}:\n" + "\n\n".join(codes))
         code = "\n\n\n".join(parts) + "\n"
-        return Generated(self.upstream, code, fields["Query"], fields["Mutation"], self._type_names, self.warnings)
+        return Generated(
+            self.upstream, code, fields["Query"], fields["Mutation"], self._type_names, self.warnings, self.operations
+        )
 
     def _base_path(self) -> str:
         """The path of the document's first server when it is relative (``/api/v3``): under the
@@ -408,7 +535,8 @@ class OpenAPIGenerator:
             parameter, _ = self._resolve(raw)
             if "name" in parameter and "in" in parameter:
                 parameters[(str(parameter["in"]), str(parameter["name"]))] = parameter
-        arguments = Unique({"self", "info", "data", "rt"})
+        arguments = Unique({"self", "info", "data", "rt", "value"})
+        arguments_by_name: dict[str, str] = {}
         args: list[tuple[bool, str]] = []
         groups: dict[str, list[tuple[str, str]]] = {"path": [], "query": [], "header": []}
         graphql_args = Unique()
@@ -435,6 +563,7 @@ class OpenAPIGenerator:
             required = bool(parameter.get("required")) or location == "path"
             gql = graphql_args(graphql_name(pname))
             python = arguments(snake(gql))
+            arguments_by_name[gql] = python
             annotation = _annotation(ref, nullable=not required)
             described = _description(parameter.get("description"))
             argument = f"{python}: Annotated[{annotation}, strawberry.argument(name={gql!r}{described})]"
@@ -452,6 +581,7 @@ class OpenAPIGenerator:
             required = bool(request_body.get("required"))
             body_argument = arguments("body")
             gql = graphql_args("input")
+            arguments_by_name[gql] = body_argument
             annotation = _annotation(ref, nullable=not required)
             argument = f"{body_argument}: Annotated[{annotation}, strawberry.argument(name={gql!r})]"
             args.append((required, argument if required else f"{argument} = strawberry.UNSET"))
@@ -460,15 +590,40 @@ class OpenAPIGenerator:
             return None
         ordered = [a for r, a in args if r] + [a for r, a in args if not r]
         python_name = methods(snake(name))
-        signature = ", ".join(["self", "info: strawberry.Info", *ordered])
-        if len(signature) > 60:
-            signature = "".join(f"\n        {part}," for part in ["self", "info: strawberry.Info", *ordered]) + "\n    "
+        fetch = self._functions(f"{python_name}_json")
+        passed = [p for _, p in groups["path"] + groups["query"] + groups["header"]]
+        if body_argument is not None:
+            passed.append(body_argument)
+        self._fetch_function(fetch, method, path, groups, body_argument, ordered)
+        self.operations[name] = Operation(
+            function=fetch,
+            arguments={gql: python for gql, python in arguments_by_name.items()},
+            result=result,
+        )
+        signature = _signature(["self", "info: strawberry.Info", *ordered])
         description = operation.get("summary") or operation.get("description")
         deprecated = ", deprecation_reason='deprecated in the OpenAPI document'" if operation.get("deprecated") else ""
         lines = [
             f"    @strawberry.field(name={name!r}{_description(description)}{deprecated})",
             f"    async def {python_name}({signature}) -> {_annotation(result, nullable=True)}:",
+            f"        data = await {fetch}({', '.join(['info', *(f'{p}={p}' for p in passed)])})",
         ]
+        value = "data" if result.convert == "{}" and result.item_convert is None else _convert(result, "data")
+        lines.append(f"        value: {_annotation(result, nullable=True)} = {value}")
+        lines.append("        return value")
+        return "\n".join(lines)
+
+    def _fetch_function(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        groups: dict[str, list[tuple[str, str]]],
+        body_argument: str | None,
+        ordered: list[str],
+    ) -> None:
+        """The call of one operation, apart from its field: a link from another type calls it too."""
+        plain = [re.sub(r"Annotated\[(.*), strawberry\.argument\(.*\)\]", r"\1", a) for a in ordered]
         call = [f"info, UPSTREAM, {method.upper()!r}, {path!r}"]
         for location, keyword in (("path", "path_params"), ("query", "query"), ("header", "headers")):
             if groups[location]:
@@ -476,11 +631,14 @@ class OpenAPIGenerator:
                 call.append(f"{keyword}={{{items}}}")
         if body_argument is not None:
             call.append(f"body={body_argument}")
-        lines.append(f"        data = await rt.call({', '.join(call)})")
-        value = "data" if result.convert == "{}" and result.item_convert is None else _convert(result, "data")
-        lines.append(f"        value: {_annotation(result, nullable=True)} = {value}")
-        lines.append("        return value")
-        return "\n".join(lines)
+        self._blocks.append(
+            "\n".join(
+                [
+                    f"async def {function}({_signature(['info: strawberry.Info', *plain], indent='')}) -> Any:",
+                    f"    return await rt.call({', '.join(call)})",
+                ]
+            )
+        )
 
     def _result(self, operation: dict[str, Any], context: str, where: str) -> _Ref | None:
         responses = operation.get("responses") or {}
@@ -519,6 +677,14 @@ from typing import Annotated, Any
 import strawberry
 
 from bff.sources import runtime as rt'''
+
+
+def _signature(parts: list[str], indent: str = "    ") -> str:
+    """Parameters on one line, or one a line when that line would be long."""
+    line = ", ".join(parts)
+    if len(line) <= 60:
+        return line
+    return "".join(f"\n{indent}    {part}," for part in parts) + f"\n{indent}"
 
 
 def _description(text: Any) -> str:

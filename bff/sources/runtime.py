@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NewType, TypeVar
 from urllib.parse import quote, urlencode
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types.base import has_object_definition
 from strawberry.types.unset import UNSET
 
@@ -199,3 +200,31 @@ def choose(data: Mapping[str, Any], options: tuple[tuple[tuple[str, ...], tuple[
         if score > best_score:
             best, best_score = index, score
     return best
+
+
+async def batched(
+    info: Any,
+    link: str,
+    key: Any,
+    fetch: Callable[[list[Any]], Awaitable[Any]],
+    key_property: str,
+    convert: Callable[[Any], Any],
+) -> Any:
+    """A link's answer for one parent: the keys of every parent of this request that asks in the
+    same tick go to the upstream in one call (a per-request DataLoader), and each parent gets the
+    item whose ``key_property`` equals its key (None when the upstream left it out)."""
+    if key is None:
+        return None
+
+    def loader(_context: Any) -> DataLoader[Any, Any]:
+        async def load(keys: list[Any]) -> list[Any]:
+            answer = await fetch(list(keys))
+            index: dict[str, Any] = {}
+            for item in answer if isinstance(answer, list) else ():
+                if isinstance(item, dict) and item.get(key_property) is not None:
+                    index.setdefault(str(item[key_property]), item)
+            return [convert(index.get(str(k))) for k in keys]
+
+        return DataLoader(load_fn=load)
+
+    return await info.context.loader(f"bff.sources.link:{link}", loader).load(key)

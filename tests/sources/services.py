@@ -86,6 +86,11 @@ def pets_app(calls: Calls) -> Starlette:
             found = [dict(p, name=f"{p['name']}@{tenant}") for p in found]
         return JSONResponse(found)
 
+    async def batch(request: Request) -> Response:
+        await record(request)
+        wanted = {int(i) for i in request.query_params.getlist("ids")}
+        return JSONResponse([p for p in reversed(pets.values()) if p["id"] in wanted])  # any order, missing left out
+
     async def create_pet(request: Request) -> Response:
         body = await record(request)
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
@@ -114,10 +119,67 @@ def pets_app(calls: Calls) -> Starlette:
         routes=[
             Route("/v1/pets", list_pets, methods=["GET"]),
             Route("/v1/pets", create_pet, methods=["POST"]),
+            Route("/v1/pets/batch", batch, methods=["GET"]),
             Route("/v1/pets/{pet_id}", one_pet, methods=["GET", "DELETE"]),
             Route("/v1/owners/{owner}/animals", animals, methods=["GET"]),
         ]
     )
+
+
+ORDERS_SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Orders", "version": "1"},
+    "paths": {
+        "/orders": {
+            "get": {
+                "operationId": "orders",
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}}
+                            }
+                        },
+                    }
+                },
+            }
+        }
+    },
+    "components": {
+        "schemas": {
+            "Order": {
+                "type": "object",
+                "required": ["id", "items"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "firstPetId": {"type": "integer", "nullable": True},
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/OrderItem"}},
+                },
+            },
+            "OrderItem": {
+                "type": "object",
+                "required": ["petId", "quantity"],
+                "properties": {"petId": {"type": "integer", "format": "int64"}, "quantity": {"type": "integer"}},
+            },
+        }
+    },
+}
+ORDERS = [
+    {"id": "o1", "firstPetId": 1, "items": [{"petId": 1, "quantity": 2}, {"petId": 9_000_000_000, "quantity": 1}]},
+    {"id": "o2", "firstPetId": None, "items": [{"petId": 9_000_000_000, "quantity": 5}, {"petId": 77, "quantity": 1}]},
+]
+
+
+def orders_app(calls: Calls) -> Starlette:
+    async def orders(request: Request) -> Response:
+        calls.seen.append((request.method, request.url.path, request.headers.get("authorization"), None))
+        return JSONResponse(ORDERS)
+
+    async def document(request: Request) -> Response:
+        return JSONResponse(ORDERS_SPEC)
+
+    return Starlette(routes=[Route("/orders", orders), Route("/openapi.json", document)])
 
 
 class Color(enum.StrEnum):
