@@ -284,6 +284,33 @@ def demo_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate_sources(output: Path) -> int:
+    from pydantic import ValidationError
+
+    from bff.settings import Settings, invalid_configuration
+    from bff.sources import SourceError, from_settings
+    from bff.sources.eject import write_package
+
+    if not output.name.isidentifier():
+        return _fail(f"--output {output}: the directory's name is the package's, so it must be a Python identifier")
+    try:
+        sources = from_settings(Settings())
+    except ValidationError as exc:
+        return _fail(invalid_configuration(exc))
+    except SourceError as exc:
+        return _fail(str(exc))
+    if not sources:
+        return _fail("no declarative sources: set BFF_UPSTREAMS__<NAME>__URL and __OPENAPI (or __GRAPHQL)")
+    try:
+        written = write_package(sources, output)
+    except SourceError as exc:
+        return _fail(str(exc))
+    for path in written:
+        print(path)
+    print(f"serve it with BFF_SCHEMA={output.name}:schema (from {output.parent.resolve()})", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bff", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -334,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--check", action="store_true", help="exit 1 with a diff when the file is stale")
 
+    p = commands.add_parser("sources", help="the declarative sources (BFF_UPSTREAMS__<NAME>__OPENAPI/__GRAPHQL)")
+    actions = p.add_subparsers(dest="action", required=True)
+    g = actions.add_parser("generate", help="write the Strawberry code the sources mount, as a package to edit")
+    g.add_argument("--output", type=Path, required=True, help="the package directory to write (its name: the package)")
+
     p = commands.add_parser("demo-upstream", help="run one demo upstream alone")
     p.add_argument("service", choices=["accounts", "catalog"])
     p.add_argument("--host", default="127.0.0.1")
@@ -353,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args)
     if args.command == "check":
         return check(args)
+    if args.command == "sources":
+        return generate_sources(args.output)
     return demo_upstream(args)
 
 

@@ -96,7 +96,7 @@ class LinkPlan:
         return re.sub(
             r"\b([A-Za-z_][A-Za-z_0-9]*)\b",
             lambda m: (
-                f"Annotated[{m.group(1)!r}, strawberry.lazy({self.module!r})]"
+                f"Annotated[{m.group(1)}, strawberry.lazy({self.module!r})]"
                 if m.group(1) in self.target_types
                 else m.group(1)
             ),
@@ -153,6 +153,8 @@ class OpenAPIGenerator:
         self._blocks: list[str] = []
         self._type_names: list[str] = []
         self.operations: dict[str, Operation] = {}
+        #: the types of other sources' modules that link fields name (imported for type checkers only)
+        self._type_checking: dict[str, set[str]] = {}
         version = str(document.get("openapi", ""))
         if not version.startswith("3."):
             raise ValueError(f"{upstream}: not an OpenAPI 3 document (openapi: {version or 'missing'})")
@@ -387,7 +389,7 @@ class OpenAPIGenerator:
             properties = {prop: attribute for _g, attribute, _r, _d, _q, prop in fields}
             for plan in self.links.get(name, []):
                 self.linked.add(plan.link.on)
-                lines.append(self._link_method(plan, properties, attributes))
+                lines.append(self._link_method(plan, properties, attributes, python))
         if len(lines) == 2:
             lines.append("    pass")
         self._blocks.append("\n".join(lines))
@@ -396,58 +398,66 @@ class OpenAPIGenerator:
                 f"def {function}(data: Any) -> {python} | None:",
                 "    if not isinstance(data, dict):",
                 "        return None",
+                "    get: Any = data.get  # the upstream's JSON: typed by the fields it fills",
+                f"    return {python}(",
             ]
-            body.append(f"    return {python}(")
             for _gql, attribute, prop_ref, _d, _r, prop in fields:
-                body.append(f"        {attribute}={_convert(prop_ref, f'data.get({prop!r})')},")
-            body.append("    )")
+                body.append(f"        {attribute}={_convert(prop_ref, f'get({prop!r})')},")
+            if not fields:
+                body[-2:] = [f"    return {python}()"]
+            else:
+                body.append("    )")
             self._blocks.append("\n".join(body))
         self._type_names.append(name)
         return ref
 
-    def _link_method(self, plan: LinkPlan, properties: dict[str, str], attributes: Unique) -> str:
+    def _link_method(self, plan: LinkPlan, properties: dict[str, str], attributes: Unique, owner: str) -> str:
+        """The resolver of a link field (a module-level function before its class) and the field."""
         link = plan.link
         where = f"link {link.on} <- {link.to}"
         batched = link.batched_argument()
-        passed = []
-        for argument, value in link.literals().items():
-            passed.append(f"{plan.parameter(argument, where)}={value!r}")
+        passed = [f"{plan.parameter(argument, where)}={value!r}" for argument, value in link.literals().items()]
         for argument, prop in link.parent_properties().items():
             if prop not in properties:
                 raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
-            passed.append(f"{plan.parameter(argument, where)}=self.{properties[prop]}")
+            passed.append(f"{plan.parameter(argument, where)}=root.{properties[prop]}")
         target = plan.qualified
-        imports = (
-            f"        from {plan.module} import {', '.join(plan.imports(batched is not None))}\n" if plan.module else ""
-        )
+        imported = ", ".join(plan.imports(batched is not None))
+        imports = f"    from {plan.module} import {imported}\n" if plan.module else ""
         attribute = attributes(snake(link.field_name))
-        described = _description(link.description or f"{link.to}, by {link.on}")
-        head = f"    @strawberry.field(name={link.field_name!r}{described})\n"
+        resolver = self._functions(f"resolve_{snake(owner)}_{attribute}")
+        if plan.module:
+            used = re.findall(r"[A-Za-z_][A-Za-z_0-9]*", plan.result.annotation)
+            self._type_checking.setdefault(plan.module, set()).update(n for n in used if n in plan.target_types)
         if batched is not None:
             argument, prop = batched
             if prop not in properties:
                 raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
             if plan.result.item_convert is None:
                 raise SourceError(f"{where}: {plan.operation_name} does not answer a list of objects")
-            item = target(plan.item_annotation())
-            keys = f"{plan.parameter(argument, where)}=keys"
-            fetch = f"lambda keys: {plan.function}({', '.join(['info', *passed, keys])})"
-            return (
-                f"{head}    async def {attribute}(self, info: strawberry.Info) -> {item} | None:\n{imports}"
-                f"        value: {item} | None = await rt.batched(\n"
-                f"            info,\n            {link.on!r},\n            self.{properties[prop]},\n"
-                f"            {fetch},\n            {link.key!r},\n            {plan.result.item_convert},\n"
-                "        )\n"
-                "        return value"
+            annotation = f"{target(plan.item_annotation())} | None"
+            gathered = f"{plan.parameter(argument, where)}=keys"
+            fetch = f"lambda keys: {plan.function}({', '.join(['info', *passed, gathered])})"
+            body = (
+                f"    value: {annotation} = await rt.batched(\n"
+                f"        info,\n        {link.on!r},\n        root.{properties[prop]},\n"
+                f"        {fetch},\n        {link.key!r},\n        {plan.result.item_convert},\n"
+                "    )\n"
             )
-        annotation = target(_annotation(plan.result, nullable=True))
-        call = f"await {plan.function}({', '.join(['info', *passed])})"
-        keys = [f"self.{properties[prop]} is None" for prop in link.parent_properties().values()]
-        missing = f"        if {' or '.join(keys)}:\n            return None\n" if keys else ""
+        else:
+            annotation = target(_annotation(plan.result, nullable=True))
+            call = f"await {plan.function}({', '.join(['info', *passed])})"
+            absent = [f"root.{properties[prop]} is None" for prop in link.parent_properties().values()]
+            missing = f"    if {' or '.join(absent)}:\n        return None\n" if absent else ""
+            body = f"{missing}{imports}    value: {annotation} = {_convert(plan.result, call)}\n"
+            imports = ""
+        signature = f"async def {resolver}(root: {owner}, info: strawberry.Info) -> {annotation}:"
+        self._blocks.append(f"{signature}\n{imports}{body}    return value")
+        described = _description(link.description)
         return (
-            f"{head}    async def {attribute}(self, info: strawberry.Info) -> {annotation}:\n{missing}{imports}"
-            f"        value: {annotation} = {_convert(plan.result, call)}\n"
-            "        return value"
+            f"    {attribute}: {annotation} = strawberry.field(\n"
+            f"        resolver={resolver}, name={link.field_name!r}{described}\n"
+            "    )"
         )
 
     # -- operations -> root fields ---------------------------------------------------------------
@@ -500,10 +510,25 @@ class OpenAPIGenerator:
                 self.warn(f"{kind} are not supported: not mounted")
         if self.doc.get("webhooks"):
             self.warn("webhooks are not supported: not mounted")
-        parts = [_HEADER.format(upstream=self.upstream), f"UPSTREAM = {self.upstream!r}", *self._blocks]
+        header = _HEADER.format(upstream=self.upstream)
+        body = "\n".join(self._blocks)
+        if "datetime." not in body:
+            header = header.replace("import datetime\n", "")
+        if "enum.Enum" not in body:
+            header = header.replace("import enum\n", "")
+        if "Annotated[" not in body:
+            header = header.replace("Annotated, ", "")
+        if self._type_checking:
+            header = header.replace("from typing import ", "from typing import TYPE_CHECKING, ")
+            imports = "".join(
+                f"\n    from {module} import {', '.join(sorted(names))}"
+                for module, names in sorted(self._type_checking.items())
+            )
+            header += f"\n\nif TYPE_CHECKING:{imports}"
+        parts = [f"{header}\n\nUPSTREAM = {self.upstream!r}", *self._blocks]
         for root, codes in roots.items():
             if codes:
-                parts.append(f"@strawberry.type(name={root!r})\nclass {root}:\n" + "\n\n".join(codes))
+                parts.append(f"@strawberry.type(name={root!r})\nclass {root}:\n" + "\n".join(codes))
         code = "\n\n\n".join(parts) + "\n"
         return Generated(
             self.upstream, code, fields["Query"], fields["Mutation"], self._type_names, self.warnings, self.operations
@@ -600,18 +625,28 @@ class OpenAPIGenerator:
             arguments={gql: python for gql, python in arguments_by_name.items()},
             result=result,
         )
-        signature = _signature(["self", "info: strawberry.Info", *ordered])
+        resolver = self._functions(f"resolve_{python_name}")
+        returns = _annotation(result, nullable=True)
         description = operation.get("summary") or operation.get("description")
         deprecated = ", deprecation_reason='deprecated in the OpenAPI document'" if operation.get("deprecated") else ""
-        lines = [
-            f"    @strawberry.field(name={name!r}{_description(description)}{deprecated})",
-            f"    async def {python_name}({signature}) -> {_annotation(result, nullable=True)}:",
-            f"        data = await {fetch}({', '.join(['info', *(f'{p}={p}' for p in passed)])})",
-        ]
         value = "data" if result.convert == "{}" and result.item_convert is None else _convert(result, "data")
-        lines.append(f"        value: {_annotation(result, nullable=True)} = {value}")
-        lines.append("        return value")
-        return "\n".join(lines)
+        self._blocks.append(
+            "\n".join(
+                [
+                    f"async def {resolver}({_signature(['info: strawberry.Info', *ordered], indent='')}) -> {returns}:",
+                    f"    data = await {fetch}({', '.join(['info', *(f'{p}={p}' for p in passed)])})",
+                    f"    value: {returns} = {value}",
+                    "    return value",
+                ]
+            )
+        )
+        # a field with its resolver given, not a decorated method: `strawberry.field(...)` as a
+        # decorator is untyped, which `mypy --strict` refuses in the ejected code
+        return (
+            f"    {python_name}: {returns} = strawberry.field(\n"
+            f"        resolver={resolver}, name={name!r}{_description(description)}{deprecated}\n"
+            "    )"
+        )
 
     def _fetch_function(
         self,
@@ -675,7 +710,6 @@ import enum
 from typing import Annotated, Any
 
 import strawberry
-
 from bff.sources import runtime as rt'''
 
 
