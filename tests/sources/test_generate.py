@@ -67,7 +67,7 @@ def _generate(tmp_path: Path) -> Path:
 
 
 def test_the_generated_package_passes_ruff_and_mypy_strict(tmp_path: Path) -> None:
-    package = _generate(tmp_path)
+    _generate(tmp_path)
     # from the team's directory: there bff is a third-party package, as in a team's project
     ruff = subprocess.run(
         ["ruff", "check", "--isolated", "team_sources"], cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -75,7 +75,16 @@ def test_the_generated_package_passes_ruff_and_mypy_strict(tmp_path: Path) -> No
     assert ruff.returncode == 0, ruff.stdout
     (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\nplugins = strawberry.ext.mypy_plugin\n")
     mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / ".mypy"), "team_sources"],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            "mypy.ini",
+            "--cache-dir",
+            str(tmp_path / ".mypy"),
+            "team_sources",
+        ],
         cwd=tmp_path,
         env={**os.environ, "MYPYPATH": str(ROOT)},  # bff from this checkout (an editable install hides it from mypy)
         capture_output=True,

@@ -50,7 +50,11 @@ def _expected() -> dict[str, Any]:
                 "firstPet": {"name": "Rex"},
                 "items": [{"quantity": 2, "pet": pet(1)}, {"quantity": 1, "pet": pet(9_000_000_000)}],
             },
-            {"id": "o2", "firstPet": None, "items": [{"quantity": 5, "pet": pet(9_000_000_000)}, {"quantity": 1, "pet": None}]},
+            {
+                "id": "o2",
+                "firstPet": None,
+                "items": [{"quantity": 5, "pet": pet(9_000_000_000)}, {"quantity": 1, "pet": None}],
+            },
         ]
     }
 
@@ -79,7 +83,9 @@ async def test_a_batched_link_is_one_upstream_call(declared: str, issuer: TestIs
         assert body == {"data": _expected()}
         assert orders.count() == 1
         # the four items' pets in one call (keys deduplicated), the first pet of o1 in another
-        assert [p for _, p, _, _ in pets.seen if p.startswith("/v1/pets/batch")] == ["/v1/pets/batch?ids=1&ids=9000000000&ids=77"]
+        assert [p for _, p, _, _ in pets.seen if p.startswith("/v1/pets/batch")] == [
+            "/v1/pets/batch?ids=1&ids=9000000000&ids=77"
+        ]
         assert pets.count("GET", "/v1/pets/1") == 1
         assert pets.count() == 2
 
@@ -95,7 +101,9 @@ async def test_a_link_whose_upstream_fails_nulls_only_its_fields(issuer: TestIss
             bff = Bff(app, url, settings)
             cookie = await bff.session_for(issuer.token("alice"))
             async with bff.client(cookie) as client:
-                body = (await client.post("/graphql", json={"query": "{ orders { id items { quantity pet { name } } } }"})).json()
+                body = (
+                    await client.post("/graphql", json={"query": "{ orders { id items { quantity pet { name } } } }"})
+                ).json()
     assert [o["id"] for o in body["data"]["orders"]] == ["o1", "o2"]
     assert all(item["pet"] is None for o in body["data"]["orders"] for item in o["items"])
     assert {e["extensions"]["upstream"] for e in body["errors"]} == {"pets"}
