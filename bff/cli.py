@@ -233,7 +233,13 @@ def demo(args: argparse.Namespace) -> int:
         return _fail(invalid_configuration(exc))
     configure_logging("info", json=False)
     base = f"http://{args.host}:{args.port}"
-    schema = args.schema or environment.schema_ref
+    from bff.sources import from_settings
+
+    schema: str | None = args.schema or environment.schema_ref
+    if args.declarative:
+        schema = "bff.demo.declarative:schema"
+    elif not args.schema and "schema_ref" not in environment.model_fields_set and from_settings(environment):
+        schema = None  # BFF_SCHEMA unset and declarative sources configured: the sources alone
     try:
         app = build_demo_app(
             base,
@@ -242,7 +248,10 @@ def demo(args: argparse.Namespace) -> int:
             upstreams={name: upstream.model_dump() for name, upstream in environment.upstreams.items()},
             # a team's schema calls the team's upstreams (BFF_UPSTREAMS__*), not the demo's; with
             # none configured, the demo's (as 0.2 did), so a schema tried on its own still has some
-            demo_upstreams=schema == DEMO_SCHEMA or args.demo_upstreams or not environment.upstreams,
+            demo_upstreams=schema == DEMO_SCHEMA
+            or args.declarative
+            or args.demo_upstreams
+            or not environment.upstreams,
         )
     except SchemaError as exc:
         return _fail(str(exc))
@@ -338,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         "--schema",
         default=None,
         help=SCHEMA_HELP + "; behind the dev IdP, with the upstreams of BFF_UPSTREAMS__* (none set: the demo's)",
+    )
+    p.add_argument(
+        "--declarative",
+        action="store_true",
+        help="serve the demo graph from the accounts service's OpenAPI document and the catalog's SDL (bff.sources)",
     )
     p.add_argument(
         "--demo-upstreams",

@@ -32,13 +32,14 @@ DEMO_SCOPES = " ".join((*OPENID_SCOPES, *API_SCOPES))
 def demo_settings(
     base_url: str,
     *,
-    schema: str = DEMO_SCHEMA,
+    schema: str | None = DEMO_SCHEMA,
     upstreams: Mapping[str, Any] | None = None,
     demo_upstreams: bool = True,
 ) -> Settings:
     """Embedded defaults: nothing from the environment is needed (or used for these fields).
     ``upstreams`` are added to (or replace) the demo's own accounts and catalog, which are left out
-    with ``demo_upstreams=False`` (a team's schema that does not call them)."""
+    with ``demo_upstreams=False`` (a team's schema that does not call them). ``schema=None``: the
+    declarative sources of ``upstreams`` alone (`bff.sources`)."""
     own: dict[str, Any] = (
         {
             "accounts": {"url": f"{base_url}/demo/accounts"},
@@ -48,8 +49,10 @@ def demo_settings(
         if demo_upstreams
         else {}
     )
+    # the schema is given only when there is one: unset, the sources alone are served
+    named: dict[str, Any] = {} if schema is None else {"schema_ref": schema}
     return Settings(
-        schema_ref=schema,
+        **named,
         env="development",
         public_url=base_url,
         oidc_issuer=f"{base_url}/idp",
@@ -72,7 +75,7 @@ def build_demo_app(
     *,
     access_ttl: int = 300,
     upstream_latency: float = 0.0,
-    schema: str = DEMO_SCHEMA,
+    schema: str | None = DEMO_SCHEMA,
     upstreams: Mapping[str, Any] | None = None,
     demo_upstreams: bool = True,
 ) -> FastAPI:

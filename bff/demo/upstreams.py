@@ -81,6 +81,103 @@ EVENTS_TICK_SECONDS = 0.05
 EVENTS_HEARTBEAT_SECONDS = 15.0
 
 
+def _json_array(ref: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}
+
+
+def _answer(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_REFUSED = {"401": {"description": "no valid bearer token"}, "404": {"description": "not the caller's"}}
+
+#: the accounts service's own description (GET /openapi.json), which `bff demo --declarative`
+#: mounts as a declarative source (`bff.sources.openapi`)
+ACCOUNTS_OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Demo accounts", "version": "1.0"},
+    "paths": {
+        "/me": {
+            "get": {
+                "operationId": "me",
+                "summary": "The signed-in user",
+                "responses": {"200": _answer({"$ref": "#/components/schemas/User"}), **_REFUSED},
+            }
+        },
+        "/users/{userId}/orders": {
+            "get": {
+                "operationId": "userOrders",
+                "summary": "A user's orders, newest first (only the caller's own)",
+                "parameters": [
+                    {"name": "userId", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                ],
+                "responses": {"200": _answer(_json_array("Order")), **_REFUSED},
+            }
+        },
+        "/orders": {
+            "post": {
+                "operationId": "placeOrder",
+                "summary": "Place an order",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewOrder"}}},
+                },
+                "responses": {"201": _answer({"$ref": "#/components/schemas/Order"}, "placed"), **_REFUSED},
+            }
+        },
+        "/orders/{orderId}/status": {
+            "get": {
+                "operationId": "orderStatus",
+                "parameters": [{"name": "orderId", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _answer({"$ref": "#/components/schemas/OrderStatus"}), **_REFUSED},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "User": {
+                "type": "object",
+                "required": ["id", "name", "email"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"}},
+            },
+            "OrderItem": {
+                "type": "object",
+                "required": ["productId", "quantity"],
+                "properties": {"productId": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+            },
+            "Order": {
+                "type": "object",
+                "required": ["id", "placedAt", "items"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "placedAt": {"type": "string", "format": "date-time"},
+                    "items": _json_array("OrderItem"),
+                },
+            },
+            "NewOrder": {
+                "type": "object",
+                "required": ["items"],
+                "properties": {"items": _json_array("OrderItem")},
+            },
+            "OrderStatus": {
+                "type": "object",
+                "required": ["orderId", "status"],
+                "properties": {
+                    "orderId": {"type": "string"},
+                    "status": {"type": "string", "enum": list(ORDER_STATUSES)},
+                },
+            },
+        }
+    },
+}
+
+
+async def accounts_openapi(request: Request) -> Response:
+    """The service's OpenAPI document: public, like the index."""
+    return JSONResponse(ACCOUNTS_OPENAPI)
+
+
 async def accounts_index(request: Request) -> Response:
     """GET at the service's base URL: names the service and its routes, no data, no token needed.
     A base URL that answers (rather than 404) tells `bff check` and the start-up report it is right."""
@@ -226,6 +323,7 @@ def accounts_app(validator: TokenValidator, *, latency: float = 0.0, status_step
     app = Starlette(
         routes=[
             Route("/", accounts_index),
+            Route("/openapi.json", accounts_openapi),
             Route("/me", me),
             Route("/users/{user_id}/orders", user_orders),
             Route("/orders", place_order, methods=["POST"]),
@@ -293,8 +391,13 @@ def catalog_app(validator: TokenValidator, *, latency: float = 0.0) -> Starlette
             payload["errors"] = [error.formatted for error in result.errors]
         return JSONResponse(payload)
 
+    async def sdl(request: Request) -> Response:
+        """The service's schema (public): what `bff demo --declarative` mounts as a GraphQL source."""
+        return Response(CATALOG_SDL.strip() + "\n", media_type="text/plain; charset=utf-8")
+
     app = Starlette(
-        routes=[Route("/graphql", endpoint, methods=["POST"])], exception_handlers={_CannotValidate: _cannot_validate}
+        routes=[Route("/graphql", endpoint, methods=["POST"]), Route("/schema.graphql", sdl)],
+        exception_handlers={_CannotValidate: _cannot_validate},
     )
     app.state.stats = stats
     return app
