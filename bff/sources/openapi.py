@@ -379,8 +379,14 @@ class OpenAPIGenerator:
             fields.append((gql, attributes(snake(gql)), prop_ref, description, is_required, str(prop)))
         decorator = "strawberry.type" if output else "strawberry.input"
         lines = [f"@{decorator}(name={name!r}{_description(schema.get('description'))})", f"class {python}:"]
+        # a link named like a property replaces it (``assignee`` the id -> ``assignee`` the person):
+        # the property stays, private, as the link's key
+        replaced = {plan.link.field_name for plan in self.links.get(name, [])} if output else set()
         for gql, attribute, prop_ref, description, is_required, _ in fields:
             annotation = _annotation(prop_ref, nullable=not is_required)
+            if gql in replaced:
+                lines.append(f"    {attribute}: strawberry.Private[{_annotation(prop_ref, nullable=True)}]")
+                continue
             default = "" if output or is_required else ", default=strawberry.UNSET"
             lines.append(
                 f"    {attribute}: {annotation} = strawberry.field(name={gql!r}{_description(description)}{default})"

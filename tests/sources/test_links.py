@@ -121,3 +121,20 @@ def test_links_that_do_not_fit_are_schema_errors() -> None:
     for bad, message in cases:
         with pytest.raises(SchemaError, match=message.replace("(", r"\(")):
             build_schema(sources=[*sources, bad])
+
+
+async def test_a_link_named_like_its_key_property_replaces_it(issuer: TestIssuer) -> None:
+    """``OrderItem.petId`` the number becomes ``OrderItem.petId`` the pet: the property stays as the
+    link's key, no longer on the graph."""
+    replacing = link("OrderItem.petId", "pets.petsByIds", ids="[$.petId]", key="id")
+    async with fleet([openapi("orders", ORDERS_SPEC), openapi("pets", PETS_SPEC), replacing]) as (bff, pets, _):
+        assert (
+            "petId: Pet\n"
+            in build_schema(sources=[openapi("orders", ORDERS_SPEC), openapi("pets", PETS_SPEC), replacing]).as_str()
+        )
+        cookie = await bff.session_for(issuer.token("alice"))
+        async with bff.client(cookie) as client:
+            body = (await client.post("/graphql", json={"query": "{ orders { items { petId { name } } } }"})).json()
+        names = [[i["petId"] and i["petId"]["name"] for i in o["items"]] for o in body["data"]["orders"]]
+        assert names == [["Rex", "Tom"], ["Tom", None]]
+        assert pets.count() == 1
