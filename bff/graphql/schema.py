@@ -67,6 +67,7 @@ class MountedSource(Protocol):
     mutation: type | None
     types: list[str]
     scalars: dict[object, Any]
+    classes: list[Any]
 
 
 class DeclarativeSource(Protocol):
@@ -106,7 +107,8 @@ def build_schema(
     uses ``BFF_ENV``. ``policies`` are the functions ``@policy`` names (`bff.Policy`): a policy
     used and not registered is a `SchemaError`. ``sources`` (`bff.sources.openapi`, ...) add their
     generated root fields beside yours (``query`` may then be None)."""
-    query, mutation, scalars = with_sources(query, mutation, tuple(sources), tuple(types))
+    query, mutation, scalars, classes = with_sources(query, mutation, tuple(sources), tuple(types))
+    types = [*types, *classes]
     if scalars:
         scalar_overrides = {**scalars, **(scalar_overrides or {})}
     options = SchemaOptions(
@@ -132,25 +134,29 @@ def add_sources(schema: BFFSchema, sources: Sequence[DeclarativeSource]) -> BFFS
     options = schema.bff_options
     if not sources or not isinstance(options, SchemaOptions):
         return schema
-    query, mutation, scalars = with_sources(options.query, options.mutation, sources, options.types)
+    query, mutation, scalars, classes = with_sources(options.query, options.mutation, sources, options.types)
     overrides = {**scalars, **(options.scalar_overrides or {})}
-    return _build(dataclasses.replace(options, query=query, mutation=mutation, scalar_overrides=overrides or None))
+    types = (*options.types, *classes)
+    return _build(
+        dataclasses.replace(options, query=query, mutation=mutation, types=types, scalar_overrides=overrides or None)
+    )
 
 
 def with_sources(
     query: type | None, mutation: type | None, sources: Sequence[DeclarativeSource], types: Sequence[Any] = ()
-) -> tuple[type, type | None, dict[object, Any]]:
+) -> tuple[type, type | None, dict[object, Any], list[Any]]:
     """``query`` and ``mutation`` with the root fields of ``sources`` merged in, and the scalar
     definitions their types need (a field name taken
     twice is a `SchemaError`; a source's type named like one of yours is renamed, with a warning)."""
     if not sources:
         if query is None:
             raise SchemaError(f"a schema needs a Query type: {HOW_TO_BUILD}")
-        return query, mutation, {}
+        return query, mutation, {}, []
     taken: set[str] = set()
     if query is not None:
         taken.update(StrawberrySchema(query=query, mutation=mutation, types=list(types)).schema_converter.type_map)
     scalars: dict[object, Any] = {}
+    classes: list[Any] = []
     queries = [query] if query is not None else []
     mutations = [mutation] if mutation is not None else []
     try:
@@ -162,10 +168,11 @@ def with_sources(
             if root is not None:
                 kept.append(root)
         scalars.update(mounted.scalars)
+        classes.extend(mounted.classes)
     merged_query = _merged("Query", queries)
     if merged_query is None:
         raise SchemaError("no source mounted a Query field (and no Query type was given)")
-    return merged_query, _merged("Mutation", mutations), scalars
+    return merged_query, _merged("Mutation", mutations), scalars, classes
 
 
 def _merged(name: str, roots: list[type]) -> type | None:

@@ -13,50 +13,26 @@ code as a module a team can take over."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bff.settings import Settings
-from bff.sources.assemble import mount_all
+from bff.sources.graphql import GraphQLSource, graphql
 from bff.sources.links import Link, link, read_links
-from bff.sources.mount import Mounted, SourceError, read_document
-from bff.sources.openapi import Generated, LinkPlan, OpenAPIGenerator
+from bff.sources.mount import SourceError
+from bff.sources.openapi import OpenAPISource
 
-__all__ = ["Link", "OpenAPISource", "SourceError", "from_settings", "link", "openapi", "read_links"]
-
-
-@dataclass(frozen=True)
-class OpenAPISource:
-    """An OpenAPI 3.0/3.1 document of the upstream ``name`` (see `openapi`)."""
-
-    name: str
-    spec: str | Mapping[str, Any]
-    prefix: str = ""
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    names: Mapping[str, str] = field(default_factory=dict)
-
-    def generate(self, taken_types: Sequence[str] = (), *, links: Sequence[LinkPlan] = ()) -> Generated:
-        try:
-            document = read_document(self.spec)
-            return OpenAPIGenerator(
-                self.name,
-                document,
-                prefix=self.prefix,
-                include=self.include,
-                exclude=self.exclude,
-                names=self.names,
-                taken_types=taken_types,
-                links=links,
-            ).generate()
-        except SourceError as exc:
-            raise SourceError(f"source {self.name!r}: {exc}") from None
-        except ValueError as exc:
-            raise SourceError(str(exc)) from None
-
-    def mount_all(self, sources: Sequence[Any], taken_types: Sequence[str] = ()) -> list[Mounted]:
-        return mount_all(sources, taken_types)
+__all__ = [
+    "GraphQLSource",
+    "Link",
+    "OpenAPISource",
+    "SourceError",
+    "from_settings",
+    "graphql",
+    "link",
+    "openapi",
+    "read_links",
+]
 
 
 def openapi(
@@ -81,8 +57,6 @@ def from_settings(settings: Settings) -> list[Any]:
     found: list[Any] = []
     for name, upstream in sorted(settings.upstreams.items()):
         if upstream.graphql:
-            from bff.sources.graphql import GraphQLSource
-
             found.append(GraphQLSource(name, upstream.graphql, prefix=upstream.prefix, endpoint=upstream.url))
         if upstream.openapi:
             found.append(

@@ -13,7 +13,7 @@ from typing import Any
 
 from bff.sources.links import Link
 from bff.sources.mount import Mounted, SourceError, execute, log
-from bff.sources.openapi import LinkPlan
+from bff.sources.openapi import LinkPlan, OpenAPISource
 from bff.sources.runtime import SCALARS
 
 _MODULES = itertools.count(1)
@@ -33,7 +33,9 @@ def generate_all(
 ) -> tuple[list[Any], dict[str, Any]]:
     """(the real sources, their generated modules by name) with the links of ``sources`` applied."""
     links = [s for s in sources if isinstance(s, Link)]
-    real = [s for s in sources if not isinstance(s, Link)]
+    # OpenAPI sources first: the scalars they use (DateTime, Date, BigInt) are then taken, and a
+    # remote GraphQL service's own scalar of that name is renamed rather than registered twice
+    real = sorted((s for s in sources if not isinstance(s, Link)), key=lambda s: not isinstance(s, OpenAPISource))
     twice = [name for name, n in Counter(s.name for s in real).items() if n > 1]
     if twice:
         raise SourceError(f"the upstream {twice[0]!r} is given as a source twice")
@@ -87,6 +89,7 @@ def mount_all(sources: Sequence[Any], taken_types: Sequence[str] = ()) -> list[M
                 code=code.code,
                 types=list(code.types),
                 scalars={**SCALARS, **getattr(module, "SCALARS", {})},
+                classes=list(getattr(module, "TYPES", ())),
             )
         )
     return mounted

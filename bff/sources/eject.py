@@ -41,13 +41,23 @@ def generate_package(sources: Sequence[Any], package: str) -> dict[str, str]:
         "",
         f'Query = merge_types("Query", ({", ".join(queries)},))',
     ]
+    types = [f"*{m}.TYPES" for m in modules_with(generated, real, modules, "\nTYPES = ")]
+    scalars = ["**rt.SCALARS", *(f"**{m}.SCALARS" for m in modules_with(generated, real, modules, "\nSCALARS: "))]
+    arguments = ["Query"]
     if mutations:
-        lines.append(f'Mutation = merge_types("Mutation", ({", ".join(mutations)},))'.replace(",))", ",))"))
-        lines.append("schema = build_schema(Query, Mutation, scalar_overrides=rt.SCALARS)")
-    else:
-        lines.append("schema = build_schema(Query, scalar_overrides=rt.SCALARS)")
+        lines.append(f'Mutation = merge_types("Mutation", ({", ".join(mutations)},))')
+        arguments.append("Mutation")
+    if types:
+        arguments.append(f"types=[{', '.join(types)}]")
+    arguments.append(f"scalar_overrides={{{', '.join(scalars)}}}")
+    lines.append(f"schema = build_schema({', '.join(arguments)})")
     files["__init__.py"] = "\n".join(lines) + "\n"
     return files
+
+
+def modules_with(generated: dict[str, Any], real: Sequence[Any], modules: dict[str, str], marker: str) -> list[str]:
+    """The short names of the modules whose code defines ``marker`` (``TYPES``, ``SCALARS``)."""
+    return [modules[s.name].rpartition(".")[2] for s in real if marker in generated[s.name].code]
 
 
 def write_package(sources: Sequence[Any], directory: Path) -> list[Path]:

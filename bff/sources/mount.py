@@ -34,6 +34,8 @@ class Mounted:
     types: list[str] = field(default_factory=list)
     #: Strawberry scalar definitions the generated types need (`build_schema` adds them)
     scalars: dict[object, Any] = field(default_factory=dict)
+    #: classes the schema must list itself (types reached only through an interface)
+    classes: list[Any] = field(default_factory=list)
 
 
 class Source(Protocol):

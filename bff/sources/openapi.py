@@ -10,12 +10,12 @@ skipped or served as ``JSON``, never a crash."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bff.sources.links import Link
-from bff.sources.mount import SourceError
+from bff.sources.mount import Mounted, SourceError, read_document
 from bff.sources.names import Unique, graphql_name, pascal, snake, type_name
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -761,3 +761,38 @@ def _derived_id(method: str, path: str) -> str:
         match = re.fullmatch(r"\{(.+)\}", segment)
         words.append(f"by_{match.group(1)}" if match else segment)
     return graphql_name("_".join(w for w in words if w))
+
+
+@dataclass(frozen=True)
+class OpenAPISource:
+    """An OpenAPI 3.0/3.1 document of the upstream ``name`` (see `openapi`)."""
+
+    name: str
+    spec: str | Mapping[str, Any]
+    prefix: str = ""
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def generate(self, taken_types: Sequence[str] = (), *, links: Sequence[LinkPlan] = ()) -> Generated:
+        try:
+            document = read_document(self.spec)
+            return OpenAPIGenerator(
+                self.name,
+                document,
+                prefix=self.prefix,
+                include=self.include,
+                exclude=self.exclude,
+                names=self.names,
+                taken_types=taken_types,
+                links=links,
+            ).generate()
+        except SourceError as exc:
+            raise SourceError(f"source {self.name!r}: {exc}") from None
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+
+    def mount_all(self, sources: Sequence[Any], taken_types: Sequence[str] = ()) -> list[Mounted]:
+        from bff.sources.assemble import mount_all
+
+        return mount_all(sources, taken_types)

@@ -15,6 +15,14 @@ class GraphQLClient(UpstreamClient):
         super().__init__(*args, **kwargs)
         self._endpoint = endpoint
 
+    async def request(self, query: str, variables: dict[str, Any] | None = None, *, idempotent: bool = True) -> Any:
+        """The whole decoded answer, ``data`` and ``errors`` both (a gateway places the errors
+        itself: `bff.sources.delegate`); a mutation is sent with ``idempotent=False`` (never retried)."""
+        response = await self._request(
+            "POST", self._endpoint, json={"query": query, "variables": variables or {}}, idempotent=idempotent
+        )
+        return self._json(response)
+
     async def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         # queries are idempotent: a connect failure may be retried
         response = await self._request(
