@@ -57,6 +57,7 @@ from graphql import (
     print_ast,
     type_from_ast,
 )
+from strawberry.dataloader import DataLoader
 
 from bff.errors import UpstreamError
 from bff.graphql._strawberry import raw_info
@@ -106,6 +107,25 @@ class _Piece:
     variables: Mapping[str, str]
     fragments: Mapping[str, str]
 
+    def with_arguments(self, arguments: Mapping[str, Any], types: Mapping[str, str]) -> tuple[_Piece, dict[str, Any]]:
+        """A link's piece (``field`` then its selection) with ``arguments`` as variables of our
+        own (typed by ``types``), and their values."""
+        if not arguments:
+            return self, {}
+        name, _, selection = self.text.partition(" ")
+        # each argument a variable of its own name, unless the client's sub-selection uses that name
+        own = {k: k if k not in self.variables else f"bff_{k}" for k in arguments}
+        written = ", ".join(f"{k}: ${own[k]}" for k in arguments)
+        variables = dict(self.variables)
+        for k, variable in own.items():
+            variables[variable] = f"${variable}: {types.get(k, 'String')}"
+        values = {own[k]: v for k, v in arguments.items()}
+        return _Piece(f"{name}({written}) {selection}".rstrip(), variables, self.fragments), values
+
+
+#: the alias of the key field a batched link adds to each item (to match items to parents)
+_KEY = "__bff_key"
+
 
 class Remote:
     """A remote GraphQL service's root fields, delegated. ``renamed`` maps the names of our types
@@ -136,6 +156,79 @@ class Remote:
         if isinstance(found, Exception):
             raise found
         return found
+
+    async def link(
+        self,
+        info: Any,
+        field: str,
+        arguments: Mapping[str, Any],
+        *,
+        mounted: str,
+        gather: str | None = None,
+        key: Any = None,
+        key_field: str = "id",
+    ) -> Any:
+        """The service's Query field ``field`` for a link (`bff.sources.links`) from another
+        source's type: the link field's own sub-selection is forwarded under ``field`` with
+        ``arguments`` (JSON values, sent as variables typed as ``mounted``, our name of that field,
+        declares them). With ``gather``, the keys of every
+        parent asking in the same tick go as that one list argument, in ONE call per request, and
+        each parent gets the item whose ``key_field`` equals its ``key``."""
+        raw = raw_info(info)
+        template = self._link_piece(raw, field, key_field if gather else None)
+        types = self._argument_types(raw, mounted)
+        if gather is None:
+            piece, values = template.with_arguments(arguments, types)
+            (found,) = await self.execute(info.context, [(piece, raw)], mutation=False, values=values)
+            if isinstance(found, Exception):
+                raise found
+            return found
+        if key is None:
+            return None
+        loader_key = f"{self._key}:link:{field}:{gather}:{template.text}:{sorted(arguments.items())!r}"
+
+        def make(_context: Any) -> DataLoader[Any, Any]:
+            async def load(keys: list[Any]) -> list[Any]:
+                piece, values = template.with_arguments({**arguments, gather: list(keys)}, types)
+                (found,) = await self.execute(info.context, [(piece, raw)], mutation=False, values=values)
+                if isinstance(found, Exception):
+                    raise found
+                index: dict[str, Any] = {}
+                for item in found if isinstance(found, list) else ():
+                    if isinstance(item, dict) and item.get(_KEY) is not None:
+                        index.setdefault(str(item[_KEY]), item)
+                return [index.get(str(k)) for k in keys]
+
+            return DataLoader(load_fn=load)
+
+        return await info.context.loader(loader_key, make).load(key)
+
+    def _argument_types(self, raw: Any, mounted: str) -> dict[str, str]:
+        """The argument types of our field ``mounted`` (the service's, renamed back), printed."""
+        query = raw.schema.query_type
+        definition = query.fields.get(mounted) if query is not None else None
+        if definition is None:
+            return {}
+        return {name: self._printed(argument.type) for name, argument in definition.args.items()}
+
+    def _printed(self, type_: Any) -> str:
+        if isinstance(type_, GraphQLNonNull):
+            return f"{self._printed(type_.of_type)}!"
+        if isinstance(type_, GraphQLList):
+            return f"[{self._printed(type_.of_type)}]"
+        return str(self.renamed.get(type_.name, type_.name))
+
+    def _link_piece(self, raw: Any, field: str, key_field: str | None) -> _Piece:
+        held = (raw.schema, raw.operation, *raw.field_nodes)
+        cache_key = (-1, hash(field), hash(key_field), *map(id, held))
+        cached = self._pieces.get(cache_key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], held, strict=True)):
+            return cached[1]
+        piece = _Forwarded(raw.schema, raw.fragments, self.renamed).linked(raw, field, key_field)
+        if len(self._pieces) >= _PIECES:
+            self._pieces.clear()
+        self._pieces[cache_key] = (held, piece)
+        return piece
 
     def _batch(self, context: Any) -> _Batch:
         return _Batch(self, context)
@@ -169,12 +262,20 @@ class Remote:
             head += f"({', '.join(definitions.values())})"
         return "\n".join([f"{head} {{", *fields, "}", *fragments.values()])
 
-    async def execute(self, context: Any, entries: Sequence[tuple[_Piece, Any]], *, mutation: bool) -> list[Any]:
+    async def execute(
+        self,
+        context: Any,
+        entries: Sequence[tuple[_Piece, Any]],
+        *,
+        mutation: bool,
+        values: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
         """One upstream call for ``entries`` (pieces of one operation, with the resolve info of
-        their root field): the value of each root field, or the exception it raises."""
+        their root field): the value of each root field, or the exception it raises. ``values``:
+        variables of our own (a link's arguments), beside the client's."""
         text = self.document([piece for piece, _ in entries], mutation=mutation)
-        names = {name for piece, _ in entries for name in piece.variables}
-        variables = _variable_values(entries[0][1], names)
+        names = {name for piece, _ in entries for name in piece.variables} - set(values or ())
+        variables = {**_variable_values(entries[0][1], names), **(values or {})}
         body = await _post(context.graphql(self.upstream), text, variables, idempotent=not mutation)
         return self._results(body, entries)
 
@@ -338,6 +439,33 @@ class _Forwarded:
         )
         definitions = {}
         for variable in operation.variable_definitions or ():
+            name = variable.variable.name.value
+            if name in self.variables:
+                definitions[name] = print_ast(
+                    VariableDefinitionNode(
+                        variable=variable.variable,
+                        type=self._type_node(variable.type),
+                        default_value=variable.default_value,
+                        directives=(),
+                    )
+                )
+        return _Piece(print_ast(forwarded), definitions, dict(self.used))
+
+    def linked(self, raw: Any, field: str, key_field: str | None) -> _Piece:
+        """A link field's sub-selection under the service's ``field`` (arguments added later, by
+        `_Piece.with_arguments`), with the key field aliased when items are matched by key."""
+        nodes = raw.field_nodes
+        selections = [s for node in nodes if node.selection_set is not None for s in node.selection_set.selections]
+        named = get_named_type(raw.return_type)
+        selection = self._selection_set(selections, named) if selections else None
+        if key_field is not None and selection is not None:
+            keyed = FieldNode(alias=NameNode(value=_KEY), name=NameNode(value=key_field), arguments=(), directives=())
+            selection = SelectionSetNode(selections=(*selection.selections, keyed))
+        forwarded = FieldNode(
+            alias=None, name=NameNode(value=field), arguments=(), directives=(), selection_set=selection
+        )
+        definitions = {}
+        for variable in raw.operation.variable_definitions or ():
             name = variable.variable.name.value
             if name in self.variables:
                 definitions[name] = print_ast(

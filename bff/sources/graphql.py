@@ -58,6 +58,7 @@ from graphql import (
     parse,
 )
 
+from bff.sources.links import RemoteOperation
 from bff.sources.mount import Mounted, SourceError, mount
 from bff.sources.names import Unique, snake
 from bff.sources.openapi import Generated
@@ -357,6 +358,8 @@ class GraphQLGenerator:
         self.prefix = prefix
         self.origin = origin
         self.warnings: list[str] = []
+        #: the Query fields by mounted name, for links to this source
+        self.operations: dict[str, RemoteOperation] = {}
         self._taken = Unique(set(taken_types))
         self._python = Unique(set(_MODULE_NAMES) | set(dir(builtins)) | set(keyword.kwlist) | {"annotations", "enum"})
         self.ours: dict[str, str] = {}  # the service's type name -> ours
@@ -558,7 +561,7 @@ class GraphQLGenerator:
         ]
         code = "\n\n".join(head) + "\n\n\n" + "\n\n\n".join(blocks) + "\n"
         types = [self.ours[t.name] for t in reachable]
-        return Generated(self.upstream, code, query_fields, mutation_fields, types, self.warnings)
+        return Generated(self.upstream, code, query_fields, mutation_fields, types, self.warnings, self.operations)
 
     def _header(self) -> str:
         typing = [name for name in ("Annotated", "Any", "NewType") if name in self.imports]
@@ -780,6 +783,10 @@ class GraphQLGenerator:
             ours = self.prefix + name
             mounted.append(ours)
             returns = self.annotation(definition.type, nullable=True)
+            if kind == "Query":
+                listed = definition.type.of_type if isinstance(definition.type, GraphQLNonNull) else definition.type
+                item = self.python[get_named_type(listed).name] if isinstance(listed, GraphQLList) else None
+                self.operations[ours] = RemoteOperation(name, frozenset(definition.args), returns, item)
             decorator = _Call(
                 "strawberry.mutation(" if kind == "Mutation" else "strawberry.field(",
                 [

@@ -31,6 +31,17 @@ _BATCHED = re.compile(r"\[\s*\$\.([_A-Za-z0-9-]+)\s*\]")
 
 
 @dataclass(frozen=True)
+class RemoteOperation:
+    """A Query field of a remote GraphQL source, as a link target: the service's own field name,
+    its arguments, the Python annotation of its value (nullable) and, for a list, of one item."""
+
+    field: str
+    arguments: frozenset[str]
+    annotation: str
+    item: str | None
+
+
+@dataclass(frozen=True)
 class Link:
     """``on`` (``Type.field``, the new field) is resolved by ``to`` (``source.field``, a root field
     that source mounts) with ``arguments``; ``key`` matches a batched answer's items to parents."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bff.sources.links import Link
+from bff.sources.links import Link, RemoteOperation
 from bff.sources.mount import Mounted, SourceError, read_document
 from bff.sources.names import Unique, graphql_name, pascal, snake, type_name
 
@@ -36,7 +36,7 @@ class Generated:
     types: list[str]
     warnings: list[str] = field(default_factory=list)
     #: the operations by mounted field name (for links)
-    operations: dict[str, Operation] = field(default_factory=dict)
+    operations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,18 +57,25 @@ class LinkPlan:
     link: Link
     module: str | None
     operation_name: str
-    operation: Operation
+    operation: Operation | RemoteOperation
     target_types: frozenset[str]
 
     @property
     def function(self) -> str:
+        assert isinstance(self.operation, Operation)
         return self.operation.function
 
     @property
     def result(self) -> _Ref:
+        assert isinstance(self.operation, Operation)
         return self.operation.result
 
     def parameter(self, argument: str, where: str) -> str:
+        if isinstance(self.operation, RemoteOperation):
+            if argument in self.operation.arguments:
+                return argument
+            known = ", ".join(sorted(self.operation.arguments)) or "none"
+            raise SourceError(f"{where}: {self.operation_name} has no argument {argument!r} ({known})")
         try:
             return self.operation.arguments[argument]
         except KeyError:
@@ -427,6 +434,8 @@ class OpenAPIGenerator:
             if prop not in properties:
                 raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
             passed.append(f"{plan.parameter(argument, where)}=root.{properties[prop]}")
+        if isinstance(plan.operation, RemoteOperation):
+            return self._remote_link(plan, properties, attributes, owner, passed, batched)
         target = plan.qualified
         imported = ", ".join(plan.imports(batched is not None))
         imports = f"    from {plan.module} import {imported}\n" if plan.module else ""
@@ -463,6 +472,60 @@ class OpenAPIGenerator:
         return (
             f"    {attribute}: {annotation} = strawberry.field(\n"
             f"        resolver={resolver}, name={link.field_name!r}{described}\n"
+            "    )"
+        )
+
+    def _remote_link(
+        self,
+        plan: LinkPlan,
+        properties: dict[str, str],
+        attributes: Unique,
+        owner: str,
+        passed: list[str],
+        batched: tuple[str, str] | None,
+    ) -> str:
+        """A link to a remote GraphQL source's Query field: the link field's own sub-selection is
+        forwarded under that field (`bff.sources.delegate.Remote.link`)."""
+        link = plan.link
+        operation = plan.operation
+        assert isinstance(operation, RemoteOperation)
+        assert plan.module is not None
+        where = f"link {link.on} <- {link.to}"
+        attribute = attributes(snake(link.field_name))
+        resolver = self._functions(f"resolve_{snake(owner)}_{attribute}")
+        arguments = "{" + ", ".join(f"{a.split('=', 1)[0]!r}: {a.split('=', 1)[1]}" for a in passed) + "}"
+        if batched is not None:
+            argument, prop = batched
+            if prop not in properties:
+                raise SourceError(f"{where}: {link.parent_type} has no property {prop!r}")
+            if operation.item is None:
+                raise SourceError(f"{where}: {plan.operation_name} does not answer a list")
+            plan.parameter(argument, where)
+            shown = operation.item
+            annotation = f"{plan.qualified(shown)} | None"
+            call = (
+                f"await remote.link(\n        info,\n        {operation.field!r},\n        {arguments},\n"
+                f"        mounted={plan.operation_name!r},\n"
+                f"        gather={argument!r},\n        key=root.{properties[prop]},\n"
+                f"        key_field={link.key!r},\n    )"
+            )
+            missing = ""
+        else:
+            shown = operation.annotation
+            annotation = plan.qualified(operation.annotation)
+            call = f"await remote.link(info, {operation.field!r}, {arguments}, mounted={plan.operation_name!r})"
+            absent = [f"root.{properties[prop]} is None" for prop in link.parent_properties().values()]
+            missing = f"    if {' or '.join(absent)}:\n        return None\n" if absent else ""
+        used = re.findall(r"[A-Za-z_][A-Za-z_0-9]*", shown)
+        self._type_checking.setdefault(plan.module, set()).update(n for n in used if n in plan.target_types)
+        signature = f"async def {resolver}(root: {owner}, info: strawberry.Info) -> {annotation}:"
+        self._blocks.append(
+            f"{signature}\n{missing}    from {plan.module} import remote\n\n"
+            f"    value: {annotation} = {call}\n    return value"
+        )
+        return (
+            f"    {attribute}: {annotation} = strawberry.field(\n"
+            f"        resolver={resolver}, name={link.field_name!r}{_description(link.description)}\n"
             "    )"
         )
 
