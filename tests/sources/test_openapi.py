@@ -262,3 +262,28 @@ async def test_the_compiled_plan_runs_source_fields_without_falling_back(
             assert await _query(bff, cookie, query) == first
         assert _compiled(bff, "compiled") >= 3
         assert _compiled(bff, "fallback") == 0
+
+
+async def test_a_connect_failure_retries_a_query_never_a_mutation(issuer: TestIssuer) -> None:
+    """Counted at the transport: a GET whose connection was never made is sent once more (the
+    upstream client's connect retry), a POST, PUT or DELETE of a source never is."""
+    attempts: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/"):  # not the start-up probe of the base URL
+            attempts.append(request.method)
+        raise httpx.ConnectError("refused", request=request)
+
+    settings = make_settings(upstreams={"pets": {"url": "http://pets.test"}})
+    schema = build_schema(sources=[openapi("pets", PETS_SPEC)])
+    app = create_app(settings, schema=schema, transports={"pets": httpx.MockTransport(refuse)})
+    async with serve(app) as url:
+        bff = Bff(app, url, settings)
+        cookie = await bff.session_for(issuer.token("alice"))
+        read = await _query(bff, cookie, "{ get_pet(petId: 1) { name } }")
+        assert read["data"] == {"get_pet": None} and attempts == ["GET", "GET"]
+        attempts.clear()
+        for mutation in ('createPet(input: {name: "x"}) { id }', "deletePet(petId: 1)"):
+            body = await _query(bff, cookie, f"mutation {{ {mutation} }}")
+            assert body["errors"][0]["extensions"]["upstream"] == "pets"
+        assert attempts == ["POST", "DELETE"]
