@@ -41,7 +41,7 @@ class Fleet:
         return settings
 
     @contextlib.asynccontextmanager
-    async def bff(self, index: int = 0, **overrides: Any) -> AsyncIterator[Bff]:
+    async def bff(self, index: int = 0, schema: Any = None, **overrides: Any) -> AsyncIterator[Bff]:
         port = self.ports[index]
         values: dict[str, Any] = {
             "public_url": f"http://127.0.0.1:{port}",
@@ -54,7 +54,7 @@ class Fleet:
         }
         values.update(overrides)
         settings = make_settings(**values)
-        app = create_app(settings)
+        app = create_app(settings, schema=schema)
         async with serve(app, port) as url:
             yield Bff(app, url, settings)
 
@@ -235,3 +235,25 @@ async def test_dpop_bound_tokens_work_with_a_proof_and_are_useless_without(fleet
                 refused = await thief.get("/me", headers={"Authorization": f"{scheme} {stolen.access_token}"})
                 assert refused.status_code == 401
         assert fleet.guards["accounts"].stats.missing_proof == 2
+
+
+async def test_declarative_sources_call_with_each_upstreams_own_token(fleet: Fleet) -> None:
+    """The demo graph from the accounts service's OpenAPI document and the catalog's SDL
+    (`bff.demo.declarative`): each source's calls carry the token for its own audience."""
+    from bff.demo.declarative import schema
+
+    query = {"query": "{ me { id orders { id items { quantity product { name } } } } }"}
+    async with fleet.bff(schema=schema) as bff:
+        cookie = await signed_in_cookie(bff)
+        before = fleet.grants()
+        async with bff.client(cookie) as client:
+            for _ in range(2):
+                answer = (await client.post("/graphql", json=query)).json()
+                assert "errors" not in answer, answer
+                assert answer["data"]["me"]["id"] == "alice"
+                assert answer["data"]["me"]["orders"][0]["items"][0]["product"]["name"]
+        after = fleet.grants()
+        assert after.get(ACCOUNTS, 0) - before.get(ACCOUNTS, 0) == 1
+        assert after.get(CATALOG, 0) - before.get(CATALOG, 0) == 1
+        assert fleet.wrong_audience() == 0
+        assert fleet.guards["accounts"].stats.accepted >= 4 and fleet.guards["catalog"].stats.accepted >= 2
