@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import strawberry
 from strawberry import Schema as StrawberrySchema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
@@ -169,10 +170,19 @@ def with_sources(
                 kept.append(root)
         scalars.update(mounted.scalars)
         classes.extend(mounted.classes)
-    merged_query = _merged("Query", queries)
-    if merged_query is None:
-        raise SchemaError("no source mounted a Query field (and no Query type was given)")
+    # GraphQL needs a Query type: sources that mount mutations only, or nothing (every operation
+    # refused, each named in a warning), get this one rather than no schema at all
+    merged_query = _merged("Query", queries) or _NoQuery
     return merged_query, _merged("Mutation", mutations), scalars, classes
+
+
+def _up() -> bool:
+    return True
+
+
+@strawberry.type(name="Query", description="The sources mount no query field; GraphQL asks for a Query type.")
+class _NoQuery:
+    sources: bool = strawberry.field(resolver=_up, name="_sources", description="Always true: the schema is up.")
 
 
 def _merged(name: str, roots: list[type]) -> type | None:

@@ -46,7 +46,7 @@ def type_name(text: str) -> str:
     """A GraphQL type name (first letter upper case, builtin names avoided)."""
     name = graphql_name(text, "Type")
     name = name[0].upper() + name[1:]
-    return f"{name}_" if name in BUILTIN_TYPES else name
+    return f"{name}_" if name in BUILTIN_TYPES or keyword.iskeyword(name) else name
 
 
 def pascal(*parts: str) -> str:

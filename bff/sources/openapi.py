@@ -9,6 +9,7 @@ skipped or served as ``JSON``, never a crash."""
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,12 +90,12 @@ class LinkPlan:
         return inner.removesuffix(" | None")
 
     def imports(self, batched: bool) -> list[str]:
-        names = [self.function]
-        if (batched and self.result.item_convert) or self.result.item_convert:
-            names.append(self.result.item_convert)
-        elif self.result.convert != "{}":
-            names.extend(re.findall(r"([A-Za-z_][A-Za-z_0-9]*)\(\{\}\)", self.result.convert))
-        return sorted({n for n in names if not n.startswith("rt.")})
+        """The target module's names the link's resolver uses: its fetch function, its converters."""
+        names = {self.function}
+        if self.result.item_convert:
+            names.add(self.result.item_convert)
+        names.update(re.findall(r"(?<![.\w])([A-Za-z_][A-Za-z_0-9]*_from_json)\b", self.result.convert))
+        return sorted(names)
 
     def qualified(self, annotation: str) -> str:
         """``annotation`` with the target module's types made lazy references (no import cycle)."""
@@ -116,17 +117,29 @@ class _Ref:
     """How a value of one schema is typed and converted in the generated code."""
 
     annotation: str  # the Python annotation (non-null form)
-    convert: str  # a format string of one ``{}``: the JSON value -> the value (or ``{}`` alone)
-    nullable: bool = True
-    item_convert: str | None = None  # for a list: the function converting one item (None: as is)
+    convert: str  # a format string of one ``{}``: the JSON value -> the value (``{}`` alone: as is)
+    nullable: bool = False  # null is one of the schema's own values (``nullable``, a ``null`` member)
+
+    @property
+    def item_convert(self) -> str | None:
+        """For a list of objects or unions: the function converting one item (links use it)."""
+        found = re.fullmatch(r"rt\.objects\(([A-Za-z_][A-Za-z_0-9]*), \{\}\)", self.convert)
+        return found.group(1) if found else None
 
 
-@dataclass
-class _Object:
-    name: str
-    python: str
-    description: str | None
-    fields: list[tuple[str, str, _Ref, str | None, bool]]  # graphql name, python name, ref, description, required
+def _callable(convert: str) -> str:
+    """A conversion (``f({})``) as a callable expression: ``f``, or a lambda."""
+    found = re.fullmatch(r"([A-Za-z_][A-Za-z_0-9.]*)\(\{\}\)", convert)
+    if found:
+        return found.group(1)
+    return "lambda value: " + convert.format("value")
+
+
+#: names a generated module defines or imports: no type, function or attribute may take them
+_MODULE_GLOBALS = frozenset(
+    {"Annotated", "Any", "TYPE_CHECKING", "UPSTREAM", "datetime", "enum", "strawberry", "rt", "remote"}
+)
+_ROOTS = frozenset({"Query", "Mutation", "Subscription"})
 
 
 class OpenAPIGenerator:
@@ -153,11 +166,14 @@ class OpenAPIGenerator:
         self.exclude = frozenset(exclude)
         self.names = dict(names or {})
         self.warnings: list[str] = []
-        self._types = Unique(set(taken_types))
-        self._functions = Unique({"rt", "strawberry", "enum", "datetime", "Any", "Annotated", "UPSTREAM"})
+        self._types = Unique({*taken_types, *_MODULE_GLOBALS, *_ROOTS})
+        self._functions = Unique(set(_MODULE_GLOBALS))
         self._by_ref: dict[tuple[str, bool], _Ref] = {}
         self._in_progress: set[tuple[str, bool]] = set()
+        self._enums: dict[tuple[str, ...], _Ref] = {}
         self._blocks: list[str] = []
+        #: union aliases, written after every class (a union may name a class defined later)
+        self._unions: list[str] = []
         self._type_names: list[str] = []
         self.operations: dict[str, Operation] = {}
         #: the types of other sources' modules that link fields name (imported for type checkers only)
@@ -169,8 +185,8 @@ class OpenAPIGenerator:
     # -- $ref ------------------------------------------------------------------------------------
 
     def _resolve(self, schema: Any) -> tuple[Any, str | None]:
-        """(the schema a ``$ref`` points at, the name of the last component followed)."""
-        name = None
+        """(the schema a ``$ref`` points at, the pointer of the last ``$ref`` followed)."""
+        pointer = None
         seen = 0
         while isinstance(schema, dict) and "$ref" in schema:
             ref = schema["$ref"]
@@ -180,20 +196,23 @@ class OpenAPIGenerator:
             target: Any = self.doc
             for part in ref[2:].split("/"):
                 part = part.replace("~1", "/").replace("~0", "~")
-                target = target.get(part) if isinstance(target, dict) else None
+                if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                    target = target[int(part)]
+                else:
+                    target = target.get(part) if isinstance(target, dict) else None
             if target is None:
                 self.warn(f"$ref {ref!r} points nowhere: served as JSON")
                 return {}, None
-            name = ref.rsplit("/", 1)[-1]
+            pointer = ref
             schema = target
             seen += 1
             if seen > 32:
                 self.warn(f"$ref {ref!r} loops: served as JSON")
                 return {}, None
-        return (schema if isinstance(schema, dict) else {}), name
+        return (schema if isinstance(schema, dict) else {}), pointer
 
     def warn(self, text: str) -> None:
-        line = f"source {self.upstream!r}: {text}"
+        line = " ".join(f"source {self.upstream!r}: {text}".split())  # one line, whatever a name holds
         if line not in self.warnings:
             self.warnings.append(line)
 
@@ -207,61 +226,82 @@ class OpenAPIGenerator:
             others = [k for k in kind if k != "null"]
             nullable = nullable or len(others) < len(kind)
             kind = others[0] if len(others) == 1 else (others or None)
+        elif kind == "null":
+            nullable = True
         return kind, nullable
 
-    def _merged(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+    def _merged(self, schema: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
         """``allOf`` composed into one object schema (properties and required of every part)."""
-        if "allOf" not in schema:
+        if "allOf" not in schema or depth > 16:
             return dict(schema)
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         properties: dict[str, Any] = dict(merged.get("properties") or {})
-        required: list[str] = list(merged.get("required") or [])
+        required: list[Any] = list(merged.get("required") or [])
         for part in schema["allOf"] or []:
             resolved, _ = self._resolve(part)
-            resolved = self._merged(resolved)
+            resolved = self._merged(resolved, depth + 1)
             properties.update(resolved.get("properties") or {})
             required.extend(resolved.get("required") or [])
-            for key in ("discriminator", "description"):
+            for key in ("discriminator", "description", "enum", "format"):
                 if key in resolved and key not in merged:
                     merged[key] = resolved[key]
-        merged["properties"] = properties
-        merged["required"] = required
-        merged.setdefault("type", "object")
+            if "type" in resolved and "type" not in merged:
+                merged["type"] = resolved["type"]
+        if properties:
+            merged["properties"] = properties
+            merged["required"] = required
+            merged.setdefault("type", "object")
         return merged
 
     def ref(self, schema: Any, context: str, *, output: bool = True) -> _Ref:
         """The type of ``schema`` (named by its component, else by ``context``)."""
-        resolved, name = self._resolve(schema)
+        outer = schema if isinstance(schema, dict) else {}
+        _, outer_nullable = self._nullable(outer)
+        resolved, pointer = self._resolve(schema)
+        parts = resolved.get("allOf")
+        if isinstance(parts, list) and len(parts) == 1 and not resolved.get("properties"):
+            # ``allOf: [{$ref: X}]`` beside a description or ``nullable``: X itself
+            inner = self.ref(parts[0], context, output=output)
+            nullable = inner.nullable or self._nullable(resolved)[1] or outer_nullable
+            return _Ref(inner.annotation, inner.convert, nullable)
         resolved = self._merged(resolved)
-        # an enum or a scalar is the same type for inputs and outputs; an object is not
-        structured = bool(resolved.get("properties") or "oneOf" in resolved or "anyOf" in resolved)
-        key = (name, output or not structured) if name else None
-        if key is not None and key in self._by_ref:
-            return self._copy(self._by_ref[key], resolved)
-        ref = self._ref(resolved, name or context, output, key)
+        _, nullable = self._nullable(resolved)
+        nullable = nullable or outer_nullable
+        name = pointer.rsplit("/", 1)[-1] if pointer else None
+        # an enum is the same type for inputs and outputs; an object, a list or a date is not
+        shared = "enum" in resolved and not resolved.get("properties")
+        key = (pointer, output or shared) if pointer else None
+        if key is not None:
+            if key in self._by_ref:
+                found = self._by_ref[key]
+                return _Ref(found.annotation, found.convert, found.nullable or nullable)
+            if key in self._in_progress:
+                self.warn(f"{pointer}: refers to itself through a list or a union: served as JSON")
+                return _Ref("rt.JSON", "{}", True)
+            self._in_progress.add(key)
+        try:
+            ref = self._ref(resolved, name or context, output, key)
+        finally:
+            if key is not None:
+                self._in_progress.discard(key)
         if key is not None:
             self._by_ref[key] = ref
-        return self._copy(ref, resolved)
-
-    @staticmethod
-    def _copy(ref: _Ref, schema: Mapping[str, Any]) -> _Ref:
-        _, nullable = OpenAPIGenerator._nullable(schema)
-        return _Ref(ref.annotation, ref.convert, nullable, ref.item_convert)
+        return _Ref(ref.annotation, ref.convert, ref.nullable or nullable)
 
     def _ref(self, schema: dict[str, Any], context: str, output: bool, key: tuple[str, bool] | None) -> _Ref:
         kind, _ = self._nullable(schema)
         for combinator in ("oneOf", "anyOf"):
-            if combinator in schema:
+            if combinator in schema and not schema.get("properties"):
                 return self._alternatives(schema, combinator, context, output, key)
-        if "enum" in schema and kind in ("string", "integer", None):
-            values = [v for v in schema["enum"] if v is not None]
+        if "enum" in schema and kind in ("string", None):
+            values = [v for v in schema["enum"] or () if v is not None]
             if values and all(isinstance(v, str) for v in values):
                 return self._enum(values, context, schema.get("description"))
         if kind == "array" or (kind is None and "items" in schema):
             item = self.ref(schema.get("items") or {}, f"{context}Item", output=output)
-            inner = item.annotation if not item.nullable else f"{item.annotation} | None"
-            convert = None if item.convert == "{}" else item.convert.replace("({})", "").replace("{}", "")
-            return _Ref(f"list[{inner}]", "{}", True, convert or None)
+            inner = f"{item.annotation} | None" if item.nullable else item.annotation
+            convert = "rt.scalars({})" if item.convert == "{}" else f"rt.objects({_callable(item.convert)}, {{}})"
+            return _Ref(f"list[{inner}]", convert)
         if kind == "integer":
             return _Ref("rt.BigInt" if schema.get("format") == "int64" else "int", "{}")
         if kind == "number":
@@ -281,18 +321,30 @@ class OpenAPIGenerator:
         return _Ref("rt.JSON", "{}")
 
     def _enum(self, values: list[str], context: str, description: str | None) -> _Ref:
+        unique = tuple(dict.fromkeys(values))
+        remembered = (context, *unique)
+        if remembered in self._enums:  # an object's inline enum, met for its input and its output
+            return self._enums[remembered]
         name = self._types(type_name(context))
-        python = name
-        members = Unique()
-        lines = [f"@strawberry.enum(name={name!r}{_description(description)})", f"class {python}(enum.Enum):"]
-        for value in dict.fromkeys(values):
-            member = graphql_name(value, "VALUE")
-            if member in ("true", "false", "null") or not member.isidentifier() or _python_reserved(member):
-                member = f"{member}_"
-            lines.append(f"    {members(member)} = {value!r}")
+        members = Unique({"name", "value", "mro"})
+        graphql_names = Unique()
+        lines = [f"@strawberry.enum(name={name!r}{_description(description)})", f"class {name}(enum.Enum):"]
+        for value in unique:
+            gql = graphql_name(value, "VALUE")
+            gql = graphql_names(f"{gql}_" if gql in ("true", "false", "null") else gql)
+            member = re.sub(r"\W", "_", value) or "VALUE"
+            if member[0].isdigit() or member.startswith("_"):
+                member = f"V{member}" if member.startswith("_") else f"V_{member}"
+            member = members(f"{member}_" if keyword.iskeyword(member) else member)
+            if member == gql:
+                lines.append(f"    {member} = {value!r}")
+            else:
+                lines.append(f"    {member} = strawberry.enum_value({value!r}, name={gql!r})")
         self._blocks.append("\n".join(lines))
         self._type_names.append(name)
-        return _Ref(python, f"rt.enum_member({python}, {{}})")
+        ref = _Ref(name, f"rt.enum_member({name}, {{}})")
+        self._enums[remembered] = ref
+        return ref
 
     def _alternatives(
         self, schema: dict[str, Any], combinator: str, context: str, output: bool, key: tuple[str, bool] | None
@@ -300,76 +352,85 @@ class OpenAPIGenerator:
         members = []
         nullable = False
         for option in schema[combinator] or []:
-            resolved, name = self._resolve(option)
+            resolved, pointer = self._resolve(option)
             kind, _ = self._nullable(resolved)
             if kind == "null" and not resolved.get("properties"):
                 nullable = True
                 continue
-            members.append((option, resolved, name))
+            members.append((option, resolved, pointer))
         if len(members) == 1:
             ref = self.ref(members[0][0], context, output=output)
-            return _Ref(ref.annotation, ref.convert, True, ref.item_convert)
+            return _Ref(ref.annotation, ref.convert, True if nullable else ref.nullable)
         objects = [m for m in members if self._merged(m[1]).get("properties")]
-        if not output or len(objects) != len(members) or not members:
-            if output:
-                self.warn(f"{context}: a {combinator} of non-object schemas is served as JSON")
-            return _Ref("rt.JSON", "{}", True)
+        if not members or len(objects) != len(members):
+            self.warn(f"{context}: a {combinator} of non-object schemas is served as JSON")
+            return _Ref("rt.JSON", "{}", nullable)
+        if not output:
+            self.warn(f"{context}: a {combinator} input is served as JSON (GraphQL has no input unions)")
+            return _Ref("rt.JSON", "{}", nullable)
         name = self._types(type_name(context))
+        function = self._functions(f"{snake(name)}_from_json")
+        ref = _Ref(name, f"{function}({{}})", nullable)
+        if key is not None:
+            self._by_ref[key] = ref  # before the members: a member may contain the union
         options = []
-        for index, (option, resolved, member_name) in enumerate(objects):
-            ref = self.ref(option, member_name or f"{context}Option{index + 1}", output=True)
-            merged = self._merged(resolved)
-            options.append((ref, merged, member_name))
+        for index, (option, resolved, pointer) in enumerate(objects):
+            member_name = pointer.rsplit("/", 1)[-1] if pointer else None
+            member = self.ref(option, member_name or f"{context}Option{index + 1}", output=True)
+            options.append((member, self._merged(resolved), member_name))
+        annotations = " | ".join(dict.fromkeys(member.annotation for member, _, _ in options))
+        self._unions.append(
+            f"{name} = Annotated[{annotations}, strawberry.union({name!r}{_description(schema.get('description'))})]"
+        )
         discriminator = schema.get("discriminator") or {}
         prop = discriminator.get("propertyName") if isinstance(discriminator, dict) else None
-        mapping = {}
+        mapping: dict[str, str] = {}
         if prop:
             for value, target in (discriminator.get("mapping") or {}).items():
-                mapping[str(target).rsplit("/", 1)[-1]] = value
-        function = self._functions(f"{snake(name)}_from_json")
-        annotations = " | ".join(dict.fromkeys(ref.annotation for ref, _, _ in options))
+                mapping.setdefault(str(target).rsplit("/", 1)[-1], str(value))
         lines = [
-            f"{name} = Annotated[{annotations}, strawberry.union({name!r}{_description(schema.get('description'))})]",
-            "",
-            "",
             f"def {function}(data: Any) -> {annotations} | None:",
             "    if not isinstance(data, dict):",
             "        return None",
         ]
+        branches = []
         if prop:
-            lines.append(f"    kind = data.get({prop!r})")
-            for ref, merged, member_name in options:
+            for member, merged, member_name in options:
                 values: set[str] = set()
                 if member_name:
-                    values.add(str(mapping.get(member_name, member_name)))
+                    values.add(mapping.get(member_name, member_name))
                 enum_values = ((merged.get("properties") or {}).get(prop) or {}).get("enum") or []
                 values.update(v for v in enum_values if isinstance(v, str))
                 if values:
-                    lines.append(f"    if kind in {tuple(sorted(values))!r}:")
-                    lines.append(f"        return {ref.convert.format('data')}")
+                    branches.append(f"    if kind in {tuple(sorted(values))!r}:")
+                    branches.append(f"        return {member.convert.format('data')}")
+        if branches:
+            lines.append(f"    kind = data.get({prop!r})")
+            lines.extend(branches)
         choices = ", ".join(
-            f"({tuple(merged.get('required') or ())!r}, {tuple((merged.get('properties') or {}).keys())!r})"
+            f"({tuple(r for r in merged.get('required') or () if isinstance(r, str))!r}, "
+            f"{tuple((merged.get('properties') or {}).keys())!r})"
             for _, merged, _ in options
         )
         lines.append(f"    chosen = rt.choose(data, ({choices},))")
-        for index, (ref, _, _) in enumerate(options):
+        for index, (member, _, _) in enumerate(options):
             lines.append(f"    if chosen == {index}:")
-            lines.append(f"        return {ref.convert.format('data')}")
+            lines.append(f"        return {member.convert.format('data')}")
         lines.append("    return None")
         self._blocks.append("\n".join(lines))
         self._type_names.append(name)
-        return _Ref(name, f"{function}({{}})", nullable or True)
+        return ref
 
     def _object(self, schema: dict[str, Any], context: str, output: bool, key: tuple[str, bool] | None) -> _Ref:
         base = type_name(context)
-        name = self._types(base if output else f"{base}Input")
-        python = name
+        name = self._types(base if output or base.endswith("Input") else f"{base}Input")
         function = self._functions(f"{snake(name)}_from_json") if output else ""
-        ref = _Ref(python, f"{function}({{}})" if output else "{}")
+        ref = _Ref(name, f"{function}({{}})" if output else "{}")
         if key is not None:
             self._by_ref[key] = ref  # before the properties: a schema may refer to itself
-        required = set(schema.get("required") or [])
-        attributes = Unique({"from_json", "is_type_of"})
+        required = {r for r in schema.get("required") or () if isinstance(r, str)}
+        attributes = Unique({"from_json", "is_type_of", *_MODULE_GLOBALS})
+        graphql_names = Unique()
         fields = []
         for prop, prop_schema in (schema.get("properties") or {}).items():
             resolved, _ = self._resolve(prop_schema)
@@ -377,49 +438,51 @@ class OpenAPIGenerator:
                 continue
             if not output and resolved.get("readOnly"):
                 continue
-            gql = graphql_name(str(prop))
+            gql = graphql_names(graphql_name(str(prop)))
             if gql != prop:
                 self.warn(f"{name}.{prop}: not a GraphQL name, served as {gql}")
             prop_ref = self.ref(prop_schema, pascal(base, str(prop)), output=output)
             is_required = prop in required and not prop_ref.nullable
             description = resolved.get("description") if isinstance(resolved.get("description"), str) else None
             fields.append((gql, attributes(snake(gql)), prop_ref, description, is_required, str(prop)))
+        if not fields:
+            self.warn(f"{name}: no property left for {'answers' if output else 'inputs'}: served as JSON")
+            ref = _Ref("rt.JSON", "{}")
+            if key is not None:
+                self._by_ref[key] = ref
+            return ref
         decorator = "strawberry.type" if output else "strawberry.input"
-        lines = [f"@{decorator}(name={name!r}{_description(schema.get('description'))})", f"class {python}:"]
+        lines = [f"@{decorator}(name={name!r}{_description(schema.get('description'))})", f"class {name}:"]
         # a link named like a property replaces it (``assignee`` the id -> ``assignee`` the person):
         # the property stays, private, as the link's key
         replaced = {plan.link.field_name for plan in self.links.get(name, [])} if output else set()
-        for gql, attribute, prop_ref, description, is_required, _ in fields:
+        for gql, attribute, prop_ref, description, is_required, prop in fields:
             annotation = _annotation(prop_ref, nullable=not is_required)
             if gql in replaced:
                 lines.append(f"    {attribute}: strawberry.Private[{_annotation(prop_ref, nullable=True)}]")
                 continue
-            default = "" if output or is_required else ", default=strawberry.UNSET"
-            lines.append(
-                f"    {attribute}: {annotation} = strawberry.field(name={gql!r}{_description(description)}{default})"
-            )
+            extra = "" if output or is_required else ", default=strawberry.UNSET"
+            if not output and gql != prop:  # the body carries the document's own name (rt.to_json)
+                extra += f", metadata={{'json': {prop!r}}}"
+            described = _description(description)
+            lines.append(f"    {attribute}: {annotation} = strawberry.field(name={gql!r}{described}{extra})")
         if output:
             properties = {prop: attribute for _g, attribute, _r, _d, _q, prop in fields}
             for plan in self.links.get(name, []):
                 self.linked.add(plan.link.on)
-                lines.append(self._link_method(plan, properties, attributes, python))
-        if len(lines) == 2:
-            lines.append("    pass")
+                lines.append(self._link_method(plan, properties, attributes, name))
         self._blocks.append("\n".join(lines))
         if output:
             body = [
-                f"def {function}(data: Any) -> {python} | None:",
+                f"def {function}(data: Any) -> {name} | None:",
                 "    if not isinstance(data, dict):",
                 "        return None",
                 "    get: Any = data.get  # the upstream's JSON: typed by the fields it fills",
-                f"    return {python}(",
+                f"    return {name}(",
             ]
             for _gql, attribute, prop_ref, _d, _r, prop in fields:
-                body.append(f"        {attribute}={_convert(prop_ref, f'get({prop!r})')},")
-            if not fields:
-                body[-2:] = [f"    return {python}()"]
-            else:
-                body.append("    )")
+                body.append(f"        {attribute}={prop_ref.convert.format(f'get({prop!r})')},")
+            body.append("    )")
             self._blocks.append("\n".join(body))
         self._type_names.append(name)
         return ref
@@ -544,13 +607,14 @@ class OpenAPIGenerator:
         mounted = Unique()
         paths = self.doc.get("paths") or {}
         base_path = self._base_path()
-        for path, item in paths.items():
+        for path, raw_item in paths.items():
+            item, _ = self._resolve(raw_item)  # a path item may be a $ref
             if not isinstance(item, dict):
                 continue
             shared = item.get("parameters") or []
             for method in METHODS:
-                operation = item.get(method)
-                if not isinstance(operation, dict):
+                operation, _ = self._resolve(item.get(method))
+                if not isinstance(operation, dict) or not operation:
                     continue
                 operation_id = operation.get("operationId") or _derived_id(method, path)
                 tags = [str(t) for t in operation.get("tags") or []]
@@ -561,7 +625,7 @@ class OpenAPIGenerator:
                 if name in mounted:
                     self.warn(f"{method.upper()} {path}: the field name {name} is taken; skipped")
                     continue
-                code = self._operation(name, method, base_path + path, operation, shared, methods)
+                code = self._operation(name, method, base_path + str(path), operation, shared, methods)
                 if code is not None:
                     mounted(name)
                     roots[root].append(code)
@@ -580,21 +644,31 @@ class OpenAPIGenerator:
         if self.doc.get("webhooks"):
             self.warn("webhooks are not supported: not mounted")
         header = _HEADER.format(upstream=self.upstream)
-        body = "\n".join(self._blocks)
+        blocks = [*self._blocks, *self._unions]  # union aliases after every class they name
+        body = "\n".join([*blocks, *(code for codes in roots.values() for code in codes)])
         if "datetime." not in body:
             header = header.replace("import datetime\n", "")
         if "enum.Enum" not in body:
             header = header.replace("import enum\n", "")
-        if "Annotated[" not in body:
-            header = header.replace("Annotated, ", "")
+        typing = [n for n in ("Annotated", "Any") if re.search(rf"\b{n}\b", body)]
+        typing_line = f"from typing import {', '.join(typing)}\n" if typing else ""
+        header = header.replace("from typing import Annotated, Any\n", typing_line)
         if self._type_checking:
-            header = header.replace("from typing import ", "from typing import TYPE_CHECKING, ")
+            if typing_line:
+                header = header.replace("from typing import ", "from typing import TYPE_CHECKING, ")
+            else:
+                header = header.replace("\nimport strawberry", "from typing import TYPE_CHECKING\n\nimport strawberry")
             imports = "".join(
                 f"\n    from {module} import {', '.join(sorted(names))}"
                 for module, names in sorted(self._type_checking.items())
             )
             header += f"\n\nif TYPE_CHECKING:{imports}"
-        parts = [f"{header}\n\nUPSTREAM = {self.upstream!r}", *self._blocks]
+        if "strawberry." not in body:
+            header = header.replace("import strawberry\n", "")
+        if "rt." not in body:
+            header = header.replace("from bff.sources import runtime as rt", "")
+        header = re.sub(r"\n{3,}", "\n\n", header).rstrip("\n")
+        parts = [f"{header}\n\nUPSTREAM = {self.upstream!r}", *blocks]
         for root, codes in roots.items():
             if codes:
                 parts.append(f"@strawberry.type(name={root!r})\nclass {root}:\n" + "\n".join(codes))
@@ -608,10 +682,17 @@ class OpenAPIGenerator:
         upstream's URL. An absolute server URL is the upstream's URL itself (``BFF_UPSTREAMS__*__URL``
         says where the service is)."""
         servers = self.doc.get("servers") or []
-        url = servers[0].get("url", "") if servers and isinstance(servers[0], dict) else ""
-        if isinstance(url, str) and url.startswith("/"):
-            return url.rstrip("/")
-        return ""
+        server = servers[0] if servers and isinstance(servers[0], dict) else {}
+        url = server.get("url", "")
+        if not isinstance(url, str) or not url.startswith("/"):
+            return ""
+        variables = server.get("variables") or {}
+        for name in re.findall(r"\{([^}]*)\}", url):
+            default = (variables.get(name) or {}).get("default") if isinstance(variables, dict) else None
+            if default is None:
+                self.warn(f"server variable {name!r} has no default: left out of the base path")
+            url = url.replace("{" + name + "}", str(default or ""))
+        return re.sub("/+", "/", url).rstrip("/")
 
     def _operation(
         self,
@@ -633,6 +714,7 @@ class OpenAPIGenerator:
         arguments_by_name: dict[str, str] = {}
         args: list[tuple[bool, str]] = []
         groups: dict[str, list[tuple[str, str]]] = {"path": [], "query": [], "header": []}
+        styles: dict[str, str] = {}
         graphql_args = Unique()
         for (location, pname), parameter in parameters.items():
             if location == "cookie":
@@ -646,15 +728,32 @@ class OpenAPIGenerator:
                 continue
             if location not in groups:
                 continue
+            required = bool(parameter.get("required")) or location == "path"
             schema = parameter.get("schema")
+            as_json = False
+            if schema is None and isinstance(parameter.get("content"), dict) and parameter["content"]:
+                schema = (next(iter(parameter["content"].values())) or {}).get("schema") or {}
+                as_json = True  # a parameter described by `content`: its value goes as JSON text
             if schema is None:
+                if required:
+                    self.warn(f"{where}: the required parameter {pname!r} has no schema; skipped")
+                    return None
                 self.warn(f"{where}: parameter {pname!r} has no schema: not an argument")
                 continue
-            ref = self.ref(schema, pascal(context, pname), output=False)
-            if ref.annotation.startswith("rt.JSON") and location != "query":
+            if self._scalar_alternatives(schema):
+                ref = _Ref("str", "{}")  # `oneOf: [integer, string]` (an id or a name): its text
+            else:
+                ref = self.ref(schema, pascal(context, pname), output=False)
+            if ref.annotation.startswith("rt.JSON") and location != "query" and not as_json:
+                if required:
+                    self.warn(f"{where}: the {location} parameter {pname!r} is not a scalar; skipped")
+                    return None
                 self.warn(f"{where}: {location} parameter {pname!r} is not a scalar: not an argument")
                 continue
-            required = bool(parameter.get("required")) or location == "path"
+            style = "json" if as_json else parameter.get("style")
+            explode = parameter.get("explode")
+            if location == "query" and (style not in (None, "form") or explode is False):
+                styles[pname] = f"{style or 'form'}{'' if explode is not False else ',false'}"
             gql = graphql_args(graphql_name(pname))
             python = arguments(snake(gql))
             arguments_by_name[gql] = python
@@ -663,14 +762,22 @@ class OpenAPIGenerator:
             argument = f"{python}: Annotated[{annotation}, strawberry.argument(name={gql!r}{described})]"
             args.append((required, argument if required else f"{argument} = strawberry.UNSET"))
             groups[location].append((pname, python))
+        declared = {p for p, _ in groups["path"]}
+        missing = [p for p in re.findall(r"\{([^}]*)\}", path) if p not in declared]
+        if missing:
+            self.warn(f"{where}: the path parameter {missing[0]!r} is not declared; skipped")
+            return None
         body_argument = None
         request_body, _ = self._resolve(operation.get("requestBody") or {})
-        if request_body:
-            content = request_body.get("content") or {}
-            media = next((m for m in content if _is_json(m)), None)
-            if media is None:
-                self.warn(f"{where}: a {', '.join(content) or 'body'} request body is not supported; skipped")
+        content = request_body.get("content") or {} if request_body else {}
+        media = next((m for m in content if _is_json(m)), None)
+        if request_body and media is None:
+            kinds = ", ".join(content) or "body"
+            if request_body.get("required") or method not in ("get", "delete"):
+                self.warn(f"{where}: a {kinds} request body is not supported; skipped")
                 return None
+            self.warn(f"{where}: its optional {kinds} request body is not supported: sent without one")
+        if request_body and media is not None:
             ref = self.ref((content[media] or {}).get("schema") or {}, f"{context}Input", output=False)
             required = bool(request_body.get("required"))
             body_argument = arguments("body")
@@ -688,7 +795,7 @@ class OpenAPIGenerator:
         passed = [p for _, p in groups["path"] + groups["query"] + groups["header"]]
         if body_argument is not None:
             passed.append(body_argument)
-        self._fetch_function(fetch, method, path, groups, body_argument, ordered)
+        self._fetch_function(fetch, method, path, groups, body_argument, ordered, styles)
         self.operations[name] = Operation(
             function=fetch,
             arguments={gql: python for gql, python in arguments_by_name.items()},
@@ -698,7 +805,7 @@ class OpenAPIGenerator:
         returns = _annotation(result, nullable=True)
         description = operation.get("summary") or operation.get("description")
         deprecated = ", deprecation_reason='deprecated in the OpenAPI document'" if operation.get("deprecated") else ""
-        value = "data" if result.convert == "{}" and result.item_convert is None else _convert(result, "data")
+        value = result.convert.format("data")
         self._blocks.append(
             "\n".join(
                 [
@@ -725,14 +832,17 @@ class OpenAPIGenerator:
         groups: dict[str, list[tuple[str, str]]],
         body_argument: str | None,
         ordered: list[str],
+        styles: dict[str, str],
     ) -> None:
         """The call of one operation, apart from its field: a link from another type calls it too."""
         plain = [re.sub(r"Annotated\[(.*), strawberry\.argument\(.*\)\]", r"\1", a) for a in ordered]
         call = [f"info, UPSTREAM, {method.upper()!r}, {path!r}"]
-        for location, keyword in (("path", "path_params"), ("query", "query"), ("header", "headers")):
+        for location, argument in (("path", "path_params"), ("query", "query"), ("header", "headers")):
             if groups[location]:
                 items = ", ".join(f"{p!r}: {v}" for p, v in groups[location])
-                call.append(f"{keyword}={{{items}}}")
+                call.append(f"{argument}={{{items}}}")
+        if styles:
+            call.append(f"styles={styles!r}")
         if body_argument is not None:
             call.append(f"body={body_argument}")
         self._blocks.append(
@@ -745,27 +855,42 @@ class OpenAPIGenerator:
         )
 
     def _result(self, operation: dict[str, Any], context: str, where: str) -> _Ref | None:
-        responses = operation.get("responses") or {}
-        ordered = sorted((str(code) for code in responses), key=lambda c: (not c.startswith("2"), c))
+        """The type of the first 2xx answer with a JSON body (else ``default``'s), Boolean for an
+        operation that answers no content."""
+        responses = {str(code): response for code, response in (operation.get("responses") or {}).items()}
+        ordered = sorted((c for c in responses if c.startswith("2")), key=lambda c: c.upper())
+        if not ordered and "default" in responses:
+            ordered = ["default"]  # no success answer described: `default` is the only answer
+        empty = other = None
         for code in ordered:
-            if not (code.startswith("2") or code == "default"):
-                continue
             response, _ = self._resolve(responses[code])
             content = response.get("content") or {}
-            if not content:
-                if code == "default":
-                    continue
-                return _Ref("bool", "rt.done({})")
             media = next((m for m in content if _is_json(m)), None)
-            if media is None:
-                self.warn(f"{where}: a {', '.join(content)} answer is not supported; skipped")
-                return None
-            schema = (content[media] or {}).get("schema")
-            if schema is None:
-                return _Ref("rt.JSON", "{}")
-            return self.ref(schema, f"{context}Result", output=True)
+            if media is not None:
+                schema = (content[media] or {}).get("schema")
+                return _Ref("rt.JSON", "{}") if schema is None else self.ref(schema, f"{context}Result", output=True)
+            if content:
+                other = other or ", ".join(content)
+            else:
+                empty = empty or code
+        if empty is not None:
+            return _Ref("bool", "rt.done({})")
+        if other is not None:
+            self.warn(f"{where}: a {other} answer is not supported; skipped")
+            return None
         self.warn(f"{where}: no success answer is described: served as JSON")
         return _Ref("rt.JSON", "{}")
+
+    def _scalar_alternatives(self, schema: Any) -> bool:
+        """A ``oneOf``/``anyOf`` whose members are all strings, numbers or booleans."""
+        resolved, _ = self._resolve(schema)
+        for combinator in ("oneOf", "anyOf"):
+            options = resolved.get(combinator)
+            if isinstance(options, list) and options:
+                kinds = [self._nullable(self._resolve(o)[0])[0] for o in options]
+                scalars = [k for k in kinds if k != "null"]
+                return len(scalars) > 1 and all(k in ("string", "integer", "number", "boolean") for k in scalars)
+        return False
 
 
 _HEADER = '''"""GraphQL fields of the upstream {upstream!r}, from its OpenAPI document: generated by bff, yours
@@ -799,22 +924,12 @@ def _annotation(ref: _Ref, *, nullable: bool) -> str:
 
 
 def _convert(ref: _Ref, value: str) -> str:
-    if ref.item_convert is not None:
-        return f"rt.objects({ref.item_convert}, {value})"
-    if ref.annotation.startswith("list["):
-        return f"rt.scalars({value})"
     return ref.convert.format(value)
 
 
 def _is_json(media: str) -> bool:
     base = media.split(";")[0].strip().lower()
     return base == "application/json" or base.endswith("+json") or base == "*/*"
-
-
-def _python_reserved(name: str) -> bool:
-    import keyword
-
-    return keyword.iskeyword(name) or name in ("name", "value", "mro")
 
 
 def _derived_id(method: str, path: str) -> str:

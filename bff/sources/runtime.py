@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NewType, TypeVar
 from urllib.parse import quote, urlencode
 
+import orjson
 import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.types.base import has_object_definition
@@ -115,41 +116,75 @@ def to_json(value: Any) -> Any:
         for field in value.__strawberry_definition__.fields:
             item = getattr(value, field.python_name, UNSET)
             if item is not UNSET:
-                out[field.graphql_name or field.python_name] = to_json(item)
+                metadata: Mapping[str, Any] = field.metadata or {}
+                name = metadata.get("json") or field.graphql_name or field.python_name
+                out[name] = to_json(item)
         return out
     return value
 
 
-def _text(value: Any) -> str:
-    value = to_json(value)
+def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        import orjson
-
         return orjson.dumps(value).decode()
     return str(value)
 
 
-def path_of(template: str, values: Mapping[str, Any]) -> str:
+def _simple(value: Any, style: str | None = None) -> str:
+    """A path or header parameter in OpenAPI's ``simple`` style (a list ``a,b``, an object
+    ``k,v,k2,v2``), or its JSON text for a parameter described by ``content``."""
+    value = to_json(value)
+    if style == "json":
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return ",".join(_scalar_text(v) for v in value if v is not None)
+    if isinstance(value, dict):
+        return ",".join(f"{k},{_scalar_text(v)}" for k, v in value.items() if v is not None)
+    return _scalar_text(value)
+
+
+def path_of(template: str, values: Mapping[str, Any], styles: Mapping[str, str] | None = None) -> str:
     """``/pets/{petId}`` with each parameter's value percent-encoded (a ``/`` in a value stays
     inside its segment)."""
     for name, value in values.items():
-        template = template.replace("{" + name + "}", quote(_text(value), safe=""))
+        style = (styles or {}).get(name)
+        template = template.replace("{" + name + "}", quote(_simple(value, style), safe=""))
     return template
 
 
-def query_of(values: Mapping[str, Any]) -> str:
-    """The query string of ``values`` in OpenAPI's default style (form, exploded: a list repeats
-    its name); None and unset values are left out."""
+_SEPARATORS = {"spaceDelimited": " ", "pipeDelimited": "|"}
+
+
+def query_of(values: Mapping[str, Any], styles: Mapping[str, str] | None = None) -> str:
+    """The query string of ``values``: OpenAPI's default style (form, exploded: a list repeats its
+    name, an object's properties are parameters of their own) unless ``styles`` names another
+    (``form,false`` a list ``a,b``; ``deepObject`` ``f[k]=v``; ``spaceDelimited``, ``pipeDelimited``;
+    ``json`` the value's JSON text). None and unset values are left out."""
     pairs: list[tuple[str, str]] = []
-    for name, value in values.items():
-        if value is None or value is UNSET:
+    for name, raw in values.items():
+        if raw is None or raw is UNSET:
             continue
-        if isinstance(value, (list, tuple)):
-            pairs.extend((name, _text(item)) for item in value if item is not None)
+        style, _, unexploded = (styles or {}).get(name, "form").partition(",")
+        value = to_json(raw)
+        if style == "json":
+            pairs.append((name, orjson.dumps(value).decode()))
+        elif isinstance(value, list):
+            items = [_scalar_text(v) for v in value if v is not None]
+            if style == "form" and not unexploded:
+                pairs.extend((name, item) for item in items)
+            else:
+                pairs.append((name, _SEPARATORS.get(style, ",").join(items)))
+        elif isinstance(value, dict):
+            present = [(k, _scalar_text(v)) for k, v in value.items() if v is not None]
+            if style == "deepObject":
+                pairs.extend((f"{name}[{k}]", v) for k, v in present)
+            elif not unexploded:
+                pairs.extend(present)
+            else:
+                pairs.append((name, ",".join(f"{k},{v}" for k, v in present)))
         else:
-            pairs.append((name, _text(value)))
+            pairs.append((name, _scalar_text(value)))
     return urlencode(pairs)
 
 
@@ -162,17 +197,22 @@ async def call(
     path_params: Mapping[str, Any] | None = None,
     query: Mapping[str, Any] | None = None,
     headers: Mapping[str, Any] | None = None,
+    styles: Mapping[str, str] | None = None,
     body: Any = UNSET,
 ) -> Any:
     """One operation of a REST upstream through its `RestClient` (the session's token for that
     upstream, the deadline, the breaker; identical GETs of one request sent once; only GETs are
     retried on a connect failure). The decoded JSON answer, or None for an empty one (204)."""
-    url = path_of(path, path_params) if path_params else path
+    url = path_of(path, path_params, styles) if path_params else path
     if query:
-        encoded = query_of(query)
+        encoded = query_of(query, styles)
         if encoded:
             url = f"{url}?{encoded}"
-    sent_headers = {k: _text(v) for k, v in headers.items() if v is not None and v is not UNSET} if headers else None
+    sent_headers = (
+        {k: _simple(v, (styles or {}).get(k)) for k, v in headers.items() if v is not None and v is not UNSET}
+        if headers
+        else None
+    )
     client = info.context.rest(upstream)
     return await client.call_json(
         method, url, body=None if body is UNSET else to_json(body), has_body=body is not UNSET, headers=sent_headers
