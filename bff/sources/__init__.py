@@ -13,10 +13,10 @@ code as a module a team can take over."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bff.settings import Settings
+from bff.settings import Settings, UpstreamSettings
 from bff.sources.graphql import GraphQLSource, graphql
 from bff.sources.links import Link, link, read_links
 from bff.sources.mount import SourceError
@@ -71,3 +71,38 @@ def from_settings(settings: Settings) -> list[Any]:
     if found and settings.source_links:
         found.extend(read_links(settings.source_links))
     return found
+
+
+def client_credentials(settings: Settings, upstream: UpstreamSettings) -> Callable[[], str | None] | None:
+    """The BFF's own token for ``upstream`` (an OAuth client-credentials grant at the IdP, with the
+    upstream's resource, audience and scopes), for reading a source that wants one at start: a
+    synchronous call, as the schema is built before the server runs. None without an IdP."""
+    if not (settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret):
+        return None
+    issuer, client_id = settings.oidc_issuer, settings.oidc_client_id
+    secret = settings.oidc_client_secret.get_secret_value()
+
+    def token() -> str | None:
+        import httpx
+
+        form: dict[str, str] = {"grant_type": "client_credentials"}
+        for key, value in (
+            ("resource", upstream.resource),
+            ("audience", upstream.audience),
+            ("scope", upstream.scopes),
+        ):
+            if value:
+                form[key] = value
+        auth: tuple[str, str] | None = (client_id, secret)
+        if settings.oidc_client_auth_method == "client_secret_post":
+            form.update(client_id=client_id, client_secret=secret)
+            auth = None
+        try:
+            meta = httpx.get(f"{issuer.rstrip('/')}/.well-known/openid-configuration", timeout=5).json()
+            answer = httpx.post(meta["token_endpoint"], data=form, auth=auth, timeout=5).json()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        value = answer.get("access_token") if isinstance(answer, dict) else None
+        return value if isinstance(value, str) else None
+
+    return token

@@ -18,7 +18,7 @@ import builtins
 import json
 import keyword
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ class GraphQLSource:
     prefix: str = ""
     endpoint: str | None = None
     timeout: float = 10.0
+    #: the BFF's own token (client credentials), asked for only when the service refuses introspection
+    token: Callable[[], str | None] | None = field(default=None, repr=False, compare=False)
     _schema: tuple[GraphQLSchema, str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def schema(self) -> tuple[GraphQLSchema, str, list[str]]:
@@ -129,7 +131,8 @@ class GraphQLSource:
                     f"source {self.name!r}: nothing to introspect: set BFF_UPSTREAMS__{self.name.upper()}__URL "
                     "or give the service's SDL"
                 )
-            return introspect(self.endpoint, self.name, timeout=self.timeout), f"introspection of {self.endpoint}", []
+            schema = introspect(self.endpoint, self.name, timeout=self.timeout, token=self.token)
+            return schema, f"introspection of {self.endpoint}", []
         if "{" in spec or "\n" in spec:
             text, origin = spec, "its SDL"
         else:
@@ -181,40 +184,71 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def introspect(endpoint: str, name: str, *, timeout: float = 10.0) -> GraphQLSchema:
+def introspect(
+    endpoint: str, name: str, *, timeout: float = 10.0, token: Callable[[], str | None] | None = None
+) -> GraphQLSchema:
     """The schema of the service at ``endpoint``, introspected without a token (synchronously:
     sources are read at start): first with what recent servers answer (``specifiedByURL``, deprecated
     arguments, ``@oneOf``), then, if the service refuses that, the standard query of older ones.
     `SourceError` with one line otherwise."""
     where = f"source {name!r}: introspection of {endpoint}"
     full = get_introspection_query(descriptions=True, specified_by_url=True, input_value_deprecation=True, one_of=True)
+    headers = {"accept": "application/json"}
     try:
-        data = _introspection(endpoint, full, where, timeout)
+        data = _introspection(endpoint, full, where, timeout, headers)
+    except _Unauthorized as refused:
+        # a service that wants a token gets the BFF's own (client credentials), when it has one
+        bearer = token() if token is not None else None
+        if bearer is None:
+            raise SourceError(str(refused)) from None
+        headers["authorization"] = f"Bearer {bearer}"
+        data = _introspection_or_older(endpoint, full, where, timeout, headers)
     except _Refused:
-        try:
-            data = _introspection(endpoint, get_introspection_query(descriptions=True), where, timeout)
-        except _Refused as refused:
-            raise SourceError(f"{where} was refused: {refused}") from None
+        data = _introspection_or_older(endpoint, None, where, timeout, headers)
     try:
         return build_client_schema(data)  # type: ignore[arg-type]
     except (TypeError, ValueError, KeyError, GraphQLError) as exc:
         raise SourceError(f"{where}: unreadable answer: {_one_line(exc)}") from None
 
 
+def _introspection_or_older(
+    endpoint: str, query: str | None, where: str, timeout: float, headers: dict[str, str]
+) -> dict[str, Any]:
+    """``query``, then the standard query of older servers if the service refuses it."""
+    try:
+        if query is not None:
+            try:
+                return _introspection(endpoint, query, where, timeout, headers)
+            except _Refused:
+                pass
+        return _introspection(endpoint, get_introspection_query(descriptions=True), where, timeout, headers)
+    except _Unauthorized as refused:
+        raise SourceError(str(refused)) from None
+    except _Refused as refused:
+        raise SourceError(f"{where} was refused: {refused}") from None
+
+
 class _Refused(Exception):
     """The service answered the introspection query with GraphQL errors (the first one's message)."""
 
 
-def _introspection(endpoint: str, query: str, where: str, timeout: float) -> dict[str, Any]:
+class _Unauthorized(Exception):
+    """The service answered 401 or 403: it wants a token (the message says so)."""
+
+
+def _introspection(
+    endpoint: str, query: str, where: str, timeout: float, headers: dict[str, str]
+) -> dict[str, Any]:
     import httpx
 
     try:
-        response = httpx.post(endpoint, json={"query": query}, headers={"accept": "application/json"}, timeout=timeout)
+        response = httpx.post(endpoint, json={"query": query}, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
     if response.status_code in (401, 403):
-        raise SourceError(
-            f"{where} was refused (HTTP {response.status_code}): the service wants a token; give its SDL instead"
+        raise _Unauthorized(
+            f"{where} was refused (HTTP {response.status_code}): the service wants a token (set BFF_OIDC_* for "
+            "the BFF's own, by client credentials) or give its SDL instead"
         )
     try:
         body = response.json()

@@ -424,3 +424,37 @@ def test_the_public_constructor_survives_its_own_first_call() -> None:
 
     sources.graphql("remote", SCHEMA.as_str())
     assert callable(sources.graphql)
+
+
+async def test_a_service_that_wants_a_token_is_introspected_with_the_bffs_own() -> None:
+    """401 without a token: the introspection is sent again with the BFF's own token (client
+    credentials, `bff.sources.client_credentials`); with no way to get one, one line says what to do."""
+    import json as jsonlib
+
+    from graphql import build_schema as sdl_schema, graphql_sync
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from bff.sources import SourceError
+    from bff.sources.graphql import GraphQLSource
+
+    service_schema = sdl_schema("type Query { hello: String }")
+    seen: list[str | None] = []
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != "Bearer own-token":
+            return JSONResponse({"error": "invalid_token"}, status_code=401)
+        body = jsonlib.loads(await request.body())
+        result = graphql_sync(service_schema, body["query"])
+        return JSONResponse({"data": result.data})
+
+    async with serve(Starlette(routes=[Route("/graphql", endpoint, methods=["POST"])])) as url:
+        source = GraphQLSource("svc", endpoint=f"{url}/graphql", token=lambda: "own-token")
+        schema = await asyncio.to_thread(build_schema, sources=[source])
+        assert "hello: String" in schema.as_str()
+        assert seen[:2] == [None, "Bearer own-token"]
+        with pytest.raises(SourceError, match="wants a token"):
+            await asyncio.to_thread(GraphQLSource("svc", endpoint=f"{url}/graphql").schema)
