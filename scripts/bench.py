@@ -30,13 +30,21 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from benchkit import ROOT, bff_serve, cpu_seconds, demo_upstream, stop_all, upstream_settings, wait_http
+from benchkit import (
+    ROOT,
+    bff_serve,
+    cpu_seconds,
+    demo_upstream,
+    stop_all,
+    upstream_settings,
+    wait_http,
+    wrk_stats,
+)
 
 from bff.demo.idp import DevClient, DevIdentityProvider, DevUser
 from tests.support.servers import RedisServer, ThreadedApps, free_port
@@ -78,37 +86,10 @@ def _ms(value: str) -> float:
 
 
 def wrk(url: str, body: str, headers: dict[str, str], connections: int, duration: float) -> Result:
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115 - wrk reads it by name
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps({'query': body}))}"]
-    lines += [
-        f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in {"Content-Type": "application/json", **headers}.items()
-    ]
-    lines += [
-        "local bad = 0",
-        "response = function(status, headers, body) if status ~= 200 or string.find(body, '\"errors\"') then bad = bad + 1 end end",
-        'done = function(summary, latency, requests) io.write(string.format("BAD %d\\n", bad)) end',
-    ]
-    script.write("\n".join(lines))
-    script.close()
-    try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
-            capture_output=True,
-            text=True,
-            timeout=duration + 60,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(script.name)
-    rps_match, p50_match, p99_match = (
-        re.search(p, out) for p in (r"Requests/sec:\s+([\d.]+)", r"50%\s+(\S+)", r"99%\s+(\S+)")
-    )
-    rps = float(rps_match.group(1)) if rps_match else 0.0
-    p50 = _ms(p50_match.group(1)) if p50_match else float("nan")
-    p99 = _ms(p99_match.group(1)) if p99_match else float("nan")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    bad = re.search(r"BAD (\d+)", out)
-    return Result(rps, p50, p99, (int(errors.group(1)) if errors else 0) + (int(bad.group(1)) if bad else 0))
+    """One wrk run; an answer that is not a 200 or carries ``errors`` counts as an error
+    (`benchkit.wrk_stats`)."""
+    _, rps, p50, p99, bad = wrk_stats(url, body, headers, connections, duration)
+    return Result(rps, p50, p99, bad)
 
 
 def parse_peers(spec: str) -> dict[str, str]:

@@ -123,3 +123,47 @@ def replica_settings(issuer: str, redis_url: str, upstream_ports: dict[str, int]
         "BFF_SESSION_SECRET": secret,
         **upstream_settings(upstream_ports),
     }
+
+
+def wrk_stats(
+    url: str, query: str, headers: dict[str, str], connections: int, duration: float
+) -> tuple[int, float, float, float, int]:
+    """One wrk run (one thread) of ``query`` POSTed to ``url``: (requests, requests/s, p50 ms,
+    p99 ms, failures). A failure is a socket error, a non-200 status or an answer with ``errors``.
+    Read from wrk's own ``done`` summary: ``response`` runs in each thread's Lua state and ``done``
+    in the main one, so the count is read back from the threads (a counter of the main state stays
+    0), and the percentiles come from ``latency:percentile`` (parsing wrk's text can take the
+    "+/- Stdev" column, ``89.50%``, for the 50th percentile)."""
+    import json
+    import tempfile
+
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps({'query': query}))}"]
+    lines += [
+        f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in {"Content-Type": "application/json", **headers}.items()
+    ]
+    lines += [
+        "local threads = {}",
+        "function setup(thread) table.insert(threads, thread) end",
+        "function init(args) bad = 0 end",
+        "function response(status, headers, body)"
+        " if status ~= 200 or string.find(body, '\"errors\"') then bad = bad + 1 end end",
+        "function done(summary, latency, requests)",
+        "  local failed = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout",
+        "  for _, thread in ipairs(threads) do failed = failed + thread:get('bad') end",
+        '  io.write(string.format("STATS %d %d %d %d %d\\n", summary.requests, summary.duration,'
+        " latency:percentile(50), latency:percentile(99), failed))",
+        "end",
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write("\n".join(lines))
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
+        ).stdout
+    stats = next(line for line in out.splitlines() if line.startswith("STATS "))
+    requests, micros, p50, p99, bad = (int(v) for v in stats.split()[1:])
+    return requests, requests / max(micros / 1e6, 1e-9), p50 / 1000, p99 / 1000, bad

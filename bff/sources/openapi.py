@@ -363,10 +363,12 @@ class OpenAPIGenerator:
             return _Ref(ref.annotation, ref.convert, True if nullable else ref.nullable)
         objects = [m for m in members if self._merged(m[1]).get("properties")]
         if not members or len(objects) != len(members):
-            self.warn(f"{context}: a {combinator} of non-object schemas is served as JSON")
+            self.warn(f"{context}: {_article(combinator)} {combinator} of non-object schemas is served as JSON")
             return _Ref("rt.JSON", "{}", nullable)
         if not output:
-            self.warn(f"{context}: a {combinator} input is served as JSON (GraphQL has no input unions)")
+            self.warn(
+                f"{context}: {_article(combinator)} {combinator} input is served as JSON (GraphQL has no input unions)"
+            )
             return _Ref("rt.JSON", "{}", nullable)
         name = self._types(type_name(context))
         function = self._functions(f"{snake(name)}_from_json")
@@ -974,3 +976,8 @@ class OpenAPISource:
         from bff.sources.assemble import mount_all
 
         return mount_all(sources, taken_types)
+
+
+def _article(combinator: str) -> str:
+    """``an anyOf``, ``a oneOf`` (said "one of")."""
+    return "an" if combinator in ("anyOf", "allOf") else "a"
