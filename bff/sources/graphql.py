@@ -236,9 +236,7 @@ class _Unauthorized(Exception):
     """The service answered 401 or 403: it wants a token (the message says so)."""
 
 
-def _introspection(
-    endpoint: str, query: str, where: str, timeout: float, headers: dict[str, str]
-) -> dict[str, Any]:
+def _introspection(endpoint: str, query: str, where: str, timeout: float, headers: dict[str, str]) -> dict[str, Any]:
     import httpx
 
     try:
