@@ -103,6 +103,18 @@ class Item(Named):
         return ".".join(str(key) for key in info.path.as_list())
 
 
+@strawberry.type
+class Label(Named):
+    color: str
+
+    @strawberry.field
+    async def later(self) -> str:
+        return f"later {self.color}"
+
+
+Thing = Annotated[Item | Label, strawberry.union("Thing")]
+
+
 def _items() -> list[Item]:
     return [
         Item(id=i, name=None if i == 3 else f"item{i}", big=2**40 if i == 5 else i, tags=["a", None, "b"])
@@ -214,6 +226,22 @@ class Query:
     def named(self) -> Named:
         return _items()[0]
 
+    @strawberry.field
+    def nameds(self) -> list[Named | None]:
+        return [_items()[0], Label(name="l", color="red"), None, _items()[2]]
+
+    @strawberry.field
+    async def things(self) -> list[Thing]:
+        return [Label(name="l1", color="blue"), _items()[1], _items()[4]]
+
+    @strawberry.field
+    def odd_thing(self) -> Thing | None:
+        return "not an object"  # type: ignore[return-value]
+
+    @strawberry.field
+    def must_thing(self) -> list[Thing]:
+        return [_items()[0], "nope"]  # type: ignore[list-item]
+
 
 SCHEMA = build_schema(query=Query)
 GQL = SCHEMA._schema
@@ -259,6 +287,12 @@ def _errors(result: Any) -> set[tuple[tuple[Any, ...], str]]:
 
 CASES = {
     "plain": "{ items { id name big: id tags } }",
+    "interface": "{ named { __typename name ... on Item { id must } } nameds { name ... on Label { color later } } }",
+    "union": "{ things { __typename ... on Item { id big tags } ... on Label { name later } } }",
+    "union-fragments": (
+        "{ things { ...N ... on Item { loaded } } } fragment N on Named { name ... on Label { color } }"
+    ),
+    "union-errors": "{ oddThing { __typename } items { id } mustThing { ... on Item { id } } }",
     "serialize-error-in-list": "{ items { id big } }",
     "non-null-item-error": "{ items { id must } }",
     "nullable-list-item": "{ asyncItems { id must } }",
@@ -330,7 +364,6 @@ def test_variables_in_arguments() -> None:
 @pytest.mark.parametrize(
     ("query", "reason"),
     [
-        ("{ named { name } }", "abstract_type"),
         ("query($s: Boolean!) { firstItem { id @skip(if: $s) } }", "directives"),
         ("{ firstItem { ...F } } fragment F on Item { id @include(if: true) }", "directives"),
         ("{ __schema { queryType { name } } }", "introspection"),

@@ -44,6 +44,7 @@ from graphql import (
     ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
+    GraphQLAbstractType,
     GraphQLError,
     GraphQLField,
     GraphQLList,
@@ -83,7 +84,9 @@ _PLAIN = frozenset({str, int, float, bool, type(None), list, dict, tuple})
 _IMMUTABLE = (str, int, float, bool, type(None))
 
 # completion kinds
-_LEAF, _OBJECT, _LIST = 1, 2, 3
+_LEAF, _OBJECT, _LIST, _ABSTRACT, _ERROR = 1, 2, 3, 4, 5
+#: an interface or union with more possible types is left to graphql-core (each is compiled)
+_MOST_POSSIBLE_TYPES = 64
 # field kinds
 _TYPENAME, _ATTRIBUTE, _RESOLVE = 1, 2, 3
 
@@ -111,6 +114,11 @@ class _Completion:
     object_type: GraphQLObjectType | None = None
     fields: list[_Field] = field(default_factory=list)
     is_type_of: Callable[[Any, Any], Any] | None = None
+    #: abstract: each possible object type's completion, by name, and how the value's is found
+    possible: dict[str, _Completion] | None = None
+    resolve_type: Callable[[Any, Any, Any], Any] | None = None
+    #: an abstract value that resolved to no possible type: this error
+    error: GraphQLError | None = None
 
 
 @dataclass(slots=True)
@@ -399,6 +407,8 @@ class Plan:
                 raise TypeError(f"Cannot return null for non-nullable field {plan.parent_type.name}.{plan.name}.")
             return None
         kind = completion.kind
+        if kind == _ERROR:
+            raise completion.error  # type: ignore[misc]
         if kind == _LEAF:
             coerced = completion.coerce(value)  # type: ignore[misc]
             if coerced is Undefined or coerced is None:
@@ -419,7 +429,26 @@ class Plan:
                 if not accepted:
                     raise _invalid_return_type(completion, value, plan.nodes)
             return self._execute_fields(run, completion.fields, value, path)
+        if kind == _ABSTRACT:
+            if info is None:
+                info = self._info(run, plan, path)
+            runtime = completion.resolve_type(value, info, completion.type)  # type: ignore[misc]
+            if self.is_awaitable(runtime):
+                return self._complete_abstract_after(run, plan, completion, value, path, info, runtime)
+            return self._complete(
+                run, plan, _runtime_completion(completion, runtime, plan, value), value, path, None, info
+            )
         return self._complete_list(run, plan, completion, value, path, info)
+
+    async def _complete_abstract_after(
+        self, run: _Run, plan: _Field, completion: _Completion, value: Any, path: Path, info: Any, runtime: Any
+    ) -> Any:
+        """graphql-core's complete_abstract_value when ``resolve_type`` answered an awaitable."""
+        chosen = _runtime_completion(completion, await runtime, plan, value)
+        completed = self._complete(run, plan, chosen, value, path, None, info)
+        if type(completed) is not dict and self.is_awaitable(completed):
+            return await completed
+        return completed
 
     async def _complete_object_after(
         self, run: _Run, completion: _Completion, value: Any, path: Path, accepted: Awaitable[Any], plan: _Field
@@ -509,6 +538,35 @@ class Plan:
             for index, value in zip(pending, awaited, strict=True):
                 completed[index] = value
         return completed
+
+
+def _runtime_completion(completion: _Completion, runtime: Any, plan: _Field, value: Any) -> _Completion:
+    """The completion of the object type an abstract value resolved to (graphql-core's
+    ensure_valid_runtime_type, with its messages)."""
+    from graphql.pyutils import inspect
+
+    abstract = completion.type
+    possible = completion.possible or {}
+    chosen = possible.get(runtime) if isinstance(runtime, str) else None
+    if chosen is not None:
+        return chosen
+    field_name = f"{plan.parent_type.name}.{plan.name}"
+    if runtime is None:
+        message = (
+            f"Abstract type '{abstract}' must resolve to an Object type at runtime for field '{field_name}'."
+            f" Either the '{abstract}' type should provide a 'resolve_type' function or each possible type should"
+            " provide an 'is_type_of' function."
+        )
+    elif not isinstance(runtime, str):
+        message = (
+            f"Abstract type '{abstract}' must resolve to an Object type at runtime for field '{field_name}' with"
+            f" value {inspect(value)}, received '{inspect(runtime)}', which is not a valid Object type name."
+        )
+    else:
+        message = f"Runtime Object type '{runtime}' is not a possible type for '{abstract}'."
+    return _Completion(
+        type=abstract, non_null=completion.non_null, kind=_ERROR, error=GraphQLError(message, plan.nodes)
+    )
 
 
 def _invalid_return_type(completion: _Completion, value: Any, nodes: list[FieldNode]) -> GraphQLError:
@@ -725,7 +783,7 @@ class _Compiler:
         if is_leaf_type(inner):
             return _Completion(type=inner, non_null=non_null, kind=_LEAF, coerce=inner.coerce_output_value)
         if is_abstract_type(inner):
-            raise Unsupported("abstract_type")
+            return self.abstract(inner, non_null, details)
         if not is_object_type(inner):
             raise Unsupported("output_type")
         assert isinstance(inner, GraphQLObjectType)
@@ -735,6 +793,36 @@ class _Compiler:
         )
         completion.fields = self.fields(inner, collected.grouped_field_set)
         return completion
+
+    def abstract(self, inner: GraphQLAbstractType, non_null: bool, details: list[FieldDetails]) -> _Completion:
+        """An interface or a union: each possible object type's selection compiled, the value's
+        type found at run time by the type's ``resolve_type`` (graphql-core's default otherwise)."""
+        from graphql.execution.executor import default_type_resolver
+
+        possible_types = self.schema.get_possible_types(inner)
+        if len(possible_types) > _MOST_POSSIBLE_TYPES:
+            raise Unsupported("abstract_type")
+        possible = {}
+        for object_type in possible_types:
+            collected = collect_subfields(
+                self.schema, self.fragments, self.variables, self.operation, object_type, details
+            )
+            completion = _Completion(
+                type=object_type,
+                non_null=non_null,
+                kind=_OBJECT,
+                object_type=object_type,
+                is_type_of=object_type.is_type_of,
+            )
+            completion.fields = self.fields(object_type, collected.grouped_field_set)
+            possible[object_type.name] = completion
+        return _Completion(
+            type=inner,
+            non_null=non_null,
+            kind=_ABSTRACT,
+            possible=possible,
+            resolve_type=inner.resolve_type or default_type_resolver,
+        )
 
 
 def compile_plan(
