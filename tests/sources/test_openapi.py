@@ -287,3 +287,25 @@ async def test_a_connect_failure_retries_a_query_never_a_mutation(issuer: TestIs
             body = await _query(bff, cookie, f"mutation {{ {mutation} }}")
             assert body["errors"][0]["extensions"]["upstream"] == "pets"
         assert attempts == ["POST", "DELETE"]
+
+
+async def test_the_safeguards_apply_to_a_sources_schema(pets: tuple[str, Calls], issuer: TestIssuer) -> None:
+    """Production mode (no introspection, no suggestions) and the depth limit hold for fields a
+    source mounted, before any upstream call."""
+    url, calls = pets
+    settings = make_settings(upstreams={"pets": {"url": url}}, env="production", max_depth=1, session_secret="s" * 32)
+    app = create_app(settings, schema=build_schema(sources=[openapi("pets", PETS_SPEC)]))
+    async with serve(app) as bff_url:
+        bff = Bff(app, bff_url, settings)
+        cookie = await bff.session_for(issuer.token("alice"))
+        introspection = await _query(bff, cookie, "{ __schema { types { name } } }")
+        assert introspection["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        calls.clear()
+        deep = await _query(
+            bff, cookie, "{ listPets { owner { ids } photos { url } } a: get_pet(petId: 1) { photos { url } } }"
+        )
+        assert deep.get("data") is None
+        assert deep["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"  # the limits' one code
+        suggestion = await _query(bff, cookie, "{ listPet { id } }")
+        assert "Did you mean" not in str(suggestion)
+        assert calls.count() == 0
