@@ -437,6 +437,11 @@ class _Forwarded:
         forwarded = FieldNode(
             alias=None, name=NameNode(value=field), arguments=first.arguments, directives=(), selection_set=selection
         )
+        return self._finished(operation, forwarded)
+
+    def _finished(self, operation: Any, forwarded: FieldNode) -> _Piece:
+        """``forwarded`` with the definitions of the operation's variables it uses (in the
+        service's type names) and the fragments it spreads."""
         definitions = {}
         for variable in operation.variable_definitions or ():
             name = variable.variable.name.value
@@ -464,19 +469,7 @@ class _Forwarded:
         forwarded = FieldNode(
             alias=None, name=NameNode(value=field), arguments=(), directives=(), selection_set=selection
         )
-        definitions = {}
-        for variable in raw.operation.variable_definitions or ():
-            name = variable.variable.name.value
-            if name in self.variables:
-                definitions[name] = print_ast(
-                    VariableDefinitionNode(
-                        variable=variable.variable,
-                        type=self._type_node(variable.type),
-                        default_value=variable.default_value,
-                        directives=(),
-                    )
-                )
-        return _Piece(print_ast(forwarded), definitions, dict(self.used))
+        return self._finished(raw.operation, forwarded)
 
     def _remote(self, name: str) -> str:
         return self.renamed.get(name, name)
