@@ -43,13 +43,17 @@ def openapi(
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     names: Mapping[str, str] | None = None,
+    authorize: Mapping[str, Any] | None = None,
 ) -> OpenAPISource:
     """The operations of an OpenAPI document (a path, an http(s) URL or the parsed document) as
     fields: GET as Query fields, other methods as Mutation fields, each named by its
     ``operationId`` as written (``names`` renames some; ``prefix`` is put before every one).
     ``include``/``exclude`` choose operations by ``operationId`` or tag. ``name`` is the upstream
-    the calls go to (``BFF_UPSTREAMS__<NAME>__URL`` and its token settings)."""
-    return OpenAPISource(name, spec, prefix, tuple(include), tuple(exclude), dict(names or {}))
+    the calls go to (``BFF_UPSTREAMS__<NAME>__URL`` and its token settings). ``authorize`` puts
+    authorization directives on fields (by field name, operationId or ``"*"``): ``"authenticated"``
+    or the scopes ``[["orders:write"]]`` (`bff.RequiresScopes`'s semantics); a denied field makes no
+    upstream call."""
+    return OpenAPISource(name, spec, prefix, tuple(include), tuple(exclude), dict(names or {}), dict(authorize or {}))
 
 
 def from_settings(settings: Settings) -> list[Any]:

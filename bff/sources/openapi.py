@@ -137,7 +137,19 @@ def _callable(convert: str) -> str:
 
 #: names a generated module defines or imports: no type, function or attribute may take them
 _MODULE_GLOBALS = frozenset(
-    {"Annotated", "Any", "TYPE_CHECKING", "UPSTREAM", "datetime", "enum", "strawberry", "rt", "remote"}
+    {
+        "Annotated",
+        "Any",
+        "TYPE_CHECKING",
+        "UPSTREAM",
+        "datetime",
+        "enum",
+        "strawberry",
+        "rt",
+        "remote",
+        "Authenticated",
+        "RequiresScopes",
+    }
 )
 _ROOTS = frozenset({"Query", "Mutation", "Subscription"})
 
@@ -154,8 +166,11 @@ class OpenAPIGenerator:
         names: Mapping[str, str] | None = None,
         taken_types: Iterable[str] = (),
         links: Iterable[LinkPlan] = (),
+        authorize: Mapping[str, Any] | None = None,
     ) -> None:
         self.upstream = upstream
+        self.authorize = dict(authorize or {})
+        self._directives_used: set[str] = set()
         self.links: dict[str, list[LinkPlan]] = {}
         for plan in links:
             self.links.setdefault(plan.link.parent_type, []).append(plan)
@@ -665,6 +680,11 @@ class OpenAPIGenerator:
                 for module, names in sorted(self._type_checking.items())
             )
             header += f"\n\nif TYPE_CHECKING:{imports}"
+        if self._directives_used:
+            header = header.replace(
+                "from bff.sources import runtime as rt",
+                f"from bff import {', '.join(sorted(self._directives_used))}\nfrom bff.sources import runtime as rt",
+            )
         if "strawberry." not in body:
             header = header.replace("import strawberry\n", "")
         if "rt." not in body:
@@ -820,11 +840,28 @@ class OpenAPIGenerator:
         )
         # a field with its resolver given, not a decorated method: `strawberry.field(...)` as a
         # decorator is untyped, which `mypy --strict` refuses in the ejected code
+        directives = self._directives(name, str(operation.get("operationId") or ""))
         return (
             f"    {python_name}: {returns} = strawberry.field(\n"
-            f"        resolver={resolver}, name={name!r}{_description(description)}{deprecated}\n"
+            f"        resolver={resolver}, name={name!r}{_description(description)}{deprecated}{directives}\n"
             "    )"
         )
+
+    def _directives(self, name: str, operation_id: str) -> str:
+        """The authorization directives `openapi(authorize=...)` puts on the field ``name``
+        (by field name, operationId or ``*``): ``"authenticated"``, or scopes ``[["a", "b"], ["c"]]``
+        (`bff.RequiresScopes`: any inner list, all of its scopes)."""
+        rule = next((self.authorize[k] for k in (name, operation_id, "*") if k in self.authorize), None)
+        if rule is None:
+            return ""
+        if rule == "authenticated":
+            self._directives_used.add("Authenticated")
+            return ", directives=[Authenticated()]"
+        if isinstance(rule, str):
+            rule = [[rule]]
+        scopes = [[str(scope) for scope in group] for group in rule]
+        self._directives_used.add("RequiresScopes")
+        return f", directives=[RequiresScopes(scopes={scopes!r})]"
 
     def _fetch_function(
         self,
@@ -953,6 +990,7 @@ class OpenAPISource:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)
+    authorize: Mapping[str, Any] = field(default_factory=dict)
 
     def generate(self, taken_types: Sequence[str] = (), *, links: Sequence[LinkPlan] = ()) -> Generated:
         try:
@@ -966,6 +1004,7 @@ class OpenAPISource:
                 names=self.names,
                 taken_types=taken_types,
                 links=links,
+                authorize=self.authorize,
             ).generate()
         except SourceError as exc:
             raise SourceError(f"source {self.name!r}: {exc}") from None

@@ -309,3 +309,25 @@ async def test_the_safeguards_apply_to_a_sources_schema(pets: tuple[str, Calls],
         suggestion = await _query(bff, cookie, "{ listPet { id } }")
         assert "Did you mean" not in str(suggestion)
         assert calls.count() == 0
+
+
+async def test_authorization_directives_on_source_fields(pets: tuple[str, Calls], issuer: TestIssuer) -> None:
+    """``authorize``: a field of a source behind ``@requiresScopes``/``@authenticated``; a denied
+    field is FORBIDDEN and never calls the service."""
+    from tests.support.sessions import store_session
+
+    url, calls = pets
+    rules = {"createPet": [["pets:write"]], "*": "authenticated"}
+    schema = build_schema(sources=[openapi("pets", PETS_SPEC, authorize=rules)])
+    assert '@requiresScopes(scopes: [["pets:write"]])' in schema.as_str()
+    async with running(schema, pets=url) as bff:
+        reader = await store_session(bff.resources, issuer.token("bob"), sub="bob", scope="openid pets:read")
+        writer = await store_session(bff.resources, issuer.token("ann"), sub="ann", scope="openid pets:write")
+        create = 'mutation { createPet(input: {name: "Nemo"}) { name } }'
+        calls.clear()
+        denied = await _query(bff, reader, create)
+        assert denied["data"] == {"createPet": None}
+        assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert calls.count("POST") == 0
+        assert (await _query(bff, writer, create)) == {"data": {"createPet": {"name": "Nemo"}}}
+        assert (await _query(bff, reader, "{ get_pet(petId: 1) { name } }")) == {"data": {"get_pet": {"name": "Rex"}}}

@@ -16,6 +16,7 @@ async def store_session(
     ttl: float = 3600,
     lifetime: float | None = None,
     refresh_token: str | None = "r",
+    scope: str | None = None,
 ) -> str:
     """Create a session holding ``access_token`` (valid ``ttl`` more seconds, issued ``lifetime``
     seconds before it expires); returns the signed cookie value."""
@@ -28,6 +29,7 @@ async def store_session(
             expires_at=now + ttl,
             issued_at=now + ttl - (lifetime if lifetime is not None else ttl),
             refresh_token=refresh_token,
+            scope=scope,
         ),
         created_at=now,
         last_seen=now,
