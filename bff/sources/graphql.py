@@ -115,13 +115,15 @@ class GraphQLSource:
     timeout: float = 10.0
     #: the BFF's own token (client credentials), asked for only when the service refuses introspection
     token: Callable[[], str | None] | None = field(default=None, repr=False, compare=False)
-    _schema: tuple[GraphQLSchema, str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+    _remote_schema: tuple[GraphQLSchema, str, list[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def schema(self) -> tuple[GraphQLSchema, str, list[str]]:
         """The service's schema (introspected once), where it came from, and what reading it noticed."""
-        if self._schema is None:
-            self._schema = self._read()
-        return self._schema
+        if self._remote_schema is None:
+            self._remote_schema = self._read()
+        return self._remote_schema
 
     def _read(self) -> tuple[GraphQLSchema, str, list[str]]:
         spec = self.sdl.strip() if self.sdl is not None else "introspect"
