@@ -18,6 +18,7 @@ import builtins
 import json
 import keyword
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,10 +242,17 @@ class _Unauthorized(Exception):
 def _introspection(endpoint: str, query: str, where: str, timeout: float, headers: dict[str, str]) -> dict[str, Any]:
     import httpx
 
-    try:
-        response = httpx.post(endpoint, json={"query": query}, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
+    deadline = time.monotonic() + timeout
+    while True:  # a refused connection is tried again: the service may be starting beside the BFF
+        try:
+            response = httpx.post(endpoint, json={"query": query}, headers=headers, timeout=timeout)
+            break
+        except httpx.ConnectError as exc:
+            if time.monotonic() >= deadline:
+                raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
+            time.sleep(0.25)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
     if response.status_code in (401, 403):
         raise _Unauthorized(
             f"{where} was refused (HTTP {response.status_code}): the service wants a token (set BFF_OIDC_* for "

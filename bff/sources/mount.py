@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,20 +54,32 @@ def read_document(spec: str | Mapping[str, Any], *, timeout: float = 10.0) -> di
         return dict(spec)
     text: str
     if spec.startswith(("http://", "https://")):
-        import httpx
-
-        try:
-            response = httpx.get(spec, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise SourceError(f"cannot read {spec}: {exc}") from None
-        text = response.text
+        text = _fetch(spec, timeout)
     else:
         try:
             text = Path(spec).read_text(encoding="utf-8")
         except OSError as exc:
             raise SourceError(f"cannot read {spec}: {exc.strerror or exc}") from None
     return parse_document(text, spec)
+
+
+def _fetch(url: str, timeout: float) -> str:
+    """The document at ``url``. A refused connection is tried again for ``timeout`` seconds: a
+    service starting beside the BFF (a compose file, a test harness) may not listen yet."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.get(url, timeout=timeout, follow_redirects=True)
+            response.raise_for_status()
+            return response.text
+        except httpx.ConnectError as exc:
+            if time.monotonic() >= deadline:
+                raise SourceError(f"cannot read {url}: {exc}") from None
+            time.sleep(0.25)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot read {url}: {exc}") from None
 
 
 def parse_document(text: str, where: str = "the document") -> dict[str, Any]:
