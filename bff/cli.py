@@ -160,7 +160,7 @@ def check(args: argparse.Namespace) -> int:
         print(f"  BFF_{key.upper()} = {json.dumps(value)}")
     try:
         schema = for_settings(settings_schema(settings), settings)
-        schema_check = PartCheck("schema", True, f"{settings.schema_ref}: {_describe(schema)}")
+        schema_check = PartCheck("schema", True, f"{_schema_origin(settings)}: {_describe(schema)}")
     except SchemaError as exc:
         schema_check = PartCheck("schema", False, str(exc))
     unknown = unknown_variables(os.environ)
@@ -291,6 +291,17 @@ def demo_upstream(args: argparse.Namespace) -> int:
     app = factory(validator, latency=args.latency_ms / 1000)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _schema_origin(settings: Any) -> str:
+    """What the served schema is built from: BFF_SCHEMA's reference, and the declarative sources."""
+    from bff.sources import from_settings
+
+    names = [source.name for source in from_settings(settings) if hasattr(source, "spec") or hasattr(source, "sdl")]
+    if not names:
+        return str(settings.schema_ref)
+    sources = f"the sources {', '.join(names)}"
+    return sources if "schema_ref" not in settings.model_fields_set else f"{settings.schema_ref} with {sources}"
 
 
 def generate_sources(output: Path) -> int:
