@@ -91,6 +91,15 @@ def free_port() -> int:
             return port
 
 
+def reserve_port(port: int) -> bool:
+    """Keep ``port`` from being handed out by `free_port` in this process (a Redis Cluster node's
+    bus port, ``port + 10000``); False when it was handed out already."""
+    if port in _HANDED_OUT:
+        return False
+    _HANDED_OUT.add(port)
+    return True
+
+
 @contextlib.asynccontextmanager
 async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Run an ASGI app with uvicorn on a loopback port in this event loop; yields its base URL."""

@@ -32,7 +32,8 @@ serve = testing.serve
 
 
 def cluster_port() -> int:
-    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too, and kept from later
+    `free_port` calls (another node of the same cluster once got it, and the cluster would not form)."""
     while True:
         port = free_port()
         if port > 55535:
@@ -42,7 +43,8 @@ def cluster_port() -> int:
                 sock.bind(("127.0.0.1", port + 10000))
             except OSError:
                 continue
-        return port
+        if testing.reserve_port(port + 10000):
+            return port
 
 
 def missing_component(message: str) -> NoReturn:
