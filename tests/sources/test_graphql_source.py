@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from bff.sources.delegate import Remote
 from bff.sources.graphql import GraphQLSource, graphql
 from tests.conftest import Bff, make_settings
 from tests.sources.remote_service import ODD_SDL, SCHEMA, ZOO_SDL, Recorder, odd_app, remote_app
-from tests.support.servers import serve
+from tests.support.servers import require_binary, serve
 from tests.support.tokens import TestIssuer
 
 ROOT = FilePath(__file__).resolve().parents[2]
@@ -324,13 +323,19 @@ def test_a_service_that_cannot_be_introspected_is_a_one_line_error() -> None:
         build_schema(sources=[graphql("remote", "type Query {")])
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
 def test_the_generated_module_passes_ruff_and_mypy_strict(tmp_path: FilePath) -> None:
     code = GraphQLSource("remote", SCHEMA.as_str()).generate(["Product"]).code
     module = tmp_path / "remote_source.py"
     module.write_text(code)
     ruff = subprocess.run(
-        ["ruff", "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(module)],
+        [
+            require_binary("ruff", "pip install ruff"),
+            "check",
+            "--no-cache",
+            "--config",
+            str(ROOT / "pyproject.toml"),
+            str(module),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -36,7 +35,7 @@ from bff.app import create_app
 from bff.sources import openapi
 from tests.conftest import Bff, make_settings
 from tests.sources.services import Calls
-from tests.support.servers import serve
+from tests.support.servers import require_binary, serve
 from tests.support.tokens import TestIssuer
 
 CORPUS = Path(__file__).parent / "specs" / "corpus"
@@ -290,14 +289,17 @@ def test_a_real_world_document_mounts_with_its_operations(case: Case) -> None:
     assert not missing, missing
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
 def test_the_generated_modules_pass_ruff(tmp_path: Path) -> None:
     for case in CASES:
         generated = openapi("corpus", str(CORPUS / case.file)).generate()
         if generated.query_fields or generated.mutation_fields:
             (tmp_path / f"{case.file.removesuffix('.yaml').replace('-', '_')}.py").write_text(generated.code)
     done = subprocess.run(
-        ["ruff", "check", "--isolated", "--no-cache", "."], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [require_binary("ruff", "pip install ruff"), "check", "--isolated", "--no-cache", "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout
 
