@@ -18,7 +18,6 @@ import builtins
 import json
 import keyword
 import textwrap
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ from graphql import (
 )
 
 from bff.sources.links import RemoteOperation
-from bff.sources.mount import Mounted, SourceError, mount
+from bff.sources.mount import Mounted, SourceError, mount, send_at_start
 from bff.sources.names import Unique, snake
 from bff.sources.openapi import Generated
 
@@ -240,19 +239,8 @@ class _Unauthorized(Exception):
 
 
 def _introspection(endpoint: str, query: str, where: str, timeout: float, headers: dict[str, str]) -> dict[str, Any]:
-    import httpx
 
-    deadline = time.monotonic() + timeout
-    while True:  # a refused connection is tried again: the service may be starting beside the BFF
-        try:
-            response = httpx.post(endpoint, json={"query": query}, headers=headers, timeout=timeout)
-            break
-        except httpx.ConnectError as exc:
-            if time.monotonic() >= deadline:
-                raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
-            time.sleep(0.25)
-        except httpx.HTTPError as exc:
-            raise SourceError(f"{where} failed: {_one_line(exc) or type(exc).__name__}") from None
+    response = send_at_start("POST", endpoint, f"{where} failed", timeout, json={"query": query}, headers=headers)
     if response.status_code in (401, 403):
         raise _Unauthorized(
             f"{where} was refused (HTTP {response.status_code}): the service wants a token (set BFF_OIDC_* for "

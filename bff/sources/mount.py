@@ -63,23 +63,34 @@ def read_document(spec: str | Mapping[str, Any], *, timeout: float = 10.0) -> di
     return parse_document(text, spec)
 
 
-def _fetch(url: str, timeout: float) -> str:
-    """The document at ``url``. A refused connection is tried again for ``timeout`` seconds: a
-    service starting beside the BFF (a compose file, a test harness) may not listen yet."""
+def send_at_start(method: str, url: str, where: str, timeout: float, **kwargs: Any) -> Any:
+    """One synchronous request made while the schema is built (a document, an introspection). A
+    refused connection is tried again for ``timeout`` seconds: a service starting beside the BFF (a
+    compose file, a test harness) may not listen yet. Any other failure is a one-line `SourceError`
+    starting with ``where``."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            response = httpx.get(url, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-            return response.text
+            return httpx.request(method, url, timeout=timeout, **kwargs)
         except httpx.ConnectError as exc:
             if time.monotonic() >= deadline:
-                raise SourceError(f"cannot read {url}: {exc}") from None
+                raise SourceError(f"{where}: {_one_line(exc)}") from None
             time.sleep(0.25)
         except httpx.HTTPError as exc:
-            raise SourceError(f"cannot read {url}: {exc}") from None
+            raise SourceError(f"{where}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _fetch(url: str, timeout: float) -> str:
+    response = send_at_start("GET", url, f"cannot read {url}", timeout, follow_redirects=True)
+    if response.status_code >= 400:
+        raise SourceError(f"cannot read {url}: HTTP {response.status_code}")
+    return str(response.text)
 
 
 def parse_document(text: str, where: str = "the document") -> dict[str, Any]:

@@ -174,7 +174,6 @@ class OpenAPIGenerator:
         self.links: dict[str, list[LinkPlan]] = {}
         for plan in links:
             self.links.setdefault(plan.link.parent_type, []).append(plan)
-        self.linked: set[str] = set()
         self.doc = document
         self.prefix = prefix
         self.include = frozenset(include)
@@ -486,7 +485,6 @@ class OpenAPIGenerator:
         if output:
             properties = {prop: attribute for _g, attribute, _r, _d, _q, prop in fields}
             for plan in self.links.get(name, []):
-                self.linked.add(plan.link.on)
                 lines.append(self._link_method(plan, properties, attributes, name))
         self._blocks.append("\n".join(lines))
         if output:

@@ -20,9 +20,6 @@ from strawberry.dataloader import DataLoader
 from strawberry.types.base import has_object_definition
 from strawberry.types.unset import UNSET
 
-from bff.errors import UpstreamError
-
-T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
 #: integers past GraphQL's 32-bit Int (OpenAPI ``format: int64``), passed as JSON numbers
@@ -94,10 +91,6 @@ def objects(convert: Callable[[Any], Any], value: Any) -> Any:
 
 def scalars(value: Any) -> Any:
     return value if isinstance(value, list) else None
-
-
-def mapping(value: Any) -> Mapping[str, Any] | None:
-    return value if isinstance(value, dict) else None
 
 
 def to_json(value: Any) -> Any:
@@ -217,10 +210,6 @@ async def call(
     return await client.call_json(
         method, url, body=None if body is UNSET else to_json(body), has_body=body is not UNSET, headers=sent_headers
     )
-
-
-def unexpected(upstream: str, what: str) -> UpstreamError:
-    return UpstreamError(upstream, f"Upstream {upstream!r} sent {what}")
 
 
 def done(value: Any) -> bool:
