@@ -480,11 +480,15 @@ class OIDCClient:
             return None
         return bool(body["active"])
 
-    async def client_credentials(self, scope: str | None = None) -> TokenSet:
-        """The BFF's own token (client_credentials grant), for upstream calls without a user."""
+    async def client_credentials(
+        self, scope: str | None = None, *, resource: str | None = None, audience: str | None = None
+    ) -> TokenSet:
+        """The BFF's own token (client_credentials grant), for upstream calls without a user;
+        ``resource`` (RFC 8707) and ``audience`` (Auth0) name the API it is for."""
         meta = await self.metadata()
         async with self._provider_errors("client_credentials"):
-            extra = {"scope": scope} if scope else {}
+            wanted = {"scope": scope, "resource": resource, "audience": audience}
+            extra = {key: value for key, value in wanted.items() if value}
             raw = await self._http.fetch_token(meta.token_endpoint, grant_type="client_credentials", **extra)
             return _token_set(dict(raw), self.clock())
 

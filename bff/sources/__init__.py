@@ -13,9 +13,12 @@ code as a module a team can take over."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bff.auth.oidc import OIDCClient
 from bff.settings import Settings, UpstreamSettings
 from bff.sources.graphql import GraphQLSource, graphql
 from bff.sources.links import Link, link, read_links
@@ -78,35 +81,35 @@ def from_settings(settings: Settings) -> list[Any]:
 
 
 def client_credentials(settings: Settings, upstream: UpstreamSettings) -> Callable[[], str | None] | None:
-    """The BFF's own token for ``upstream`` (an OAuth client-credentials grant at the IdP, with the
-    upstream's resource, audience and scopes), for reading a source that wants one at start: a
-    synchronous call, as the schema is built before the server runs. None without an IdP."""
+    """The BFF's own token for ``upstream`` (`OIDCClient.client_credentials`, with the upstream's
+    resource, audience and scopes), for reading a source that wants one at start. The schema is built
+    before the server's event loop runs, or inside one (a test, an embedding app), so the grant runs
+    in a thread of its own. None without an IdP; a refusal is None too (the caller says what to do)."""
     if not (settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret):
         return None
     issuer, client_id = settings.oidc_issuer, settings.oidc_client_id
     secret = settings.oidc_client_secret.get_secret_value()
 
-    def token() -> str | None:
-        import httpx
-
-        form: dict[str, str] = {"grant_type": "client_credentials"}
-        for key, value in (
-            ("resource", upstream.resource),
-            ("audience", upstream.audience),
-            ("scope", upstream.scopes),
-        ):
-            if value:
-                form[key] = value
-        auth: tuple[str, str] | None = (client_id, secret)
-        if settings.oidc_client_auth_method == "client_secret_post":
-            form.update(client_id=client_id, client_secret=secret)
-            auth = None
+    async def grant() -> str | None:
+        client = OIDCClient(
+            issuer=issuer,
+            client_id=client_id,
+            client_secret=secret,
+            auth_method=settings.oidc_client_auth_method,
+            timeout=settings.oidc_timeout_seconds,
+        )
         try:
-            meta = httpx.get(f"{issuer.rstrip('/')}/.well-known/openid-configuration", timeout=5).json()
-            answer = httpx.post(meta["token_endpoint"], data=form, auth=auth, timeout=5).json()
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            tokens = await client.client_credentials(
+                upstream.scopes, resource=upstream.resource, audience=upstream.audience
+            )
+        except Exception:  # best effort: without it the introspection's refusal is reported as it is
             return None
-        value = answer.get("access_token") if isinstance(answer, dict) else None
-        return value if isinstance(value, str) else None
+        finally:
+            await client.aclose()
+        return tokens.access_token
+
+    def token() -> str | None:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, grant()).result()
 
     return token
