@@ -19,6 +19,7 @@ import strawberry
 from strawberry import Schema as StrawberrySchema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.name_converter import NameConverter
 from strawberry.tools import merge_types
 from strawberry.types.base import get_object_definition
 
@@ -135,7 +136,8 @@ def add_sources(schema: BFFSchema, sources: Sequence[DeclarativeSource]) -> BFFS
     options = schema.bff_options
     if not sources or not isinstance(options, SchemaOptions):
         return schema
-    query, mutation, scalars, classes = with_sources(options.query, options.mutation, sources, options.types)
+    taken = schema.schema_converter.type_map  # the schema is built: no second build to learn its names
+    query, mutation, scalars, classes = with_sources(options.query, options.mutation, sources, options.types, taken)
     overrides = {**scalars, **(options.scalar_overrides or {})}
     types = (*options.types, *classes)
     return _build(
@@ -144,17 +146,22 @@ def add_sources(schema: BFFSchema, sources: Sequence[DeclarativeSource]) -> BFFS
 
 
 def with_sources(
-    query: type | None, mutation: type | None, sources: Sequence[DeclarativeSource], types: Sequence[Any] = ()
+    query: type | None,
+    mutation: type | None,
+    sources: Sequence[DeclarativeSource],
+    types: Sequence[Any] = (),
+    taken_names: Iterable[str] | None = None,
 ) -> tuple[type, type | None, dict[object, Any], list[Any]]:
-    """``query`` and ``mutation`` with the root fields of ``sources`` merged in, and the scalar
-    definitions their types need (a field name taken
-    twice is a `SchemaError`; a source's type named like one of yours is renamed, with a warning)."""
+    """``query`` and ``mutation`` with the root fields of ``sources`` merged in, the scalar
+    definitions and the classes their types need (a field name taken twice is a `SchemaError`; a
+    source's type named like one of yours is renamed, with a warning). ``taken_names``: your types'
+    names when a schema of them is built already."""
     if not sources:
         if query is None:
             raise SchemaError(f"a schema needs a Query type: {HOW_TO_BUILD}")
         return query, mutation, {}, []
-    taken: set[str] = set()
-    if query is not None:
+    taken: set[str] = set(taken_names or ())
+    if taken_names is None and query is not None:
         taken.update(StrawberrySchema(query=query, mutation=mutation, types=list(types)).schema_converter.type_map)
     scalars: dict[object, Any] = {}
     classes: list[Any] = []
@@ -176,6 +183,10 @@ def with_sources(
     return merged_query, _merged("Mutation", mutations), scalars, classes
 
 
+#: Strawberry's default naming (``list_pets`` -> ``listPets``), to find a root field named twice
+_NAMES = NameConverter()
+
+
 def _up() -> bool:
     return True
 
@@ -194,7 +205,7 @@ def _merged(name: str, roots: list[type]) -> type | None:
     for root in roots:
         definition = get_object_definition(root, strict=True)
         for field in definition.fields:
-            field_name = field.graphql_name or field.python_name
+            field_name = _NAMES.from_field(field)  # the name the schema gives it (camelCase by default)
             if field_name in seen:
                 raise SchemaError(
                     f"the {name} field {field_name!r} comes from both {_origin(seen[field_name])} and "
