@@ -29,6 +29,7 @@ from bff.settings import Settings, UpstreamSettings, mask_url
 from bff.telemetry import traced_transport
 from bff.upstream.aio import AiohttpUpstream
 from bff.upstream.base import HTTPClient, RejectionCooldown, circuit_breakers
+from bff.upstream.h1 import H1Upstream
 from bff.upstream.transport import UpstreamTransport
 
 log = logging.getLogger("bff")
@@ -367,15 +368,15 @@ def upstream_client(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     traced: bool = False,
-    implementation: str = "aiohttp",
+    implementation: str = "h1",
 ) -> HTTPClient:
     """One pooled, keep-alive client per upstream for the whole process.
 
-    aiohttp directly (`bff.upstream.aio`) unless a test transport is given, OpenTelemetry is on
-    (its spans come from httpx's instrumentation) or ``BFF_UPSTREAM_CLIENT=httpx``; then httpx
-    with aiohttp's pool behind it (`bff.upstream.transport`)."""
-    if transport is None and not traced and implementation == "aiohttp":
-        return AiohttpUpstream(
+    Our HTTP/1.1 pool (`bff.upstream.h1`; ``BFF_UPSTREAM_CLIENT=aiohttp``: aiohttp directly) unless
+    a test transport is given, OpenTelemetry is on (its spans come from httpx's instrumentation) or
+    ``BFF_UPSTREAM_CLIENT=httpx``; then httpx with aiohttp's pool behind it (`bff.upstream.transport`)."""
+    if transport is None and not traced and implementation in ("aiohttp", "h1"):
+        return (H1Upstream if implementation == "h1" else AiohttpUpstream)(
             upstream.url,
             timeout=upstream.timeout_seconds,
             max_connections=upstream.max_connections,  # aiohttp keeps idle connections up to this

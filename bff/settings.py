@@ -301,8 +301,9 @@ class Settings(BaseSettings):
     upstream_unauthorized_cooldown_seconds: float = Field(default=30.0, ge=0)
 
     upstreams: dict[str, UpstreamSettings] = {}
-    #: "aiohttp" (direct, fastest) or "httpx" (httpx's client over aiohttp's pool; always used with OTel)
-    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    #: "h1" (our HTTP/1.1 pool, fastest; streams on aiohttp), "aiohttp" (aiohttp's client directly) or
+    #: "httpx" (httpx's client over aiohttp's pool; always used with OpenTelemetry)
+    upstream_client: Literal["h1", "aiohttp", "httpx"] = "h1"
     request_timeout_seconds: float = Field(default=15.0, gt=0)
     breaker_threshold: int = Field(default=5, gt=0)
     breaker_cooldown_seconds: float = Field(default=10.0, gt=0)

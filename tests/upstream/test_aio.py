@@ -1,4 +1,5 @@
-"""The aiohttp-direct upstream client against real sockets: the same error mapping as httpx's path."""
+"""The direct upstream clients (aiohttp's, and our HTTP/1.1 pool `H1Upstream`) against real sockets:
+the same error mapping as httpx's path."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.routing import Route
 from bff.errors import UpstreamError, UpstreamTimeout, UpstreamUnauthorized
 from bff.upstream import GraphQLClient, RestClient
 from bff.upstream.aio import AiohttpUpstream
+from bff.upstream.h1 import H1Upstream
 from tests.support.servers import free_port, serve
 from tests.support.tokens import CountingTokens
 
@@ -57,10 +59,13 @@ APP = Starlette(
 )
 
 
-@pytest.fixture
-async def upstream() -> object:
+CLIENTS = [AiohttpUpstream, H1Upstream]
+
+
+@pytest.fixture(params=CLIENTS, ids=lambda cls: cls.__name__)
+async def upstream(request: pytest.FixtureRequest) -> object:
     async with serve(APP) as url:
-        http = AiohttpUpstream(url, timeout=0.5, max_connections=10)
+        http = request.param(url, timeout=0.5, max_connections=10)
         yield http
         await http.aclose()
 
@@ -89,8 +94,9 @@ async def test_failures_map_like_httpx(upstream: AiohttpUpstream) -> None:
         await client.get_json("/502")
 
 
-async def test_refused_connection_is_unreachable_not_a_timeout() -> None:
-    http = AiohttpUpstream(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10)
+@pytest.mark.parametrize("cls", CLIENTS, ids=lambda cls: cls.__name__)
+async def test_refused_connection_is_unreachable_not_a_timeout(cls: type[AiohttpUpstream]) -> None:
+    http = cls(f"http://127.0.0.1:{free_port()}", timeout=2, max_connections=10)
     try:
         client = GraphQLClient("catalog", http, CountingTokens(), endpoint=f"{http.base_url}/graphql")
         with pytest.raises(UpstreamError, match="unreachable") as refused:

@@ -1,0 +1,354 @@
+"""Upstream requests over a small HTTP/1.1 keep-alive pool of our own: asyncio protocols on the
+running loop, httptools (llhttp, the parser uvicorn uses) for the answers.
+
+Why by hand: aiohttp's ``ClientSession._request`` builds, per call, a request object, a response
+object, a stream reader, a payload writer, a timer context, trace hooks and header multidicts; on the
+viewer query (three upstream calls) that was ~25 % of the worker's CPU (py-spy, issue 26). What the BFF
+needs of an upstream exchange is narrow: a request with a small body, the whole answer in memory, a
+deadline, a pool. This does that and nothing more: one future, one timer handle and one parser per
+connection, the answer parsed in C. aiohttp stays for what is not narrow: streamed answers (SSE,
+`AiohttpUpstream.stream`). The behaviour callers see is aiohttp's, on purpose (the tests run both):
+
+* the same exceptions (httpx's: ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``,
+  ``RequestError``), so the one error mapping of `UpstreamClient` stays;
+* a request sent on a reused connection that the server closed before answering is sent once more
+  on a new one, for idempotent methods only (RFC 9112 section 9.3.1; aiohttp does the same);
+* ``Accept-Encoding: gzip, deflate`` and answers decompressed; no redirects followed; no
+  environment proxies; at most ``max_connections`` connections per upstream, further requests
+  wait for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+import zlib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import httptools
+import httpx
+import orjson
+from multidict import CIMultiDict
+
+from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
+
+#: RFC 9110 section 9.2.2
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: an idle connection older than this is closed rather than reused (aiohttp's keep-alive default)
+IDLE_SECONDS = 15.0
+#: characters left as they are in a path or query (what is already escaped stays escaped)
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_FORBIDDEN = ("\r", "\n", "\0")
+
+
+class _Closed(Exception):
+    """The connection ended before a whole answer (``fresh``: not one byte of it had arrived)."""
+
+    def __init__(self, fresh: bool) -> None:
+        super().__init__("the upstream closed the connection before answering")
+        self.fresh = fresh
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: at most one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.head = False  # the exchange is a HEAD request: its answer has no body, whatever it says
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.received = False
+        self.headers_done = False
+        self.complete = False
+        self.delimited = False  # Content-Length or chunked: else the body ends with the connection
+        self.keep_alive = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():  # bytes nobody asked for: the state is unknown
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"malformed answer: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._ended()
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._ended()
+
+    def _ended(self) -> None:
+        if self.complete or self.waiter is None or self.waiter.done():
+            return
+        if self.headers_done and not self.delimited:
+            self.complete = True  # an answer without a length ends with its connection
+            self.waiter.set_result(None)
+        else:
+            self._fail(_Closed(fresh=not self.received))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+            self.delimited = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp knows it only until the message ends
+        self.headers_done = True
+        if self.head and self.status >= 200:
+            self.complete = True  # the parser would wait for the body its Content-Length announces
+            self.closed = True  # and would then read the next answer as that body: not reused
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._reset()
+            self.received = True
+            return
+        self.complete = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    # the exchange
+
+    def exchange(self, payload: bytes, loop: asyncio.AbstractEventLoop, *, head: bool) -> asyncio.Future[None]:
+        """Send ``payload``; the future completes with the whole answer in this connection's state."""
+        self._reset()
+        self.head = head
+        self.waiter = loop.create_future()
+        assert self.transport is not None
+        self.transport.write(payload)
+        return self.waiter
+
+    def reusable(self) -> bool:
+        return not self.closed and self.complete and self.keep_alive
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    """The connections to one origin (scheme, host, port)."""
+
+    def __init__(self, scheme: str, host: str, port: int) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.idle: collections.deque[_Connection] = collections.deque()
+
+    def take(self, now: float) -> _Connection | None:
+        """The most recently used live idle connection (older ones time out at the server first)."""
+        while self.idle:
+            connection = self.idle.pop()
+            transport = connection.transport
+            fresh = transport is not None and not transport.is_closing()
+            if fresh and not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class H1Upstream(AiohttpUpstream):
+    """`AiohttpUpstream` whose plain requests (`request`, `get`) go through `_Pool`; streamed
+    answers (`stream`) stay on aiohttp's session."""
+
+    def __init__(self, base_url: str, *, timeout: float, max_connections: int) -> None:
+        super().__init__(base_url, timeout=timeout, max_connections=max_connections)
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._slots = asyncio.Semaphore(max_connections)
+        self._ssl: ssl.SSLContext | None = None
+        base = urlsplit(self.base_url)
+        self._base_pool = self._pool(base.scheme, base.hostname or "", base.port)
+        self._base_path = base.path.rstrip("/")
+        self._base_host = base.netloc.rpartition("@")[2].encode("idna")
+
+    def _pool(self, scheme: str, host: str, port: int | None) -> _Pool:
+        if scheme not in ("http", "https") or not host:
+            raise httpx.UnsupportedProtocol(f"not an http(s) URL: {scheme}://{host}")
+        port = port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(scheme, host, port)
+        return pool
+
+    def _target(self, url: str, params: Mapping[str, Any] | None) -> tuple[_Pool, bytes, str]:
+        """Where ``url`` goes: the pool, the Host header and the request target (path and query)."""
+        if url.startswith(("http://", "https://")):
+            parts = urlsplit(url)
+            pool = self._pool(parts.scheme, parts.hostname or "", parts.port)
+            host = parts.netloc.rpartition("@")[2].encode("idna")
+            path, query = parts.path or "/", parts.query
+        else:
+            pool, host = self._base_pool, self._base_host
+            relative = url.lstrip("/")
+            path = f"{self._base_path}/{relative}" if relative else self._base_path or "/"
+            path, _, query = path.partition("?")
+        target = quote(path, safe=_PATH_SAFE)
+        if query:
+            target = f"{target}?{quote(query, safe=_QUERY_SAFE)}"
+        if params:
+            encoded = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
+            target = f"{target}{'&' if query else '?'}{encoded}"
+        return pool, host, target
+
+    async def _connect(self, pool: _Pool, seconds: float, url: str) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext | None = None
+        if pool.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(seconds):
+                _, connection = await loop.create_connection(_Connection, pool.host, pool.port, ssl=context)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connect timed out: {url}") from None
+        except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+            raise httpx.ConnectError(f"cannot connect: {url}") from exc
+        return connection
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> UpstreamResponse:
+        """Raises httpx's ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout`` or ``RequestError``."""
+        seconds = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+        if seconds is None:
+            seconds = self.timeout.read or 300.0
+        pool, host, target = self._target(url, params)
+        body = orjson.dumps(json) if json is not None else content
+        head = [f"{method} {target} HTTP/1.1\r\nHost: ", host.decode("ascii"), "\r\n"]
+        given = {name.lower() for name in headers} if headers else set()
+        if headers:
+            for name, value in headers.items():
+                if any(bad in name or bad in value for bad in _FORBIDDEN) or ":" in name:
+                    raise httpx.RequestError(f"invalid header {name!r}: {url}")
+                head.append(f"{name}: {value}\r\n")
+        if json is not None and "content-type" not in given:
+            head.append("Content-Type: application/json\r\n")
+        if "accept" not in given:
+            head.append("Accept: */*\r\n")
+        if "accept-encoding" not in given:
+            head.append("Accept-Encoding: gzip, deflate\r\n")
+        if "user-agent" not in given:
+            head.append("User-Agent: bff\r\n")
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}\r\n")
+        head.append("\r\n")
+        try:
+            payload = "".join(head).encode("latin-1") + (body or b"")
+        except UnicodeEncodeError:
+            raise httpx.RequestError(f"a header is not Latin-1: {url}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._slots:
+                    return await self._exchange(pool, payload, method, url, deadline, loop)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"timed out: {url}") from None
+
+    async def _exchange(
+        self, pool: _Pool, payload: bytes, method: str, url: str, deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> UpstreamResponse:
+        connection = pool.take(time.monotonic())
+        retry = method in IDEMPOTENT and connection is not None
+        while True:
+            if connection is None:
+                connection = await self._connect(pool, deadline - loop.time(), url)
+            try:
+                await connection.exchange(payload, loop, head=method == "HEAD")
+            except _Closed as closed:
+                connection.close()
+                if retry and closed.fresh:  # a stale keep-alive connection: nothing reached the upstream
+                    retry, connection = False, None
+                    continue
+                raise httpx.RequestError(f"ServerDisconnectedError: {url}") from None
+            except BaseException:  # cancelled, timed out, malformed: the connection's state is unknown
+                connection.close()
+                raise
+            return self._answer(connection, pool, url)
+
+    def _answer(self, connection: _Connection, pool: _Pool, url: str) -> UpstreamResponse:
+        headers: CIMultiDict[str] = CIMultiDict()
+        encoding = b""
+        for name, value in connection.headers:
+            if name.lower() == b"content-encoding":
+                encoding = value.strip().lower()
+            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        content = b"".join(connection.body)
+        status = connection.status
+        if connection.reusable():
+            connection.idle_since = time.monotonic()
+            pool.idle.append(connection)
+        else:
+            connection.close()
+        if encoding in (b"gzip", b"x-gzip", b"deflate") and content:
+            try:
+                content = _decompress(content, encoding)
+            except zlib.error:
+                raise httpx.DecodingError(f"cannot decode the {encoding.decode()} answer: {url}") from None
+        return UpstreamResponse(status, headers, content)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        await super().aclose()
+
+
+def _decompress(content: bytes, encoding: bytes) -> bytes:
+    if encoding == b"deflate":
+        try:
+            return zlib.decompress(content)  # zlib-wrapped, as RFC 9110 says
+        except zlib.error:
+            return zlib.decompress(content, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
+    return zlib.decompress(content, 16 + zlib.MAX_WBITS)
