@@ -38,6 +38,7 @@ from bff.web.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
     CSRFMiddleware,
+    GraphQLEntry,
     LastResortMiddleware,
     NoStoreMiddleware,
     OriginLoggingCORSMiddleware,
@@ -87,7 +88,7 @@ def create_app(
             finally:
                 signals.uninstall()
 
-    app = FastAPI(
+    app = BFFApp(
         title="bff",
         lifespan=lifespan,
         docs_url=None if production else "/docs",
@@ -140,7 +141,17 @@ def create_app(
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     if settings.otel_enabled:
-        instrument(app)
+        instrument(app)  # its middleware must see every request: no GraphQLEntry
+    else:
+        app.graphql_entry = GraphQLEntry(
+            handler,
+            route=_route(app, "/graphql"),
+            # the same rule as the stack's (only its `refusal` is used)
+            csrf=CSRFMiddleware(app.router, cookie_name=settings.cookie_name, allowed_origins=allowed, refused=refused),
+            cors_origins=allowed,
+            max_bytes=settings.max_body_bytes,
+            security_headers=production,
+        )
     # added last, so outermost: only Starlette's own ServerErrorMiddleware is outside it, and that
     # one never sees an exception again
     app.add_middleware(LastResortMiddleware)
@@ -195,6 +206,22 @@ def load_schema(reference: str) -> BFFSchema:
             kind = f"a {type(value).__qualname__}"
         raise SchemaError(f"schema reference {reference!r} names {kind}, not a schema: {HOW_TO_BUILD}")
     return value
+
+
+class BFFApp(FastAPI):
+    """FastAPI, with ``POST /graphql`` taken by `GraphQLEntry` before FastAPI's and our middleware
+    stacks when every check of theirs passes (`GraphQLEntry.takes`); everything else goes through
+    them as usual."""
+
+    graphql_entry: GraphQLEntry | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = self.graphql_entry
+        if entry is not None and scope["type"] == "http" and not self.root_path and entry.takes(scope):
+            scope["app"] = self
+            await entry(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class GraphQLRoute:
