@@ -155,6 +155,13 @@ class _Connection(asyncio.Protocol):
         self.transport.write(payload)
         return self.waiter
 
+    def expire(self) -> None:
+        """The exchange's deadline passed: it fails, and the connection goes (a late answer to
+        it would be read as the answer to the next request)."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(TimeoutError())
+            self.close()
+
     def reusable(self) -> bool:
         return not self.closed and self.complete and self.keep_alive
 
@@ -290,12 +297,18 @@ class H1Upstream(AiohttpUpstream):
             raise httpx.RequestError(f"a header is not Latin-1: {url}") from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        if self._slots.locked():  # every connection is busy: wait for one, within the deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"timed out waiting for a connection: {url}") from None
+        else:
+            await self._slots.acquire()  # at once
         try:
-            async with asyncio.timeout_at(deadline):
-                async with self._slots:
-                    return await self._exchange(pool, payload, method, url, deadline, loop)
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"timed out: {url}") from None
+            return await self._exchange(pool, payload, method, url, deadline, loop)
+        finally:
+            self._slots.release()
 
     async def _exchange(
         self, pool: _Pool, payload: bytes, method: str, url: str, deadline: float, loop: asyncio.AbstractEventLoop
@@ -305,17 +318,24 @@ class H1Upstream(AiohttpUpstream):
         while True:
             if connection is None:
                 connection = await self._connect(pool, deadline - loop.time(), url)
+            # the deadline as one timer on the exchange's own future (no asyncio.timeout object per call)
+            waiter = connection.exchange(payload, loop, head=method == "HEAD")
+            timer = loop.call_at(deadline, connection.expire)
             try:
-                await connection.exchange(payload, loop, head=method == "HEAD")
+                await waiter
             except _Closed as closed:
                 connection.close()
                 if retry and closed.fresh:  # a stale keep-alive connection: nothing reached the upstream
                     retry, connection = False, None
                     continue
                 raise httpx.RequestError(f"ServerDisconnectedError: {url}") from None
-            except BaseException:  # cancelled, timed out, malformed: the connection's state is unknown
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"timed out: {url}") from None
+            except BaseException:  # cancelled, malformed: the connection's state is unknown
                 connection.close()
                 raise
+            finally:
+                timer.cancel()
             return self._answer(connection, pool, url)
 
     def _answer(self, connection: _Connection, pool: _Pool, url: str) -> UpstreamResponse:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -56,7 +57,7 @@ async def send_json(send: Send, status: int, body: dict[str, object]) -> None:
 
 def request_id_for(incoming: str) -> str:
     """A sane incoming X-Request-ID, or a new one."""
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4().hex's form, cheaper
 
 
 class RequestIdMiddleware:
