@@ -51,6 +51,7 @@ def uvicorn_options(max_message_bytes: int) -> dict[str, Any]:
         "ws": "bff.protocols:WebSocketProtocol",
         "ws_max_size": max_message_bytes,
         "ws_per_message_deflate": False,
+        "server_header": False,  # no "server: uvicorn" on every answer: it tells clients nothing they need
     }
 
 

@@ -183,11 +183,32 @@ class UpstreamClient:
         retry = (
             method in ("GET", "HEAD", "OPTIONS") if idempotent is None else idempotent
         ) and self._retry_connect_errors
+        # `_authorized` and `_attempts` written out for the call every resolver makes: each closure
+        # and coroutine level they add costs on every upstream call (issue 26)
+        tokens = self._tokens
+        if tokens is None:
+            return await self._attempt(retry, method, url, None, kwargs)
+        token = await tokens.access_token()
+        try:
+            return await self._attempt(retry, method, url, token, kwargs)
+        except UpstreamUnauthorized:
+            token = await self._after_refusal(token)
+        try:
+            return await self._attempt(retry, method, url, token, kwargs)
+        except UpstreamUnauthorized:
+            raise self._refused_again() from None
 
-        async def send(token: str | None) -> Response:
-            return await self._attempts(retry, lambda: self._send(method, url, token, **kwargs))
-
-        return await self._authorized(send)
+    async def _attempt(self, retry: bool, method: str, url: str, token: str | None, kwargs: dict[str, Any]) -> Response:
+        """`_attempts` of `_send` without the closures."""
+        send = self._send if self._proofs is not None else self._send_once
+        if not retry:
+            return await send(method, url, token, **kwargs)
+        try:
+            return await send(method, url, token, **kwargs)
+        except _ConnectFailed as exc:
+            log.info("%s; retrying once", exc)
+            await asyncio.sleep(_RETRY_WAIT + random.random() * _RETRY_JITTER)  # noqa: S311 - jitter, not a secret
+        return await send(method, url, token, **kwargs)
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -215,17 +236,27 @@ class UpstreamClient:
         try:
             return await send(token)
         except UpstreamUnauthorized:
-            if token is None:
-                raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
-            if self._cooling():
-                raise self._refused() from None
-            token = await self._tokens.refreshed_access_token(token)
+            token = await self._after_refusal(token)
         try:
             return await send(token)
         except UpstreamUnauthorized:
-            if self._rejections is not None and self._principal is not None:
-                self._rejections.start(self.name, self._principal)
+            raise self._refused_again() from None
+
+    async def _after_refusal(self, token: str | None) -> str | None:
+        """The token to send once more after an upstream refused ``token`` (a forced refresh), or
+        the error that ends the call: no user, or this upstream cooling down for this user."""
+        if token is None:
+            raise Unauthenticated(f"Upstream {self.name!r} requires a signed-in user") from None
+        if self._cooling():
             raise self._refused() from None
+        assert self._tokens is not None
+        return await self._tokens.refreshed_access_token(token)
+
+    def _refused_again(self) -> UpstreamUnauthorized:
+        """A fresh token refused too: the cooldown starts, and the call fails."""
+        if self._rejections is not None and self._principal is not None:
+            self._rejections.start(self.name, self._principal)
+        return self._refused()
 
     def _cooling(self) -> bool:
         return (
@@ -272,12 +303,13 @@ class UpstreamClient:
             raise UpstreamTimeout(self.name, "The request's deadline passed before the upstream call")
         return remaining
 
-    def _timeout(self) -> httpx.Timeout | None:
+    def _timeout(self) -> float | None:
+        """Seconds this call may take (every client takes a float: httpx applies it to each phase)."""
         remaining = self._remaining()
         if remaining is None:
             return None
         configured = self._http.timeout.read or remaining
-        return httpx.Timeout(min(configured, remaining))
+        return min(configured, remaining)
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:

@@ -44,6 +44,8 @@ IDLE_SECONDS = 15.0
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 _FORBIDDEN = ("\r", "\n", "\0")
+#: URLs whose escaped form is remembered, per upstream
+_MAX_TARGETS = 1024
 
 
 class _Closed(Exception):
@@ -208,7 +210,8 @@ class H1Upstream(AiohttpUpstream):
         base = urlsplit(self.base_url)
         self._base_pool = self._pool(base.scheme, base.hostname or "", base.port)
         self._base_path = base.path.rstrip("/")
-        self._base_host = base.netloc.rpartition("@")[2].encode("idna")
+        self._base_host = base.netloc.rpartition("@")[2].encode("idna").decode("ascii")
+        self._targets: dict[str, tuple[_Pool, str, str]] = {}
 
     def _pool(self, scheme: str, host: str, port: int | None) -> _Pool:
         if scheme not in ("http", "https") or not host:
@@ -220,12 +223,27 @@ class H1Upstream(AiohttpUpstream):
             pool = self._pools[key] = _Pool(scheme, host, port)
         return pool
 
-    def _target(self, url: str, params: Mapping[str, Any] | None) -> tuple[_Pool, bytes, str]:
-        """Where ``url`` goes: the pool, the Host header and the request target (path and query)."""
+    def _target(self, url: str, params: Mapping[str, Any] | None) -> tuple[_Pool, str, str]:
+        """Where ``url`` goes: the pool, the Host header and the request target (path and query).
+        The escaped form of each URL is remembered (resolvers call the same few paths again and
+        again; a full table is emptied, not managed)."""
+        known = self._targets.get(url)
+        if known is None:
+            known = self._split(url)
+            if len(self._targets) >= _MAX_TARGETS:
+                self._targets.clear()
+            self._targets[url] = known
+        pool, host, target = known
+        if params:
+            encoded = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
+            target = f"{target}{'&' if '?' in target else '?'}{encoded}"
+        return pool, host, target
+
+    def _split(self, url: str) -> tuple[_Pool, str, str]:
         if url.startswith(("http://", "https://")):
             parts = urlsplit(url)
             pool = self._pool(parts.scheme, parts.hostname or "", parts.port)
-            host = parts.netloc.rpartition("@")[2].encode("idna")
+            host = parts.netloc.rpartition("@")[2].encode("idna").decode("ascii")
             path, query = parts.path or "/", parts.query
         else:
             pool, host = self._base_pool, self._base_host
@@ -235,9 +253,6 @@ class H1Upstream(AiohttpUpstream):
         target = quote(path, safe=_PATH_SAFE)
         if query:
             target = f"{target}?{quote(query, safe=_QUERY_SAFE)}"
-        if params:
-            encoded = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
-            target = f"{target}{'&' if query else '?'}{encoded}"
         return pool, host, target
 
     async def _connect(self, pool: _Pool, seconds: float, url: str) -> _Connection:
@@ -273,7 +288,7 @@ class H1Upstream(AiohttpUpstream):
             seconds = self.timeout.read or 300.0
         pool, host, target = self._target(url, params)
         body = orjson.dumps(json) if json is not None else content
-        head = [f"{method} {target} HTTP/1.1\r\nHost: ", host.decode("ascii"), "\r\n"]
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
         given = {name.lower() for name in headers} if headers else set()
         if headers:
             for name, value in headers.items():

@@ -331,6 +331,13 @@ class ValidationCaches:
         default_factory=lambda: LRU(maxsize=512, max_weight=CACHE_CHARS, weigh=lambda key, _: len(key[0]))
     )
 
+    #: the cost of each operation without variables (its document alone decides it), by the
+    #: operation node's id (the node is kept with it, so the id is not reused meanwhile); bounded as
+    #: the documents are, by the characters of the documents the nodes come from
+    fixed_costs: LRU[int, tuple[OperationDefinitionNode, int]] = field(
+        default_factory=lambda: LRU(maxsize=512, max_weight=CACHE_CHARS, weigh=lambda _, entry: _chars(entry[0]))
+    )
+
     def rules(self, requested: tuple[type[Any], ...]) -> tuple[type[Any], ...]:
         rules = self.rule_sets.get(requested)
         if rules is None:
@@ -371,9 +378,17 @@ class ValidationCaches:
             return None, [
                 GraphQLError(error.message, nodes=error.nodes, extensions={"code": BAD_USER_INPUT}) for error in coerced
             ]
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         limits = self.limits
-        cost = CostCalculator(schema, fragments, coerced.coerced, limits).operation(operation)
+        if operation.variable_definitions:
+            cost = self._cost(schema, document, operation, coerced.coerced)
+        else:
+            known = self.fixed_costs.get(id(operation))
+            if known is not None and known[0] is operation:
+                cost = known[1]
+            else:
+                cost = self._cost(schema, document, operation, coerced.coerced)
+                if _chars(operation) <= MAX_CACHED_CHARS:
+                    self.fixed_costs.put(id(operation), (operation, cost))
         if cost <= limits.max_cost:
             return coerced, []
         return coerced, [
@@ -384,9 +399,22 @@ class ValidationCaches:
             )
         ]
 
+    def _cost(
+        self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode, variables: Any
+    ) -> int:
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        return CostCalculator(schema, fragments, variables, self.limits).operation(operation)
+
     def _check(self, schema: GraphQLSchema, document: DocumentNode, rules: Any) -> list[GraphQLError]:
         shape_error = ShapeChecker(self.limits).check(document)
         return [shape_error] if shape_error is not None else _validate(schema, document, rules)
+
+
+def _chars(node: OperationDefinitionNode) -> int:
+    """The length of the document ``node`` was parsed from (what it weighs in a cache); a node
+    without its source (built, not parsed) counts as too large to keep."""
+    loc = node.loc
+    return len(loc.source.body) if loc is not None else MAX_CACHED_CHARS + 1
 
 
 def _validate(schema: GraphQLSchema, document: DocumentNode, rules: Sequence[type[Any]]) -> list[GraphQLError]:
