@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
+import string
 import time
 import zlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import httptools
 import httpx
@@ -43,6 +45,15 @@ IDLE_SECONDS = 15.0
 #: characters left as they are in a path or query (what is already escaped stays escaped)
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+#: escapes yarl decodes (its requoting, as aiohttp sent URLs): unreserved characters, ``!$'()*,``
+#: and, in a path, ``@:``, in a query ``?/:@``
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~!$'()*,")
+_PATH_DECODED = _UNRESERVED | frozenset("@:")
+_QUERY_DECODED = _UNRESERVED | frozenset("?/:@")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+#: what stays as it is in a parameter's name or value (yarl's, as aiohttp sends them: delimiters such as
+#: ``,`` of a form-style list stay literal, ``&=+;`` are escaped, a space is ``+``)
+_PARAM_SAFE = "?/:@!$'()*,"
 _FORBIDDEN = ("\r", "\n", "\0")
 #: URLs whose escaped form is remembered, per upstream
 _MAX_TARGETS = 1024
@@ -235,7 +246,9 @@ class H1Upstream(AiohttpUpstream):
             self._targets[url] = known
         pool, host, target = known
         if params:
-            encoded = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
+            encoded = urlencode(
+                {key: str(value) for key, value in params.items()}, safe=_PARAM_SAFE, quote_via=quote_plus
+            )
             target = f"{target}{'&' if '?' in target else '?'}{encoded}"
         return pool, host, target
 
@@ -250,9 +263,11 @@ class H1Upstream(AiohttpUpstream):
             relative = url.lstrip("/")
             path = f"{self._base_path}/{relative}" if relative else self._base_path or "/"
             path, _, query = path.partition("?")
-        target = quote(path, safe=_PATH_SAFE)
+        target = _requoted(quote(path, safe=_PATH_SAFE), _PATH_DECODED)
+        if "/." in target:
+            target = _without_dot_segments(target)
         if query:
-            target = f"{target}?{quote(query, safe=_QUERY_SAFE)}"
+            target = f"{target}?{_requoted(quote(query, safe=_QUERY_SAFE), _QUERY_DECODED)}"
         return pool, host, target
 
     async def _connect(self, pool: _Pool, seconds: float, url: str) -> _Connection:
@@ -378,6 +393,36 @@ class H1Upstream(AiohttpUpstream):
         for pool in self._pools.values():
             pool.close()
         await super().aclose()
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 (as yarl normalises a path, so as aiohttp sent it): ``/a/./b`` is
+    ``/a/b``, ``/a/b/../c`` is ``/a/c``, never above the root."""
+    kept: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                kept.append("")
+        elif segment == "..":
+            if len(kept) > 1:
+                kept.pop()
+            if last:
+                kept.append("")
+        else:
+            kept.append(segment)
+    return "/".join(kept) or "/"
+
+
+def _requoted(text: str, decoded: frozenset[str]) -> str:
+    """``text`` with each escape of a character in ``decoded`` replaced by the character: the
+    normal form yarl gives a URL (``p%2Cq`` is sent as ``p,q``, ``%3A`` as ``:``), so that an
+    upstream sees the request target aiohttp sent before; escapes of delimiters (``&=+;`` in a
+    query, ``/`` in a path) and of anything else stay."""
+    if "%" not in text:
+        return text
+    return _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if chr(int(m[1], 16)) in decoded else m[0].upper(), text)
 
 
 def _decompress(content: bytes, encoding: bytes) -> bytes:

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from bff.errors import UpstreamError, UpstreamTimeout
 from bff.upstream import RestClient
+from bff.upstream.aio import AiohttpUpstream
 from bff.upstream.h1 import H1Upstream
 
 #: what the scripted server answers to one request: the raw answer, None to close without one, or
@@ -212,11 +213,14 @@ async def test_paths_and_queries_are_escaped_and_params_appended(scripted) -> No
     server, http = await scripted(lambda c, n, r: answer())
     await http.request("GET", "/users/a b/é?sort=name", params={"q": "x y&z", "n": 3})
     await http.request("POST", "/raw", content=b"abc", headers={"Content-Type": "text/plain"})
-    first, second = server.requests
-    assert first.startswith(b"GET /users/a%20b/%C3%A9?sort=name&q=x%20y%26z&n=3 HTTP/1.1\r\n")
+    await http.request("GET", "/p/1%2C2?csv=p%2Cq&amp=a%26b&t=%3a", params={"list": "a,b", "plus": "1+1"})
+    first, second, third = server.requests
+    assert first.startswith(b"GET /users/a%20b/%C3%A9?sort=name&q=x+y%26z&n=3 HTTP/1.1\r\n")
     assert b"\r\nHost: 127.0.0.1:" in first
     assert second.startswith(b"POST /raw HTTP/1.1\r\n") and second.endswith(b"\r\n\r\nabc")
     assert b"Content-Length: 3\r\n" in second and b"Content-Type: text/plain\r\n" in second
+    # as aiohttp (yarl) sent them: escapes of plain characters decoded, of delimiters kept
+    assert third.startswith(b"GET /p/1,2?csv=p,q&amp=a%26b&t=:&list=a,b&plus=1%2B1 HTTP/1.1\r\n")
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -261,3 +265,30 @@ async def test_https_verifies_the_certificate(tmp_path: Path) -> None:
     finally:
         await http.aclose()
         server.close()
+
+
+async def test_request_targets_are_those_aiohttp_sends() -> None:
+    """The same request line as the aiohttp client it replaces, for the URLs resolvers and sources
+    build (escaped delimiters, lists, JSON in a parameter, non-ASCII, spaces)."""
+    calls: list[tuple[str, dict[str, object] | None]] = [
+        ("/p/1%2C2?csv=p%2Cq&amp=a%26b&t=%3a", {"list": "a,b", "plus": "1+1"}),
+        ("/users/a b/é?sort=name", {"q": "x y&z", "n": 3}),
+        ("/search", {"q": '{"x":[1,2]}', "slash": "a/b?c", "tilde": "~'!*()$"}),
+        ("orders/%7Bid%7D;v=1", None),
+        ("/a//b/./c", {"empty": ""}),
+        ("/a/b/../../../c/.", None),
+        ("/a/%2E%2E/b", None),
+    ]
+    lines: dict[type, list[bytes]] = {}
+    for cls in (AiohttpUpstream, H1Upstream):
+        raw = RawServer(lambda c, n, r: answer())
+        url = await raw.__aenter__()
+        http = cls(url, timeout=2, max_connections=2)
+        try:
+            for path, params in calls:
+                await http.request("GET", path, params=params)
+        finally:
+            await http.aclose()
+            await raw.__aexit__()
+        lines[cls] = [request.split(b"\r\n")[0] for request in raw.requests]
+    assert lines[H1Upstream] == lines[AiohttpUpstream]
