@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from bff.tasks import shared_task
 from bff.upstream.base import UpstreamClient
 from bff.upstream.sse import UpstreamEvent, read_events
 
@@ -18,16 +17,42 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 class RestClient(UpstreamClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._gets: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Task[Any]] = {}
+        self._gets: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Future[Any]] = {}
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET and decode; a second identical GET in the same request shares the first's answer."""
+        """GET and decode; a second identical GET in the same request shares the first's answer.
+
+        The first caller sends it in its own task and publishes the outcome in a future the others
+        await (shielded): no task per GET, no loop iteration before it starts (issue 26: the task
+        and shield were ~3 % of a worker's CPU on the viewer query). If that caller is cancelled
+        (a sibling's null propagation, a client gone), a caller still waiting sends it itself."""
         key = (path, tuple(sorted((k, str(v)) for k, v in (params or {}).items())))
-        task = self._gets.get(key)
-        if task is None:
-            task = shared_task(self._get(path, params))
-            self._gets[key] = task
-        return await asyncio.shield(task)
+        shared = self._gets.get(key)
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this caller was cancelled, not the one sending the GET
+                if self._gets.get(key) is shared:
+                    del self._gets[key]
+                return await self.get_json(path, params)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._gets[key] = future
+        try:
+            result = await self._get(path, params)
+        except asyncio.CancelledError:
+            future.cancel()
+            if self._gets.get(key) is future:
+                del self._gets[key]  # a later caller sends it again
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # seen: with nobody else waiting, asyncio would log it as lost
+            raise
+        future.set_result(result)
+        return result
 
     async def _get(self, path: str, params: dict[str, Any] | None) -> Any:
         return self._json(await self._request("GET", path, params=params))

@@ -167,3 +167,54 @@ async def test_graphql_errors_and_shapes() -> None:
     assert "secret" not in str(exc.value)
     with pytest.raises(UpstreamError):
         await client.execute("{ list }")
+
+
+async def test_identical_gets_of_a_request_are_sent_once_and_survive_a_cancelled_sender() -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url.path))
+        await release.wait()
+        if request.url.path == "/broken":
+            return httpx.Response(502)
+        return httpx.Response(200, json={"n": len(calls)})
+
+    client = _client(handler)
+    # two identical GETs at once: one call, one answer for both
+    first = asyncio.ensure_future(client.get_json("/me"))
+    second = asyncio.ensure_future(client.get_json("/me"))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first == await second == {"n": 1}
+    assert await client.get_json("/me") == {"n": 1}  # later in the same request: the same answer
+    assert calls == ["/me"]
+
+    # the caller that sends it is cancelled: a caller still waiting sends it itself
+    release.clear()
+    sender = asyncio.ensure_future(client.get_json("/orders"))
+    waiter = asyncio.ensure_future(client.get_json("/orders"))
+    await asyncio.sleep(0.05)
+    sender.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await waiter == {"n": 3}
+    assert sender.cancelled()
+    assert calls == ["/me", "/orders", "/orders"]
+
+    # a waiter cancelled: the sender and the others are untouched
+    release.clear()
+    sender = asyncio.ensure_future(client.get_json("/items"))
+    gone = asyncio.ensure_future(client.get_json("/items"))
+    stays = asyncio.ensure_future(client.get_json("/items"))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    release.set()
+    assert await sender == await stays == {"n": 4}
+    assert gone.cancelled()
+
+    # a failure is shared as well, and sent once
+    failing = [asyncio.ensure_future(client.get_json("/broken")) for _ in range(3)]
+    outcomes = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(outcome, UpstreamError) and outcome.status == 502 for outcome in outcomes)
+    assert calls.count("/broken") == 1

@@ -286,7 +286,8 @@ class GraphQLHTTPHandler:
         outcome = "rejected" if request_failed else ("error" if result.errors else "ok")
         # a name becomes a label only once it has run for a signed-in user
         signed_in = not request_failed and getattr(request.state, "user_sub", None) is not None
-        resources.metrics.graphql_operations.labels(self.labels.label(name, admit=signed_in), outcome).inc()
+        metrics = resources.metrics
+        metrics.child(metrics.graphql_operations, self.labels.label(name, admit=signed_in), outcome).inc()
         request.state.graphql_operation = loggable_name(name)
         request.state.graphql_seconds = time.perf_counter() - started
         status = 400 if request_failed and media == GRAPHQL_RESPONSE else 200
