@@ -144,12 +144,17 @@ def wrk_stats(
     lines += [
         "local threads = {}",
         "function setup(thread) table.insert(threads, thread) end",
-        "function init(args) bad = 0 end",
+        "function init(args) bad = 0 firstbad = '' end",
         "function response(status, headers, body)"
-        " if status ~= 200 or string.find(body, '\"errors\"') then bad = bad + 1 end end",
+        " if status ~= 200 or string.find(body, '\"errors\"') then bad = bad + 1"
+        " if firstbad == '' then firstbad = status .. ' ' .. string.gsub(string.sub(body, 1, 300), '%s+', ' ') end end end",
         "function done(summary, latency, requests)",
-        "  local failed = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout",
-        "  for _, thread in ipairs(threads) do failed = failed + thread:get('bad') end",
+        "  local e = summary.errors",
+        "  local failed = e.connect + e.read + e.write + e.timeout",
+        "  if failed > 0 then io.write(string.format('SOCKET connect=%d read=%d write=%d timeout=%d\\n',"
+        " e.connect, e.read, e.write, e.timeout)) end",
+        "  for _, thread in ipairs(threads) do failed = failed + thread:get('bad')"
+        "   local first = thread:get('firstbad') if first ~= '' then io.write('ANSWER ' .. first .. '\\n') end end",
         '  io.write(string.format("STATS %d %d %d %d %d\\n", summary.requests, summary.duration,'
         " latency:percentile(50), latency:percentile(99), failed))",
         "end",
@@ -164,6 +169,9 @@ def wrk_stats(
             timeout=duration + 60,
             check=True,
         ).stdout
+    for line in out.splitlines():
+        if line.startswith(("SOCKET ", "ANSWER ")):  # what failed, for the reader of the run
+            print(f"wrk {url} ({connections} connections): {line}", file=sys.stderr, flush=True)
     stats = next(line for line in out.splitlines() if line.startswith("STATS "))
     requests, micros, p50, p99, bad = (int(v) for v in stats.split()[1:])
     return requests, requests / max(micros / 1e6, 1e-9), p50 / 1000, p99 / 1000, bad
