@@ -40,8 +40,13 @@ from bff.upstream.aio import AiohttpUpstream, UpstreamResponse
 
 #: RFC 9110 section 9.2.2
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-#: an idle connection older than this is closed rather than reused (aiohttp's keep-alive default)
-IDLE_SECONDS = 15.0
+#: an idle connection older than this is closed rather than reused: under the keep-alive timeout of
+#: the usual servers (uvicorn, Node and Apache close after 5 s), so that a request is not sent on a
+#: connection the server is closing at that moment (a POST could not be sent again). aiohttp's 15 s
+#: raced uvicorn's 5 s: a burst of 64 requests reusing connections idle for ~5 s failed together
+#: (scripts/bench.py, issue 26) and opened the upstream's breaker. A server's own
+#: ``Keep-Alive: timeout=N`` lowers it for its connections.
+IDLE_SECONDS = 4.0
 #: characters left as they are in a path or query (what is already escaped stays escaped)
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
@@ -76,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.idle_limit = IDLE_SECONDS  # lowered by the server's Keep-Alive header
         self.head = False  # the exchange is a HEAD request: its answer has no body, whatever it says
         self._reset()
 
@@ -199,7 +205,7 @@ class _Pool:
             connection = self.idle.pop()
             transport = connection.transport
             fresh = transport is not None and not transport.is_closing()
-            if fresh and not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+            if fresh and not connection.closed and now - connection.idle_since < connection.idle_limit:
                 return connection
             connection.close()
         return None
@@ -372,8 +378,11 @@ class H1Upstream(AiohttpUpstream):
         headers: CIMultiDict[str] = CIMultiDict()
         encoding = b""
         for name, value in connection.headers:
-            if name.lower() == b"content-encoding":
+            lowered = name.lower()
+            if lowered == b"content-encoding":
                 encoding = value.strip().lower()
+            elif lowered == b"keep-alive":
+                connection.idle_limit = _idle_limit(value)
             headers.add(name.decode("latin-1"), value.decode("latin-1"))
         content = b"".join(connection.body)
         status = connection.status
@@ -393,6 +402,16 @@ class H1Upstream(AiohttpUpstream):
         for pool in self._pools.values():
             pool.close()
         await super().aclose()
+
+
+def _idle_limit(keep_alive: bytes) -> float:
+    """How long a connection may idle, by a ``Keep-Alive: timeout=N, max=M`` header: a second
+    under N (never more than `IDLE_SECONDS`)."""
+    for part in keep_alive.split(b","):
+        name, _, value = part.strip().partition(b"=")
+        if name.strip().lower() == b"timeout" and value.strip().isdigit():
+            return max(0.0, min(IDLE_SECONDS, int(value.strip()) - 1.0))
+    return IDLE_SECONDS
 
 
 def _without_dot_segments(path: str) -> str:

@@ -292,3 +292,25 @@ async def test_request_targets_are_those_aiohttp_sends() -> None:
             await raw.__aexit__()
         lines[cls] = [request.split(b"\r\n")[0] for request in raw.requests]
     assert lines[H1Upstream] == lines[AiohttpUpstream]
+
+
+async def test_idle_connections_are_not_reused_near_the_servers_keep_alive_timeout(
+    scripted,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # a server that says how long it keeps a connection: reused only up to a second before that
+    server, http = await scripted(lambda c, n, r: answer(headers="Keep-Alive: timeout=2\r\n"))
+    await http.request("POST", "/a", json={})
+    await asyncio.sleep(0.5)
+    await http.request("POST", "/b", json={})  # idle 0.5 s: reused
+    assert server.connections == 1
+    await asyncio.sleep(1.2)
+    await http.request("POST", "/c", json={})  # idle 1.2 s, over 2 - 1: a new connection
+    assert server.connections == 2
+    # a server that says nothing: IDLE_SECONDS (under uvicorn's and Node's 5 s)
+    monkeypatch.setattr("bff.upstream.h1.IDLE_SECONDS", 0.3)
+    quiet, http = await scripted(lambda c, n, r: answer())
+    await http.request("POST", "/a", json={})
+    await asyncio.sleep(0.4)
+    await http.request("POST", "/b", json={})
+    assert quiet.connections == 2
