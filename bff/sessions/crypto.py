@@ -13,6 +13,7 @@ Cookies and native-app handles are signed for distinct purposes, so neither is a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -27,6 +28,8 @@ _MAC_LEN = 16
 _KID_LEN = 4
 _NONCE_LEN = 12
 MAX_COOKIE_LEN = 200
+#: cookie and handle values remembered as verified, per process
+_MAX_VERIFIED = 4096
 _MAC_B64_LEN = 22  # 16 bytes, unpadded base64url
 _KID_B64_LEN = 6  # 4 bytes
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -84,6 +87,10 @@ class SessionCrypto:
             self._keys.append(_KeyPair(kid, macs, _derive(raw, b"bff cookie mac v1"), AESGCM(enc)))
             self._name_keys.append(_derive(raw, b"bff store names v1"))
         self._by_kid = {_b64(key.kid): key for key in reversed(self._keys)}
+        #: values that verified, by (value, purpose): every request presents its cookie again, and an
+        #: HMAC per request was ~1 % of a worker's CPU (issue 26). Only successes are kept (a value
+        #: that verifies needs the secret to make), and a full table is emptied, not managed.
+        self._verified: dict[tuple[str, str], str] = {}
 
     # cookies and handles ---------------------------------------------------------------------------
     def sign(self, session_id: str, purpose: str = "cookie") -> str:
@@ -109,7 +116,13 @@ class SessionCrypto:
         key = self._by_kid.get(kid)
         if key is None:
             return UnknownKey(session_id) if len(kid) == _KID_B64_LEN else None
+        known = self._verified.get((value, purpose))
+        if known is not None:
+            return known
         if hmac.compare_digest(self._mac(key.macs[purpose], f"{kid}.{session_id}"), mac):
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[(value, purpose)] = session_id
             return session_id
         return None
 
@@ -148,10 +161,12 @@ class SessionCrypto:
         return [hmac.new(key, message, hashlib.sha256).hexdigest()[:32] for key in self._name_keys]
 
     @staticmethod
+    @functools.lru_cache(maxsize=8192)
     def tag(value: str) -> str:
         """The store's name for a high-entropy value (a session id, a one-time code): its SHA-256.
         256 random bits cannot be recovered from it, so key names and pub/sub messages carry no
-        usable credential."""
+        usable credential. Remembered for the values seen last: a request asks for its session's tag
+        several times (its store key, its cached copy, its log fingerprint)."""
         return hashlib.sha256(value.encode()).hexdigest()[:32]
 
     @staticmethod
