@@ -129,8 +129,61 @@ def _setting(app_state: dict[str, Any], name: str, default: float) -> float:
     return float(value) if isinstance(value, int | float) else default
 
 
+class _HeadJoined:
+    """The transport as one response's cycle sees it: its first write (the status line and headers,
+    which uvicorn writes on ``http.response.start``) is held until the next write (the body, in the
+    same step for an ordinary answer), and both go out in one ``writelines``: one system call per
+    answer instead of two (the header write was ~3 % of a worker's CPU, issue 26). A held head with
+    nothing after it in the same loop iteration (a stream waiting for its first event) is written
+    at the next iteration; order is kept whatever happens, and closing writes it first."""
+
+    __slots__ = ("_handle", "_held", "_loop", "_started", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._handle: asyncio.Handle | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started:
+            self._started = True
+            self._held = data
+            self._handle = self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is None:
+            self.transport.write(data)
+            return
+        self._held = None
+        if self._handle is not None:
+            self._handle.cancel()
+        self.transport.writelines((held, data))
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
-    """uvicorn's httptools protocol (its default) with the write deadline."""
+    """uvicorn's httptools protocol (its default) with the write deadline, and each answer's head
+    and body written together (`_HeadJoined`)."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = getattr(self, "cycle", None)
+        # uvicorn has just made the request's cycle (its task has not run yet): it writes through this
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadJoined(self.transport, self.loop)
 
 
 class H11Protocol(_WriteDeadline, _H11Protocol):
