@@ -160,9 +160,9 @@ class Stack:
     def peer_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.peer_ports[name]}/graphql"
 
-    def start_bff(self, workers: int, extra: dict[str, str] | None = None) -> None:
-        self.stop_bff()
-        settings = {
+    def settings(self) -> dict[str, str]:
+        """The BFF_ settings of a BFF on this stack (its IdP client, Redis, upstreams)."""
+        return {
             "BFF_OIDC_ISSUER": self.issuer,
             "BFF_OIDC_CLIENT_ID": self.client.client_id,
             "BFF_OIDC_CLIENT_SECRET": self.client.client_secret,
@@ -170,9 +170,11 @@ class Stack:
             "BFF_SESSION_SECRET": "bench-secret-0123456789",
             "BFF_UPSTREAMS__CATALOG__ANONYMOUS": "client_credentials",
             **upstream_settings(self.upstream_ports),
-            **(extra or {}),
         }
-        self.bff = bff_serve(self.bff_port, settings, workers=workers)
+
+    def start_bff(self, workers: int, extra: dict[str, str] | None = None) -> None:
+        self.stop_bff()
+        self.bff = bff_serve(self.bff_port, {**self.settings(), **(extra or {})}, workers=workers)
         wait_http(f"http://127.0.0.1:{self.bff_port}/healthz")
         time.sleep(1.0 if workers > 1 else 0.2)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import ROOT, bff_serve, cpu_seconds, stop_all, upstream_settings, wait_http
+from benchkit import ROOT, bff_serve, cpu_seconds, stop_all, wait_http
 
 from bench import VIEWER, Stack, wrk
 from tests.support.servers import free_port
@@ -63,18 +63,8 @@ class Fleet:
         self.config_dir = Path(tempfile.mkdtemp(prefix="bff-scale-"))
 
     def settings(self) -> dict[str, str]:
-        stack = self.stack
-        return {
-            "BFF_OIDC_ISSUER": stack.issuer,
-            "BFF_OIDC_CLIENT_ID": stack.client.client_id,
-            "BFF_OIDC_CLIENT_SECRET": stack.client.client_secret,
-            "BFF_SESSION_STORE": stack.redis.url,
-            "BFF_SESSION_SECRET": "bench-secret-0123456789",
-            "BFF_UPSTREAMS__CATALOG__ANONYMOUS": "client_credentials",
-            # the public URL every replica names (the load balancer's): cookies and redirects agree
-            "BFF_PUBLIC_URL": f"http://127.0.0.1:{stack.bff_port}",
-            **upstream_settings(stack.upstream_ports),
-        }
+        # the public URL every replica names (the load balancer's): cookies and redirects agree
+        return {**self.stack.settings(), "BFF_PUBLIC_URL": f"http://127.0.0.1:{self.stack.bff_port}"}
 
     def start(self) -> str:
         port = self.stack.bff_port

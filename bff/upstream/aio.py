@@ -127,10 +127,10 @@ class AiohttpUpstream:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         content: bytes | None = None,
-        timeout: httpx.Timeout | float | None = None,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
-        """Raises httpx's ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout`` or ``RequestError``."""
-        seconds = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+        """Raises httpx's ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout`` or ``RequestError``.
+        ``timeout``: seconds for the whole exchange (None: the upstream's configured timeout)."""
         send_headers = dict(headers or {})
         data = content
         if json is not None:
@@ -138,8 +138,8 @@ class AiohttpUpstream:
             send_headers.setdefault("Content-Type", "application/json")
         query = {k: str(v) for k, v in params.items()} if params else None
         options: dict[str, Any] = {}
-        if seconds is not None:  # else the session's own (the upstream's configured timeout)
-            options["timeout"] = aiohttp.ClientTimeout(total=seconds)
+        if timeout is not None:  # else the session's own (the upstream's configured timeout)
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._client().request(
                 method,

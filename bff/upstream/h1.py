@@ -301,12 +301,11 @@ class H1Upstream(AiohttpUpstream):
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         content: bytes | None = None,
-        timeout: httpx.Timeout | float | None = None,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
-        """Raises httpx's ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout`` or ``RequestError``."""
-        seconds = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
-        if seconds is None:
-            seconds = self.timeout.read or 300.0
+        """Raises httpx's ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout`` or ``RequestError``.
+        ``timeout``: seconds for the whole exchange (None: the upstream's configured timeout)."""
+        seconds = timeout if timeout is not None else self.timeout.read or 300.0
         pool, host, target = self._target(url, params)
         body = orjson.dumps(json) if json is not None else content
         head = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -19,6 +21,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bff.app import create_app
+from tests.conftest import Bff, make_settings
+from tests.support.servers import serve
 
 
 @dataclass
@@ -271,3 +277,24 @@ def inventory_app(calls: Calls) -> FastAPI:
         return [i["sku"] for i in items.values() if any(term.lower() in i["title"].lower() for term in q)]
 
     return app
+
+
+# -- a BFF serving a schema of sources, and a query to it ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(schema: Any, **upstreams: str) -> AsyncIterator[Bff]:
+    """The BFF serving ``schema`` on a free port, with these upstreams (name=URL)."""
+    settings = make_settings(upstreams={name: {"url": url} for name, url in upstreams.items()})
+    app = create_app(settings, schema=schema)
+    async with serve(app) as url:
+        yield Bff(app, url, settings)
+
+
+async def query_bff(bff: Bff, cookie: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The answer (a 200) to ``query`` from the session ``cookie``."""
+    async with bff.client(cookie) as client:
+        response = await client.post("/graphql", json={"query": query, "variables": variables or {}})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -6,7 +6,6 @@ every upstream call is counted."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,20 +20,12 @@ from bff.app import create_app, settings_schema
 from bff.graphql.schema import SchemaError
 from bff.sources import openapi
 from tests.conftest import Bff, make_settings
-from tests.sources.services import ANIMALS, ITEMS, PETS, Calls, inventory_app, pets_app
+from tests.sources.services import ANIMALS, ITEMS, PETS, Calls, inventory_app, pets_app, query_bff, running
 from tests.support.servers import serve
 from tests.support.tokens import TestIssuer
 
 SPECS = Path(__file__).parent / "specs"
 PETS_SPEC = str(SPECS / "pets.yaml")
-
-
-@contextlib.asynccontextmanager
-async def running(schema: Any, **upstreams: str) -> AsyncIterator[Bff]:
-    settings = make_settings(upstreams={name: {"url": url} for name, url in upstreams.items()})
-    app = create_app(settings, schema=schema)
-    async with serve(app) as url:
-        yield Bff(app, url, settings)
 
 
 @pytest.fixture
@@ -49,14 +40,6 @@ async def inventory() -> AsyncIterator[tuple[str, Calls]]:
     calls = Calls()
     async with serve(inventory_app(calls)) as url:
         yield url, calls
-
-
-async def _query(bff: Bff, cookie: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with bff.client(cookie) as client:
-        response = await client.post("/graphql", json={"query": query, "variables": variables or {}})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _pet(pet: dict[str, Any]) -> dict[str, Any]:
@@ -78,13 +61,13 @@ async def test_the_pets_document_answers_like_the_service(pets: tuple[str, Calls
     async with running(schema, pets=url) as bff:
         token = issuer.token("alice")
         cookie = await bff.session_for(token)
-        body = await _query(bff, cookie, f"{{ listPets {{ {PET_FIELDS} }} }}")
+        body = await query_bff(bff, cookie, f"{{ listPets {{ {PET_FIELDS} }} }}")
         assert body == {"data": {"listPets": [_pet(p) for p in PETS.values()]}}
         assert calls.seen == [("GET", "/v1/pets", f"Bearer {token}", None)]
 
         # query parameters (an enum, a repeated array), a header parameter
         calls.clear()
-        body = await _query(
+        body = await query_bff(
             bff, cookie, '{ listPets(status: sold, tags: ["cat", "x"], limit: 5, X_Tenant: "t1") { id name } }'
         )
         assert body == {"data": {"listPets": [{"id": 9_000_000_000, "name": "Tom@t1"}]}}
@@ -92,12 +75,12 @@ async def test_the_pets_document_answers_like_the_service(pets: tuple[str, Calls
 
         # a path parameter; the same GET twice in one operation is sent once
         calls.clear()
-        body = await _query(bff, cookie, "{ a: get_pet(petId: 1) { name } b: get_pet(petId: 1) { id } }")
+        body = await query_bff(bff, cookie, "{ a: get_pet(petId: 1) { name } b: get_pet(petId: 1) { id } }")
         assert body == {"data": {"a": {"name": "Rex"}, "b": {"id": 1}}}
         assert calls.count("GET", "/v1/pets/1") == 1
 
         # a discriminated oneOf: a union with __typename from the discriminator
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             '{ ownerAnimals(ownerId: "ann") { __typename ... on Dog { name barks } ... on Cat { name lives } } }',
@@ -111,7 +94,7 @@ async def test_mutations_send_bodies_and_are_never_retried(pets: tuple[str, Call
     schema = build_schema(sources=[openapi("pets", PETS_SPEC)])
     async with running(schema, pets=url) as bff:
         cookie = await bff.session_for(issuer.token("alice"))
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             "mutation($pet: NewPetInput!) { createPet(input: $pet) { id name status photos { url } } }",
@@ -120,13 +103,13 @@ async def test_mutations_send_bodies_and_are_never_retried(pets: tuple[str, Call
         assert body == {"data": {"createPet": {"id": 3, "name": "Nemo", "status": "pending", "photos": [{"url": "u"}]}}}
         # unset input fields are left out of the JSON body; readOnly `id` is not an input field
         assert calls.seen[-1][3] == {"name": "Nemo", "status": "pending", "photos": [{"url": "u"}]}
-        body = await _query(bff, cookie, "mutation { deletePet(petId: 3) }")
+        body = await query_bff(bff, cookie, "mutation { deletePet(petId: 3) }")
         assert body == {"data": {"deletePet": True}}
         assert calls.count("DELETE", "/v1/pets/3") == 1
     # a service that is down: the field is null with an error naming the upstream, nothing else fails
     async with running(schema, pets="http://127.0.0.1:9") as bff:
         cookie = await bff.session_for(issuer.token("alice"))
-        body = await _query(bff, cookie, 'mutation { createPet(input: {name: "x"}) { id } }')
+        body = await query_bff(bff, cookie, 'mutation { createPet(input: {name: "x"}) { id } }')
         assert body["data"] == {"createPet": None}
         assert body["errors"][0]["extensions"]["upstream"] == "pets"
 
@@ -136,7 +119,7 @@ async def test_partial_failures_null_only_their_fields(pets: tuple[str, Calls], 
     schema = build_schema(sources=[openapi("pets", PETS_SPEC)])
     async with running(schema, pets=url) as bff:
         cookie = await bff.session_for(issuer.token("alice"))
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             '{ get_pet(petId: 1) { name } missing: get_pet(petId: 99) { name } ownerAnimals(ownerId: "broken") { __typename } }',
@@ -164,16 +147,16 @@ async def test_a_fastapi_document_from_its_url(inventory: tuple[str, Calls], iss
     async with running(schema, inventory=url) as bff:
         cookie = await bff.session_for(issuer.token("alice"))
         fields = "sku title color tags dimensions { width height } updated stock"
-        body = await _query(bff, cookie, f"{{ inv_listItems {{ {fields} }} }}")
+        body = await query_bff(bff, cookie, f"{{ inv_listItems {{ {fields} }} }}")
         async with httpx.AsyncClient() as direct:
             service = (await direct.get(f"{url}/items")).json()
         assert body == {"data": {"inv_listItems": service}}
         assert service == list(ITEMS.values())
-        body = await _query(bff, cookie, '{ inv_getItem(sku: "a-1", x_locale: "de") { title } }')
+        body = await query_bff(bff, cookie, '{ inv_getItem(sku: "a-1", x_locale: "de") { title } }')
         assert body == {"data": {"inv_getItem": {"title": "Lampe"}}}
-        body = await _query(bff, cookie, '{ inv_searchItems(q: ["lamp", "desk"]) }')
+        body = await query_bff(bff, cookie, '{ inv_searchItems(q: ["lamp", "desk"]) }')
         assert body == {"data": {"inv_searchItems": ["a-1", "b-2"]}}
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             'mutation { inv_createItem(input: {sku: "c-3", title: "Chair", color: green}) { sku color stock } }',
@@ -257,9 +240,9 @@ async def test_the_compiled_plan_runs_source_fields_without_falling_back(
     async with running(schema, pets=url) as bff:
         cookie = await bff.session_for(issuer.token("alice"))
         query = f"{{ listPets {{ {PET_FIELDS} }} p: get_pet(petId: 1) {{ name photos {{ url }} }} }}"
-        first = await _query(bff, cookie, query)
+        first = await query_bff(bff, cookie, query)
         for _ in range(3):
-            assert await _query(bff, cookie, query) == first
+            assert await query_bff(bff, cookie, query) == first
         assert _compiled(bff, "compiled") >= 3
         assert _compiled(bff, "fallback") == 0
 
@@ -280,11 +263,11 @@ async def test_a_connect_failure_retries_a_query_never_a_mutation(issuer: TestIs
     async with serve(app) as url:
         bff = Bff(app, url, settings)
         cookie = await bff.session_for(issuer.token("alice"))
-        read = await _query(bff, cookie, "{ get_pet(petId: 1) { name } }")
+        read = await query_bff(bff, cookie, "{ get_pet(petId: 1) { name } }")
         assert read["data"] == {"get_pet": None} and attempts == ["GET", "GET"]
         attempts.clear()
         for mutation in ('createPet(input: {name: "x"}) { id }', "deletePet(petId: 1)"):
-            body = await _query(bff, cookie, f"mutation {{ {mutation} }}")
+            body = await query_bff(bff, cookie, f"mutation {{ {mutation} }}")
             assert body["errors"][0]["extensions"]["upstream"] == "pets"
         assert attempts == ["POST", "DELETE"]
 
@@ -298,15 +281,15 @@ async def test_the_safeguards_apply_to_a_sources_schema(pets: tuple[str, Calls],
     async with serve(app) as bff_url:
         bff = Bff(app, bff_url, settings)
         cookie = await bff.session_for(issuer.token("alice"))
-        introspection = await _query(bff, cookie, "{ __schema { types { name } } }")
+        introspection = await query_bff(bff, cookie, "{ __schema { types { name } } }")
         assert introspection["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
         calls.clear()
-        deep = await _query(
+        deep = await query_bff(
             bff, cookie, "{ listPets { owner { ids } photos { url } } a: get_pet(petId: 1) { photos { url } } }"
         )
         assert deep.get("data") is None
         assert deep["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"  # the limits' one code
-        suggestion = await _query(bff, cookie, "{ listPet { id } }")
+        suggestion = await query_bff(bff, cookie, "{ listPet { id } }")
         assert "Did you mean" not in str(suggestion)
         assert calls.count() == 0
 
@@ -325,9 +308,11 @@ async def test_authorization_directives_on_source_fields(pets: tuple[str, Calls]
         writer = await store_session(bff.resources, issuer.token("ann"), sub="ann", scope="openid pets:write")
         create = 'mutation { createPet(input: {name: "Nemo"}) { name } }'
         calls.clear()
-        denied = await _query(bff, reader, create)
+        denied = await query_bff(bff, reader, create)
         assert denied["data"] == {"createPet": None}
         assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
         assert calls.count("POST") == 0
-        assert (await _query(bff, writer, create)) == {"data": {"createPet": {"name": "Nemo"}}}
-        assert (await _query(bff, reader, "{ get_pet(petId: 1) { name } }")) == {"data": {"get_pet": {"name": "Rex"}}}
+        assert (await query_bff(bff, writer, create)) == {"data": {"createPet": {"name": "Nemo"}}}
+        assert (await query_bff(bff, reader, "{ get_pet(petId: 1) { name } }")) == {
+            "data": {"get_pet": {"name": "Rex"}}
+        }

@@ -8,12 +8,10 @@ services they describe (museum, petstore-expanded, and a FastAPI app's own docum
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import enum
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -31,10 +29,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff import build_schema
-from bff.app import create_app
 from bff.sources import openapi
-from tests.conftest import Bff, make_settings
-from tests.sources.services import Calls
+from tests.sources.services import Calls, query_bff, running
 from tests.support.servers import require_binary, serve
 from tests.support.tokens import TestIssuer
 
@@ -307,22 +303,6 @@ def test_the_generated_modules_pass_ruff(tmp_path: Path) -> None:
 # -- answers over real HTTP -------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running(schema: Any, **upstreams: str) -> AsyncIterator[Bff]:
-    settings = make_settings(upstreams={name: {"url": url} for name, url in upstreams.items()})
-    app = create_app(settings, schema=schema)
-    async with serve(app) as url:
-        yield Bff(app, url, settings)
-
-
-async def _query(bff: Bff, cookie: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with bff.client(cookie) as client:
-        response = await client.post("/graphql", json={"query": query, "variables": variables or {}})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _recorded(calls: Calls, request: Request) -> Any:
     raw = await request.body()
     body = await request.json() if raw else None
@@ -401,16 +381,16 @@ async def test_the_museum_document_answers_like_the_service(issuer: TestIssuer) 
     async with serve(museum_app(calls)) as url, running(schema, museum=url) as bff, httpx.AsyncClient() as direct:
         token = issuer.token("alice")
         cookie = await bff.session_for(token)
-        body = await _query(
+        body = await query_bff(
             bff, cookie, '{ getMuseumHours(startDate: "2024-12-31", limit: 1) { date timeOpen timeClose } }'
         )
         assert body == {"data": {"getMuseumHours": (await direct.get(f"{url}/museum-hours?limit=1")).json()}}
         assert calls.seen[0] == ("GET", "/museum-hours?startDate=2024-12-31&limit=1", f"Bearer {token}", None)
 
         fields = "eventId name location eventDescription dates price"
-        body = await _query(bff, cookie, f"{{ listSpecialEvents {{ {fields} }} }}")
+        body = await query_bff(bff, cookie, f"{{ listSpecialEvents {{ {fields} }} }}")
         assert body == {"data": {"listSpecialEvents": (await direct.get(f"{url}/special-events")).json()}}
-        body = await _query(bff, cookie, f'{{ getSpecialEvent(eventId: "{EVENT_ID}") {{ {fields} }} }}')
+        body = await query_bff(bff, cookie, f'{{ getSpecialEvent(eventId: "{EVENT_ID}") {{ {fields} }} }}')
         assert body == {"data": {"getSpecialEvent": EVENT}}
 
         calls.clear()
@@ -421,7 +401,7 @@ async def test_the_museum_document_answers_like_the_service(issuer: TestIssuer) 
             "dates": ["2024-02-03"],
             "price": 3.5,
         }
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             f"mutation($e: SpecialEventInput!) {{ createSpecialEvent(input: $e) {{ {fields} }} }}",
@@ -432,7 +412,7 @@ async def test_the_museum_document_answers_like_the_service(issuer: TestIssuer) 
         assert created == (await direct.get(f"{url}/special-events/{created['eventId']}")).json()
 
         calls.clear()
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             f'mutation {{ updateSpecialEvent(eventId: "{EVENT_ID}", input: {{price: 30}}) {{ price name }} }}',
@@ -441,7 +421,7 @@ async def test_the_museum_document_answers_like_the_service(issuer: TestIssuer) 
         assert calls.seen[0][:2] == ("PATCH", f"/special-events/{EVENT_ID}") and calls.seen[0][3] == {"price": 30.0}
 
         calls.clear()
-        body = await _query(
+        body = await query_bff(
             bff,
             cookie,
             f'mutation {{ buyMuseumTickets(input: {{ticketType: event, ticketDate: "2024-05-06", eventId: "{EVENT_ID}", email: "a@b.c"}}) '
@@ -466,9 +446,9 @@ async def test_the_museum_document_answers_like_the_service(issuer: TestIssuer) 
             }
         }
 
-        body = await _query(bff, cookie, f'mutation {{ deleteSpecialEvent(eventId: "{EVENT_ID}") }}')
+        body = await query_bff(bff, cookie, f'mutation {{ deleteSpecialEvent(eventId: "{EVENT_ID}") }}')
         assert body == {"data": {"deleteSpecialEvent": True}}
-        body = await _query(bff, cookie, f'{{ getSpecialEvent(eventId: "{EVENT_ID}") {{ name }} }}')
+        body = await query_bff(bff, cookie, f'{{ getSpecialEvent(eventId: "{EVENT_ID}") {{ name }} }}')
         assert body["data"] == {"getSpecialEvent": None}
         assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
 
@@ -511,20 +491,20 @@ async def test_petstore_expanded_answers_like_the_service(issuer: TestIssuer) ->
     schema = build_schema(sources=[openapi("store", str(CORPUS / "oai-petstore-expanded.yaml"))])
     async with serve(petstore_app(calls)) as url, running(schema, store=url) as bff, httpx.AsyncClient() as direct:
         cookie = await bff.session_for(issuer.token("alice"))
-        body = await _query(bff, cookie, "{ findPets { id name tag } }")
+        body = await query_bff(bff, cookie, "{ findPets { id name tag } }")
         service = (await direct.get(f"{url}/pets")).json()
         assert body == {"data": {"findPets": [{"tag": None, **pet} for pet in service]}}
         calls.clear()
-        body = await _query(bff, cookie, '{ findPets(tags: ["dog", "cat"], limit: 5) { id name } }')
+        body = await query_bff(bff, cookie, '{ findPets(tags: ["dog", "cat"], limit: 5) { id name } }')
         assert body == {"data": {"findPets": [{"id": 1, "name": "Rex"}]}}
         assert calls.seen[0][1] == "/pets?tags=dog&tags=cat&limit=5"
-        body = await _query(bff, cookie, "{ find_pet_by_id(id: 9000000000) { id name tag } }")
+        body = await query_bff(bff, cookie, "{ find_pet_by_id(id: 9000000000) { id name tag } }")
         assert body == {"data": {"find_pet_by_id": {"id": 9_000_000_000, "name": "Tom", "tag": None}}}
         calls.clear()
-        body = await _query(bff, cookie, 'mutation { addPet(input: {name: "Nemo", tag: "fish"}) { id name tag } }')
+        body = await query_bff(bff, cookie, 'mutation { addPet(input: {name: "Nemo", tag: "fish"}) { id name tag } }')
         assert body == {"data": {"addPet": {"id": 9_000_000_001, "name": "Nemo", "tag": "fish"}}}
         assert calls.seen[0][3] == {"name": "Nemo", "tag": "fish"}
-        body = await _query(bff, cookie, "mutation { deletePet(id: 1) }")
+        body = await query_bff(bff, cookie, "mutation { deletePet(id: 1) }")
         assert body == {"data": {"deletePet": True}}
         assert calls.count("DELETE", "/pets/1") == 1
 
@@ -661,7 +641,7 @@ async def test_a_fastapi_document_with_pydantic_constructs(issuer: TestIssuer) -
             cookie = await bff.session_for(issuer.token("alice"))
             item_id = ITEM["id"]
             calls.clear()
-            body = await _query(
+            body = await query_bff(
                 bff,
                 cookie,
                 f'{{ item: get_item_items__item_id__get(item_id: "{item_id}", colors: [red, dark_blue], '
@@ -678,12 +658,12 @@ async def test_a_fastapi_document_with_pydantic_constructs(issuer: TestIssuer) -
             }
             assert body == {"data": {"item": expected}}
 
-            body = await _query(
+            body = await query_bff(
                 bff, cookie, "{ tree_tree_get { name children { name children { name children { name } } } } }"
             )
             assert body == {"data": {"tree_tree_get": (await direct.get("/tree")).json()}}
 
-            body = await _query(
+            body = await query_bff(
                 bff,
                 cookie,
                 "{ animals_animals_get { __typename ... on Dog { name barks } ... on Cat { name lives } } }",
@@ -698,7 +678,7 @@ async def test_a_fastapi_document_with_pydantic_constructs(issuer: TestIssuer) -
             }
 
             calls.clear()
-            body = await _query(
+            body = await query_bff(
                 bff,
                 cookie,
                 'mutation { create_item_items_post(input: {title: "Lamp", color: dark_blue, camelCase: "q"}) }',

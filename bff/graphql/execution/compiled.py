@@ -787,11 +787,19 @@ class _Compiler:
         if not is_object_type(inner):
             raise Unsupported("output_type")
         assert isinstance(inner, GraphQLObjectType)
-        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, inner, details)
+        return self.object(inner, non_null, details)
+
+    def object(self, object_type: GraphQLObjectType, non_null: bool, details: list[FieldDetails]) -> _Completion:
+        """An object type: its selection compiled."""
+        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, object_type, details)
         completion = _Completion(
-            type=inner, non_null=non_null, kind=_OBJECT, object_type=inner, is_type_of=inner.is_type_of
+            type=object_type,
+            non_null=non_null,
+            kind=_OBJECT,
+            object_type=object_type,
+            is_type_of=object_type.is_type_of,
         )
-        completion.fields = self.fields(inner, collected.grouped_field_set)
+        completion.fields = self.fields(object_type, collected.grouped_field_set)
         return completion
 
     def abstract(self, inner: GraphQLAbstractType, non_null: bool, details: list[FieldDetails]) -> _Completion:
@@ -802,20 +810,7 @@ class _Compiler:
         possible_types = self.schema.get_possible_types(inner)
         if len(possible_types) > _MOST_POSSIBLE_TYPES:
             raise Unsupported("abstract_type")
-        possible = {}
-        for object_type in possible_types:
-            collected = collect_subfields(
-                self.schema, self.fragments, self.variables, self.operation, object_type, details
-            )
-            completion = _Completion(
-                type=object_type,
-                non_null=non_null,
-                kind=_OBJECT,
-                object_type=object_type,
-                is_type_of=object_type.is_type_of,
-            )
-            completion.fields = self.fields(object_type, collected.grouped_field_set)
-            possible[object_type.name] = completion
+        possible = {object_type.name: self.object(object_type, non_null, details) for object_type in possible_types}
         return _Completion(
             type=inner,
             non_null=non_null,
