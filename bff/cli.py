@@ -295,9 +295,7 @@ def demo_upstream(args: argparse.Namespace) -> int:
 
 def _schema_origin(settings: Any) -> str:
     """What the served schema is built from: BFF_SCHEMA's reference, and the declarative sources."""
-    from bff.sources import from_settings
-
-    names = [source.name for source in from_settings(settings) if hasattr(source, "spec") or hasattr(source, "sdl")]
+    names = [name for name, upstream in sorted(settings.upstreams.items()) if upstream.openapi or upstream.graphql]
     if not names:
         return str(settings.schema_ref)
     sources = f"the sources {', '.join(names)}"
