@@ -20,7 +20,6 @@ in a worker thread, so that the event loop keeps serving other requests meanwhil
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,7 +354,7 @@ class ValidationCaches:
         if self.valid.get(key):
             return []
         if len(query) > INLINE_CHARS:
-            errors = await asyncio.to_thread(self._check, schema, document, rules)
+            errors = await self.documents.off_loop(self._check, schema, document, rules)
         else:
             errors = self._check(schema, document, rules)
         if not errors and len(query) <= MAX_CACHED_CHARS:
