@@ -100,12 +100,21 @@ class CatalogProducts:
         them to their items; a failed batch fails only the fields that read its products."""
         ids = list(dict.fromkeys(item.product_id for order in orders for item in order.items))
         loader = context.loader("products", product_loader)
-        loaded = await asyncio.gather(*map(loader.load, ids), return_exceptions=True)
+        pending = list(map(loader.load, ids))
         found: dict[str, dict[str, Any] | Exception | None] = {}
-        for product_id, value in zip(ids, loaded, strict=True):
-            if isinstance(value, BaseException) and not isinstance(value, Exception):
-                raise value  # a cancellation is not an answer
-            found[product_id] = value
+        # Awaited one by one, not gathered: they are answered together (one batch), so only the
+        # first await waits; gather would add a callback, a scheduled call and a wrapper per key.
+        try:
+            for product_id, future in zip(ids, pending, strict=True):
+                try:
+                    found[product_id] = await future
+                except Exception as error:
+                    found[product_id] = error
+        except BaseException:  # a cancellation is not an answer: leave nothing behind (as gather did)
+            for future in pending:
+                if isinstance(future, asyncio.Future):
+                    future.cancel()
+            raise
         products = cls(found)
         for order in orders:
             order.products = products
