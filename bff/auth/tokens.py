@@ -167,6 +167,21 @@ class TokenManager:
         return time.monotonic() < self._cut_off_until
 
     # entry point -------------------------------------------------------------------------------
+    def fresh_now(self, session: Session, *, upstream: str | None = None) -> Session | None:
+        """`ensure_fresh`'s answer when it needs no waiting (the token is fresh, or still usable with
+        its refresh started beside the request), else None: the common case without a coroutine."""
+        slot = self.slot(upstream)
+        session = self._overlay(session)
+        tokens = self.tokens_of(session, slot)
+        if tokens is not None and not tokens.needs_refresh(self.clock(), self.buffer_seconds):
+            return session
+        if self.usable(tokens):
+            # Never wait while the token in hand is good: refresh beside the request.
+            if time.monotonic() >= self._backoff.get((session.id, slot), (0.0, False))[0]:
+                self._start(session.id, slot, None)
+            return session
+        return None
+
     async def ensure_fresh(
         self, session: Session, *, upstream: str | None = None, rejected_token: str | None = None
     ) -> Session:
@@ -178,18 +193,14 @@ class TokenManager:
         `UpstreamTokenRefused` (this upstream's token cannot be had; session kept) or
         `StoreUnavailable` (session kept).
         """
+        if rejected_token is None:
+            ready = self.fresh_now(session, upstream=upstream)
+            if ready is not None:
+                return ready
         slot = self.slot(upstream)
         session = self._overlay(session)
         tokens = self.tokens_of(session, slot)
-        if rejected_token is None:
-            if tokens is not None and not tokens.needs_refresh(self.clock(), self.buffer_seconds):
-                return session
-            if self.usable(tokens):
-                # Never wait while the token in hand is good: refresh beside the request.
-                if time.monotonic() >= self._backoff.get((session.id, slot), (0.0, False))[0]:
-                    self._start(session.id, slot, None)
-                return session
-        else:
+        if rejected_token is not None:
             session = await self._latest(session.id)  # the newest tokens, not the request's snapshot
             tokens = self.tokens_of(session, slot)
             if tokens is not None and tokens.access_token != rejected_token:

@@ -33,6 +33,7 @@ from bff.tasks import shared_task
 from bff.upstream import Backoff, GraphQLClient, RestClient, TokenSource, UpstreamEvent, follow
 
 L = TypeVar("L", bound=DataLoader[Any, Any])
+T = TypeVar("T")
 log = logging.getLogger("bff")
 
 
@@ -88,10 +89,10 @@ class Context:
             else MappingProxyType({k: v for k, v in connection_params.items() if str(k).lower() not in _WITHHELD})
         )
         self._cookie = cookie  # None unless a session cookie was presented (not a header, not nothing)
-        self._session_task: asyncio.Task[Session | None] | None = None
+        self._session_task: asyncio.Future[Session | None] | None = None
         #: per token (None: the session's; else the upstream slot, `TokenManager.slot`): the task that
         #: made it fresh for this request
-        self._fresh: dict[str | None, asyncio.Task[Session]] = {}
+        self._fresh: dict[str | None, asyncio.Future[Session]] = {}
         #: DPoP-bound tokens handed out in this request, and the session key that proves them
         self._bound: dict[str, DPoPKey] = {}
         self._clients: dict[str, Any] = {}
@@ -137,9 +138,16 @@ class Context:
         """The stored session, read once per request."""
         if self._session_id is None:
             return None
-        if self._session_task is None:
-            self._session_task = shared_task(self._read_session(self._session_id))
-        return await asyncio.shield(self._session_task)
+        task = self._session_task
+        if task is None:
+            known = self._resources.store.recent(self._session_id, touch=self.touch)
+            if known is not None:  # this process's copy: no task, no store call (issue 26)
+                self._session_task = _settled(self._noted(self._session_id, known))
+                return known
+            task = self._session_task = shared_task(self._read_session(self._session_id))
+        if task.done():
+            return task.result()
+        return await asyncio.shield(task)
 
     async def user(self) -> User | None:
         """The signed-in user (sub, name, email, profile claims), or None without a session. Read
@@ -161,7 +169,10 @@ class Context:
 
     async def _read_session(self, session_id: str) -> Session | None:
         session = await self._resources.store.get(session_id, touch=self.touch, recent=True)
-        if session is not None and self._connection is not None:
+        return None if session is None else self._noted(session_id, session)
+
+    def _noted(self, session_id: str, session: Session) -> Session:
+        if self._connection is not None:
             # for the access log: the subject and a hash of the id, never the id
             self._connection.state.user_sub = session.sub
             self._connection.state.session_hash = self._resources.crypto.fingerprint(session_id)
@@ -172,8 +183,26 @@ class Context:
         refreshed at most once per request, lazily."""
         task = self._fresh.get(upstream)
         if task is None:
+            fresh = self._fresh_now(upstream)
+            if fresh is not None:
+                self._fresh[upstream] = _settled(fresh)
+                return fresh
             task = self._fresh[upstream] = shared_task(self._freshen(None, upstream))
+        if task.done():
+            return task.result()
         return await asyncio.shield(task)
+
+    def _fresh_now(self, upstream: str | None) -> Session | None:
+        """`_freshen`'s answer when it needs no waiting: the session already read, its token good
+        (the usual case: without a task per request and token, ~2 % of a worker's CPU)."""
+        read = self._session_task
+        if read is None or not read.done() or read.cancelled() or read.exception() is not None:
+            return None
+        session = read.result()
+        if session is None:
+            return None
+        tokens = self._resources.tokens
+        return session if tokens is None else tokens.fresh_now(session, upstream=upstream)
 
     async def _freshen(self, rejected: str | None, upstream: str | None = None) -> Session:
         try:
@@ -398,6 +427,13 @@ class Context:
             loader = factory(self)
             self._loaders[key] = loader
         return loader
+
+
+def _settled(value: T) -> asyncio.Future[T]:
+    """A future already holding ``value``: what a shared task would have become, without the task."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _tokens_for(session: Session, upstream: str | None) -> TokenSet:

@@ -137,14 +137,10 @@ class SessionStore(ABC):
         Raises `StoreUnavailable` when the record is encrypted under a key this replica does not
         know yet (a rolling secret rotation): the session is kept, nothing is concluded."""
         if recent and self.recent_seconds > 0:
+            cached = self.recent(session_id, touch=touch)
+            if cached is not None:
+                return cached
             tag = self.crypto.tag(session_id)
-            hit = self._recent.get(tag)
-            if hit is not None and hit[0] > time.monotonic() and hit[1] == session_id:
-                cached = hit[2]
-                now = self.now()
-                due = touch and now - cached.last_seen > min(60.0, self.idle_seconds / 10)
-                if not due and now < self.expires_at(cached)[1]:
-                    return cached
             changes = self._changes
             session = await self._read(session_id, touch)
             if session is not None and changes == self._changes and not isinstance(session_id, UnverifiedId):
@@ -154,6 +150,21 @@ class SessionStore(ABC):
                 self._recent[tag] = (time.monotonic() + self.recent_seconds, session_id, session)
             return session
         return await self._read(session_id, touch)
+
+    def recent(self, session_id: str, *, touch: bool = True) -> Session | None:
+        """`get`'s answer with ``recent=True`` when it can be given without asking the store (this
+        process read the session less than ``recent_seconds`` ago, and no touch is due), else None:
+        the same answer without a coroutine, for a caller that would otherwise start a task for it."""
+        if self.recent_seconds <= 0:
+            return None
+        hit = self._recent.get(self.crypto.tag(session_id))
+        if hit is None or hit[0] <= time.monotonic() or hit[1] != session_id:
+            return None
+        cached = hit[2]
+        now = self.now()
+        if touch and now - cached.last_seen > min(60.0, self.idle_seconds / 10):
+            return None
+        return cached if now < self.expires_at(cached)[1] else None
 
     async def _read(self, session_id: str, touch: bool) -> Session | None:
         with self._timed("get"):
