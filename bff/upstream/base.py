@@ -137,7 +137,7 @@ def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuit
     """One factory per app: a breaker per upstream opens after ``threshold`` consecutive failures
     (unreachable, timeout, 5xx), fails fast for ``cooldown`` seconds, then lets one probe through.
     Refusals that say nothing about the upstream's health (4xx, 401) do not count."""
-    return AsyncCircuitBreakerFactory(
+    return _Breakers(
         default_threshold=threshold,
         default_ttl=cooldown,
         # a cancelled call (a sibling nulled by an error, a client gone) says nothing about health
@@ -147,6 +147,29 @@ def circuit_breakers(threshold: int = 5, cooldown: float = 10.0) -> AsyncCircuit
             asyncio.CancelledError,
         ],
     )
+
+
+class _Breakers(AsyncCircuitBreakerFactory):
+    """purgatory's factory, each upstream's breaker kept once made. With the in-memory repository
+    (ours) ``get_breaker`` answers the same breaker state every time, through a unit of work, two
+    awaits and a new wrapper per upstream call (issue 26); the wrapper holds no state of a call."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._known: dict[str, AsyncCircuitBreaker] = {}
+
+    def known(self, circuit: str) -> AsyncCircuitBreaker | None:
+        return self._known.get(circuit)
+
+    async def get_breaker(
+        self, circuit: str, threshold: Any = None, ttl: Any = None, exclude: Any = None
+    ) -> AsyncCircuitBreaker:
+        if threshold is not None or ttl is not None or exclude is not None:
+            return await super().get_breaker(circuit, threshold, ttl, exclude)
+        breaker = self._known.get(circuit)
+        if breaker is None:
+            breaker = self._known[circuit] = await super().get_breaker(circuit)
+        return breaker
 
 
 class UpstreamClient:
@@ -288,7 +311,9 @@ class UpstreamClient:
         at once while it is open."""
         if self._breakers is None:
             return None
-        breaker = await self._breakers.get_breaker(self.name)
+        breakers = self._breakers
+        known = breakers.known(self.name) if isinstance(breakers, _Breakers) else None
+        breaker = known if known is not None else await breakers.get_breaker(self.name)
         try:
             await breaker.__aenter__()
         except OpenedState:
