@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, execute, specified_rules
-from graphql.execution.values import VariableValues
+from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import AddValidationRules, SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -71,6 +71,11 @@ class DirectExecution:
             maxsize=PLAN_CACHE_SIZE, max_weight=PLAN_CACHE_CHARS, weigh=lambda key, _: len(key[0])
         )
         self._validation = _validation(schema)
+        #: the plans whose operation takes no variables and passed the cost check, with its type:
+        #: run again without parsing, selecting, validating or costing (bounded as the plans are)
+        self._ready: LRU[tuple[str, str | None], tuple[Plan, OperationType]] = LRU(
+            maxsize=PLAN_CACHE_SIZE, max_weight=PLAN_CACHE_CHARS, weigh=lambda key, _: len(key[0])
+        )
 
     async def validates(self, query: str) -> bool:
         """Whether ``query`` parses within the token limit and passes the schema's validation
@@ -124,9 +129,22 @@ class DirectExecution:
         the schema does not allow this path): the caller then uses ``Schema.execute``. Raises what
         ``Schema.execute`` raises for the request mistakes (`OperationSelectionError`,
         ``InvalidOperationTypeError``)."""
-        if self.reason is not None or (query, self.rules) not in self.shared.valid:
+        if self.reason is not None:
             return None
         shared, schema = self.shared, self.graphql_schema
+        ready = self._ready.get((query, operation_name)) if compiled else None
+        if ready is not None and shared.valid.get((query, self.rules)):
+            # a document run here before, whose operation takes no variables and passed the cost
+            # check: nothing of this request can change that (issue 26: ~1 % of a worker's CPU)
+            if ready[1] not in allowed:
+                raise InvalidOperationTypeError(ready[1])
+            if metrics is not None:
+                metrics.child(metrics.graphql_compiled, "compiled", "").inc()
+            none = get_variable_values(schema, (), {})
+            assert isinstance(none, VariableValues)
+            return await self._run(ready[0], none, query, variables, context, operation_name, allowed)
+        if (query, self.rules) not in shared.valid:
+            return None
         document = await shared.documents.parse(query)
         operation = select_operation(document, operation_name)
         operation_type = OperationType(operation.operation.value)
@@ -138,21 +156,42 @@ class DirectExecution:
             coerced, errors = shared.variables_and_cost(schema, document, operation, variables)
         if errors:
             return self._result(None, errors, query, variables, context, operation_name, allowed)
+        plan = self._plan(query, operation_name, document, operation, metrics) if compiled else None
+        if plan is not None and coerced is not None:
+            if not operation.variable_definitions:
+                self._ready.put((query, operation_name), (plan, operation_type))
+            return await self._run(plan, coerced, query, variables, context, operation_name, allowed)
         try:
-            plan = self._plan(query, operation_name, document, operation, metrics) if compiled else None
-            if plan is not None and coerced is not None:
-                result: Any = plan.execute(context, coerced)  # the values the cost check coerced
-            else:
-                result = execute(
-                    schema,
-                    document,
-                    context_value=context,
-                    variable_values=variables,
-                    operation_name=operation.name.value if operation.name else None,
-                    is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-                    executor_class=self.executor_class,
-                    operation_extensions=None,
-                )
+            result: Any = execute(
+                schema,
+                document,
+                context_value=context,
+                variable_values=variables,
+                operation_name=operation.name.value if operation.name else None,
+                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+                executor_class=self.executor_class,
+                operation_extensions=None,
+            )
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # Strawberry answers these as one error too
+            error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+            return self._result(None, [error], query, variables, context, operation_name, allowed)
+        return self._result(result.data, result.errors, query, variables, context, operation_name, allowed)
+
+    async def _run(
+        self,
+        plan: Plan,
+        coerced: VariableValues,
+        query: str,
+        variables: dict[str, Any] | None,
+        context: Any,
+        operation_name: str | None,
+        allowed: set[OperationType],
+    ) -> ExecutionResult:
+        """``plan`` with the variables the cost check coerced."""
+        try:
+            result: Any = plan.execute(context, coerced)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # Strawberry answers these as one error too
