@@ -151,6 +151,10 @@ class Deny(BasePermission):
         return False
 
 
+class _Text(str):
+    """A str subclass: its coercion is the scalar's, not the plain-str shortcut."""
+
+
 def _outside(root: Query, times: int = 1) -> str:
     return type(root).__name__ * times
 
@@ -168,6 +172,27 @@ class Query:
     @strawberry.field
     def first_item(self) -> Item:
         return _items()[0]
+
+    @strawberry.field
+    def edge_ints(self) -> list[int | None]:
+        """The 32-bit bounds, one past each, and values of other types an Int field may be given."""
+        return [2**31 - 1, -(2**31), 2**31, -(2**31) - 1, True, 7.0, 7.5, "12"]  # type: ignore[list-item]
+
+    @strawberry.field
+    def edge_int(self) -> int | None:
+        return 2**31  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def edge_strings(self) -> list[str | None]:
+        return ["plain", _Text("subclass"), True, 3, 2.5]  # type: ignore[list-item]
+
+    @strawberry.field
+    def edge_flags(self) -> list[bool | None]:
+        return [True, 0, 1, 2.0, "yes"]  # type: ignore[list-item]
+
+    @strawberry.field
+    def edge_ids(self) -> list[strawberry.ID | None]:
+        return [strawberry.ID("a"), 5, True]  # type: ignore[list-item]
 
     @strawberry.field
     def broken_item(self) -> Item | None:
@@ -294,6 +319,7 @@ CASES = {
     ),
     "union-errors": "{ oddThing { __typename } items { id } mustThing { ... on Item { id } } }",
     "serialize-error-in-list": "{ items { id big } }",
+    "scalar-edges": "{ edgeInts edgeInt edgeStrings edgeFlags edgeIds }",
     "non-null-item-error": "{ items { id must } }",
     "nullable-list-item": "{ asyncItems { id must } }",
     "async-nullable-error": "{ items { id later } }",

@@ -45,13 +45,17 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLAbstractType,
+    GraphQLBoolean,
     GraphQLError,
     GraphQLField,
+    GraphQLID,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLString,
     Node,
     OperationDefinitionNode,
     OperationType,
@@ -81,6 +85,15 @@ IsAwaitable = Callable[[Any], bool]
 
 #: values that are never awaitable: no is_awaitable call for them
 _PLAIN = frozenset({str, int, float, bool, type(None), list, dict, tuple})
+#: the built-in scalars' output coercion, by function (a custom scalar named alike has its own),
+#: and the Python type each returns unchanged (`_Completion.plain`; Int within 32 bits)
+_PLAIN_LEAVES: dict[Any, type] = {
+    GraphQLString.coerce_output_value: str,
+    GraphQLID.coerce_output_value: str,
+    GraphQLBoolean.coerce_output_value: bool,
+    GraphQLInt.coerce_output_value: int,
+}
+_MIN_INT, _MAX_INT = -(2**31), 2**31 - 1
 _IMMUTABLE = (str, int, float, bool, type(None))
 
 # completion kinds
@@ -119,6 +132,9 @@ class _Completion:
     resolve_type: Callable[[Any, Any, Any], Any] | None = None
     #: an abstract value that resolved to no possible type: this error
     error: GraphQLError | None = None
+    #: leaf: the Python type its built-in scalar answers unchanged (str for String and ID, bool
+    #: for Boolean, int for Int within 32 bits), completed without a call; None for the rest
+    plain: Any = None
 
 
 @dataclass(slots=True)
@@ -141,6 +157,8 @@ class _Field:
     typename: str = ""
     #: whether the resolver needs info (also for is_type_of of the value's type)
     needs_info: bool = False
+    #: the completion's ``plain`` type (a leaf of a built-in scalar), else None
+    plain: Any = None
 
 
 class _Run:
@@ -284,6 +302,7 @@ class Plan:
                     continue
                 field_path: Path | None = None
                 info: Any = None
+                value: Any
                 try:
                     if kind == _ATTRIBUTE:
                         value = getattr(source, plan.attribute)
@@ -299,6 +318,10 @@ class Plan:
                                 run.variable_values,
                             )
                         value = plan.resolve(source, info, **arguments)  # type: ignore[misc]
+                    plain = plan.plain
+                    if type(value) is plain and (plain is not int or _MIN_INT <= value <= _MAX_INT):
+                        results[key] = value  # what the scalar's coercion would answer, without the calls
+                        continue
                     if type(value) not in _PLAIN and is_awaitable(value):
                         if field_path is None:
                             field_path = Path(path, key, plan.parent_type.name)
@@ -316,7 +339,7 @@ class Plan:
                         pending.append(key)
                         continue
                     completed = self._complete(run, plan, plan.completion, value, field_path, path, info)  # type: ignore[arg-type]
-                    if type(completed) is not dict and is_awaitable(completed):
+                    if type(completed) not in _PLAIN and is_awaitable(completed):
                         if field_path is None:
                             field_path = Path(path, key, plan.parent_type.name)
                         results[key] = self._await_completed(run, plan, plan.completion, completed, field_path)  # type: ignore[arg-type]
@@ -487,6 +510,7 @@ class Plan:
         assert item is not None
         is_awaitable = self.is_awaitable
         leaf = item.kind == _LEAF
+        plain = item.plain
         completed: list[Any] = []
         append = completed.append
         pending: list[int] | None = None
@@ -494,6 +518,10 @@ class Plan:
         index = 0
         try:
             for value in iterator:
+                if type(value) is plain and (plain is not int or _MIN_INT <= value <= _MAX_INT):
+                    append(value)  # as in `_execute_fields`
+                    index += 1
+                    continue
                 item_path = None if leaf else Path(path, index, None)
                 if type(value) not in _PLAIN and is_awaitable(value):
                     if item_path is None:
@@ -748,6 +776,7 @@ class _Compiler:
             non_null=is_non_null_type(return_type),
             completion=completion,
             first_node=first,
+            plain=completion.plain,
         )
         if attribute is not None and not definition.args and not first.arguments:
             plan.kind = _ATTRIBUTE
@@ -781,7 +810,9 @@ class _Compiler:
             item = self.completion(inner.of_type, details)
             return _Completion(type=inner, non_null=non_null, kind=_LIST, item=item)
         if is_leaf_type(inner):
-            return _Completion(type=inner, non_null=non_null, kind=_LEAF, coerce=inner.coerce_output_value)
+            coerce = inner.coerce_output_value
+            plain = _PLAIN_LEAVES.get(coerce)
+            return _Completion(type=inner, non_null=non_null, kind=_LEAF, coerce=coerce, plain=plain)
         if is_abstract_type(inner):
             return self.abstract(inner, non_null, details)
         if not is_object_type(inner):
