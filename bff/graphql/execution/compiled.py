@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType, GeneratorType
 from typing import Any
 
 from graphql import (
@@ -84,7 +85,7 @@ __all__ = ["Plan", "Unsupported", "compile_plan"]
 IsAwaitable = Callable[[Any], bool]
 
 #: values that are never awaitable: no is_awaitable call for them
-_PLAIN = frozenset({str, int, float, bool, type(None), list, dict, tuple})
+_PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None), list, dict, tuple})
 #: the built-in scalars' output coercion, by function (a custom scalar named alike has its own),
 #: and the Python type each returns unchanged (`_Completion.plain`; Int within 32 bits)
 _PLAIN_LEAVES: dict[Any, type] = {
@@ -260,6 +261,27 @@ class Plan:
         }
         self._build_resolve_info = build_resolve_info
         self.is_awaitable = is_awaitable
+        #: the types whose values are never awaitable: the plain ones, and each class `_awaitable`
+        #: found so whose every instance answers alike (issue 26: is_awaitable's isinstance and
+        #: hasattr checks on every object a resolver returns)
+        self.sync_types: set[type] = set(_PLAIN)
+
+    def _awaitable(self, value: Any) -> bool:
+        """``is_awaitable(value)``; a no for a class that cannot answer otherwise for another of
+        its instances (no ``__await__``, no attribute hooks, not a coroutine or generator) is
+        remembered in `sync_types` (at most 256 classes)."""
+        if self.is_awaitable(value):
+            return True
+        cls = type(value)
+        if (
+            len(self.sync_types) < 256
+            and getattr(cls, "__getattribute__", None) is object.__getattribute__
+            and not hasattr(cls, "__getattr__")
+            and not hasattr(cls, "__await__")
+            and not issubclass(cls, (CoroutineType, GeneratorType))
+        ):
+            self.sync_types.add(cls)
+        return False
 
     def execute(
         self, context_value: Any, variable_values: VariableValues, root_value: Any = None
@@ -293,6 +315,7 @@ class Plan:
         results: dict[str, Any] = {}
         pending: list[str] | None = None
         is_awaitable = self.is_awaitable
+        sync_types = self.sync_types
         try:
             for plan in fields:
                 key = plan.key
@@ -322,7 +345,7 @@ class Plan:
                     if type(value) is plain and (plain is not int or _MIN_INT <= value <= _MAX_INT):
                         results[key] = value  # what the scalar's coercion would answer, without the calls
                         continue
-                    if type(value) not in _PLAIN and is_awaitable(value):
+                    if type(value) not in sync_types and self._awaitable(value):
                         if field_path is None:
                             field_path = Path(path, key, plan.parent_type.name)
                         results[key] = self._complete_awaitable(
@@ -511,6 +534,7 @@ class Plan:
         is_awaitable = self.is_awaitable
         leaf = item.kind == _LEAF
         plain = item.plain
+        sync_types = self.sync_types
         completed: list[Any] = []
         append = completed.append
         pending: list[int] | None = None
@@ -523,7 +547,7 @@ class Plan:
                     index += 1
                     continue
                 item_path = None if leaf else Path(path, index, None)
-                if type(value) not in _PLAIN and is_awaitable(value):
+                if type(value) not in sync_types and self._awaitable(value):
                     if item_path is None:
                         item_path = Path(path, index, None)
                     append(self._complete_awaitable(run, plan, item, value, item_path, None, info))
@@ -689,6 +713,17 @@ def _direct_resolver(schema: GraphQLSchema, definition: GraphQLField) -> Callabl
     takes_self = resolver.self_parameter is not None
     source_names = [p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None]
     info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+
+    if takes_self and not names and not source_names:
+        # the usual method resolver without arguments: no dict comprehension (a function call of
+        # its own on Python 3.11) and no loop per call
+        if info_name is None:
+            return lambda source, info, **arguments: function(source)
+
+        def call_with_info(source: Any, info: Any, **arguments: Any) -> Any:
+            return function(source, **{info_name: make_info(info)})
+
+        return call_with_info
 
     def call(source: Any, info: Any, **arguments: Any) -> Any:
         kwargs = {python: arguments[name] for name, python in names if name in arguments}
