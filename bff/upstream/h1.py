@@ -59,7 +59,6 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 #: what stays as it is in a parameter's name or value (yarl's, as aiohttp sends them: delimiters such as
 #: ``,`` of a form-style list stay literal, ``&=+;`` are escaped, a space is ``+``)
 _PARAM_SAFE = "?/:@!$'()*,"
-_FORBIDDEN = ("\r", "\n", "\0")
 #: URLs whose escaped form is remembered, per upstream
 _MAX_TARGETS = 1024
 
@@ -309,12 +308,23 @@ class H1Upstream(AiohttpUpstream):
         pool, host, target = self._target(url, params)
         body = orjson.dumps(json) if json is not None else content
         head = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-        given = {name.lower() for name in headers} if headers else set()
+        given: set[str] = set()
         if headers:
             for name, value in headers.items():
-                if any(bad in name or bad in value for bad in _FORBIDDEN) or ":" in name:
+                # CR, LF and NUL written out, not any() over a tuple: a generator per header (and
+                # `in` is memchr-fast: a regex scanned a 1 KB token character by character)
+                if (
+                    "\r" in value
+                    or "\n" in value
+                    or "\0" in value
+                    or ":" in name
+                    or "\r" in name
+                    or "\n" in name
+                    or "\0" in name
+                ):
                     raise httpx.RequestError(f"invalid header {name!r}: {url}")
                 head.append(f"{name}: {value}\r\n")
+                given.add(name.lower())
         if json is not None and "content-type" not in given:
             head.append("Content-Type: application/json\r\n")
         if "accept" not in given:
