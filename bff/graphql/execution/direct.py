@@ -21,8 +21,10 @@ operation compiles, the plan of `bff.graphql.execution.compiled`. Errors are log
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, execute, specified_rules
@@ -142,7 +144,8 @@ class DirectExecution:
                 metrics.child(metrics.graphql_compiled, "compiled", "").inc()
             none = get_variable_values(schema, (), {})
             assert isinstance(none, VariableValues)
-            return await self._run(ready[0], none, query, variables, context, operation_name, allowed)
+            execution = functools.partial(ready[0].execute, context, none)
+            return await self._run(execution, query, variables, context, operation_name, allowed)
         if (query, self.rules) not in shared.valid:
             return None
         document = await shared.documents.parse(query)
@@ -160,38 +163,33 @@ class DirectExecution:
         if plan is not None and coerced is not None:
             if not operation.variable_definitions:
                 self._ready.put((query, operation_name), (plan, operation_type))
-            return await self._run(plan, coerced, query, variables, context, operation_name, allowed)
-        try:
-            result: Any = execute(
-                schema,
-                document,
-                context_value=context,
-                variable_values=variables,
-                operation_name=operation.name.value if operation.name else None,
-                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-                executor_class=self.executor_class,
-                operation_extensions=None,
-            )
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:  # Strawberry answers these as one error too
-            error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
-            return self._result(None, [error], query, variables, context, operation_name, allowed)
-        return self._result(result.data, result.errors, query, variables, context, operation_name, allowed)
+            execution = functools.partial(plan.execute, context, coerced)  # the values the cost check coerced
+            return await self._run(execution, query, variables, context, operation_name, allowed)
+        core = functools.partial(
+            execute,
+            schema,
+            document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation.name.value if operation.name else None,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            executor_class=self.executor_class,
+            operation_extensions=None,
+        )
+        return await self._run(core, query, variables, context, operation_name, allowed)
 
     async def _run(
         self,
-        plan: Plan,
-        coerced: VariableValues,
+        execution: Callable[[], Any],
         query: str,
         variables: dict[str, Any] | None,
         context: Any,
         operation_name: str | None,
         allowed: set[OperationType],
     ) -> ExecutionResult:
-        """``plan`` with the variables the cost check coerced."""
+        """The result of ``execution`` (a plan's, or graphql-core's), its failure as one error."""
         try:
-            result: Any = plan.execute(context, coerced)
+            result: Any = execution()
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # Strawberry answers these as one error too
