@@ -13,7 +13,7 @@ from bff.app import create_app
 from bff.demo.tokens import IntrospectionValidator
 from bff.demo.upstreams import accounts_app, catalog_app
 from tests.conftest import Bff, Upstreams, make_settings
-from tests.support.servers import OIDCProvider, free_port, serve
+from tests.support.servers import OIDCProvider, free_port, serve, serve_all
 
 
 @dataclass
@@ -60,7 +60,7 @@ def idp(idp_options: dict[str, Any], bff_ports: list[int], backchannel_logout_ur
 async def stack(idp: OIDCProvider, bff_ports: list[int]) -> AsyncIterator[Stack]:
     validator = IntrospectionValidator(idp.issuer, "resource-server", "resource-secret")
     accounts, catalog = accounts_app(validator), catalog_app(validator)
-    async with serve(accounts) as accounts_url, serve(catalog) as catalog_url:
+    async with serve_all(accounts, catalog) as (accounts_url, catalog_url):
         upstreams = Upstreams(accounts, catalog, accounts_url, f"{catalog_url}/graphql")
 
         @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from tests.support.spa import (
     vite,
 )
 
-ACCESS_TTL = 8  # seconds: the demo IdP's access tokens; the test waits past it
+ACCESS_TTL = 4  # seconds: the demo IdP's access tokens; the test waits past it (each journey waits once)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from tests.conftest import Bff, make_settings
 from tests.sources.remote_service import ODD_SDL, SCHEMA, ZOO_SDL, Recorder, odd_app, remote_app
 from tests.support.servers import require_binary, serve
 from tests.support.tokens import TestIssuer
+from tests.support.typecheck import mypy_cache_dir
 
 ROOT = FilePath(__file__).resolve().parents[2]
 
@@ -351,7 +352,7 @@ def test_the_generated_module_passes_ruff_and_mypy_strict(tmp_path: FilePath) ->
             str(ROOT / "pyproject.toml"),
             "--follow-imports=silent",
             "--cache-dir",
-            str(tmp_path / ".mypy_cache"),
+            str(mypy_cache_dir("generated-module")),  # kept between runs: only what changed is checked again
             str(module),
         ],
         capture_output=True,

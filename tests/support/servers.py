@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,6 +29,27 @@ IDP_DIR = Path(__file__).resolve().parents[1] / "e2e" / "idp"
 # a port handed out by one must never be handed out by the other
 free_port = testing.free_port
 serve = testing.serve
+
+
+@contextlib.asynccontextmanager
+async def serve_all(*apps: Any) -> AsyncIterator[list[str]]:
+    """`serve` for several apps (started in order), stopped together rather than one after the
+    other: each uvicorn server takes ~0.15 s to stop (its main loop's 0.1 s tick, then shutdown's
+    0.1 s grace), which for the two demo upstreams of most tests' fixtures added 0.15 s to each
+    teardown. Yields their base URLs, in the order of ``apps``."""
+    managers = [serve(app) for app in apps]
+    urls: list[str] = []
+    try:
+        for manager in managers:
+            urls.append(await manager.__aenter__())
+        yield urls
+    finally:
+        stopped = await asyncio.gather(
+            *(manager.__aexit__(None, None, None) for manager in managers[: len(urls)]), return_exceptions=True
+        )
+        for outcome in stopped:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
 def cluster_port() -> int:
