@@ -313,8 +313,12 @@ def test_a_name_taken_in_the_schema_is_renamed_and_forwarded_as_the_service_name
 
 
 def test_a_service_that_cannot_be_introspected_is_a_one_line_error() -> None:
+    unreachable = graphql("remote", endpoint="http://127.0.0.1:9/graphql")
+    # nothing listens there: a refused connection is tried again for the source's timeout (a service
+    # starting beside the BFF may not listen yet), 10 s by default, then it is the same error
+    unreachable.timeout = 1.0
     with pytest.raises(SchemaError) as raised:
-        build_schema(sources=[graphql("remote", endpoint="http://127.0.0.1:9/graphql")])
+        build_schema(sources=[unreachable])
     message = str(raised.value)
     assert message.startswith("source 'remote': introspection of http://127.0.0.1:9/graphql failed")
     assert "\n" not in message
