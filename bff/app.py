@@ -109,7 +109,9 @@ def create_app(
     )
     app.add_api_route("/graphql", handler, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     # subscriptions over graphql-transport-ws on the same path (the Origin rule: CSRFMiddleware)
-    sockets = GraphQLWebSocketHandler(schema, handler.documents, max_message_bytes=settings.max_body_bytes)
+    sockets = GraphQLWebSocketHandler(
+        schema, handler.documents, max_message_bytes=settings.max_body_bytes, direct=handler.direct
+    )
     app.router.add_websocket_route("/graphql", sockets.handle)
     if settings.graphiql_enabled:
         app.mount("/_bff/graphiql", StaticFiles(directory=STATIC_DIR), name="graphiql-assets")

@@ -70,3 +70,22 @@ def field_exception_handlers(resolve: Any) -> Any | None:
     cells = dict(zip(code.co_freevars, getattr(resolve, "__closure__", None) or (), strict=True))
     handlers = cells.get("field_exception_handlers")
     return None if handlers is None else handlers.cell_contents
+
+
+#: the module and name of Strawberry's resolve of a subscription field: ``lambda event, *_, **__: event``
+_EVENT_RESOLVER = ("strawberry.schema.schema_converter", "<lambda>", ("event",))
+
+
+def is_event_resolver(resolve: Any) -> bool:
+    """Whether ``resolve`` is Strawberry's resolve of a subscription field, which answers each
+    event of the source stream unchanged (the compiled plan then takes the event as it is)."""
+    code = getattr(resolve, "__code__", None)
+    return (
+        code is not None
+        and (
+            getattr(resolve, "__module__", None),
+            getattr(resolve, "__name__", None),
+            code.co_varnames[:1],
+        )
+        == _EVENT_RESOLVER
+    )

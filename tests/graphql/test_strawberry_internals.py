@@ -5,6 +5,7 @@ compiled plan or the document gate."""
 from __future__ import annotations
 
 import ast
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,21 @@ def test_no_other_module_reads_them() -> None:
             if isinstance(node, ast.keyword) and node.arg in ("_raw_info", "_field"):
                 problems.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.arg}=")
     assert problems == []
+
+
+@strawberry.type
+class _Ticks:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncIterator[int]:
+        yield 1
+
+
+def test_a_subscription_fields_resolve_is_recognised_as_the_events_identity() -> None:
+    core = _strawberry.graphql_schema(strawberry.Schema(query=Query, subscription=_Ticks))
+    assert core.subscription_type is not None
+    resolve = core.subscription_type.fields["ticks"].resolve
+    assert _strawberry.is_event_resolver(resolve)  # lambda event, *_, **__: event (schema_converter)
+    event = object()
+    assert resolve(event, None) is event
+    assert not _strawberry.is_event_resolver(core.query_type.fields["resolved"].resolve)
+    assert not _strawberry.is_event_resolver(lambda event: None)  # another module's lambda

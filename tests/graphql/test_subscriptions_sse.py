@@ -92,6 +92,30 @@ async def test_a_stream_delivers_the_status_and_each_change(bff: Bff, upstreams:
     assert len(bff.resources.streams) == 0
 
 
+async def test_a_documents_later_streams_run_on_its_compiled_plan_and_answer_alike(
+    bff: Bff, upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """The first stream of a document caches and validates it (Strawberry's path); the next ones run
+    on its compiled plan (`DirectExecution.subscribe`), event for event the same."""
+    cookie = await bff.session_for(issuer.token())
+    upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+    compiled = bff.resources.metrics.graphql_compiled.labels("compiled", "")
+    # a document no other test sends (the app may be shared): its first stream is this test's
+    body = {**SUBSCRIBE, "query": SUBSCRIBE["query"].replace("{ orderStatus", "{ laterStreams: orderStatus")}
+    answers = []
+    for _ in range(2):
+        before = compiled._value.get()
+        async with bff.client(cookie) as client, subscribe(client, body) as events:
+            first = await events.next()
+            upstreams.accounts.state.statuses["o-alice-1"] = "SHIPPED"
+            answers.append([first, await events.next()])
+            upstreams.accounts.state.statuses["o-alice-1"] = "PLACED"
+        answers[-1].append(compiled._value.get() - before)
+    assert answers[0][:2] == answers[1][:2]
+    assert answers[0][1] == ("next", {"data": {"laterStreams": {"orderId": "o-alice-1", "status": "SHIPPED"}}})
+    assert [answer[2] for answer in answers] == [0, 1]
+
+
 async def test_a_query_over_sse_is_one_next_then_complete(bff: Bff, issuer: TestIssuer) -> None:
     cookie = await bff.session_for(issuer.token())
     async with bff.client(cookie) as client, subscribe(client, {"query": "{ viewer { id } }"}) as events:

@@ -20,8 +20,13 @@ awaitable siblings of one selection set and awaitable items of one list are gath
 errors are located at their ``path``, a null in a non-null position propagates to the nearest
 nullable parent, and errors below an already nulled position are dropped (``CollectedErrors``).
 
+A subscription compiles too: `Plan.source` makes its source event stream as graphql-core's
+``create_source_event_stream`` does, and `Plan.execute` with the event as root value is its
+``execute_subscription_event`` (Strawberry's resolve of the subscription field, which answers the
+event unchanged, is not called).
+
 Not compiled (`Unsupported`; the caller executes the document with graphql-core instead):
-mutations and subscriptions, any directive in the operation or its fragments (``@skip``,
+mutations, any directive in the operation or its fragments (``@skip``,
 ``@include``, ``@defer``, ``@stream``, custom ones), fragment variables, fields of abstract type
 (interfaces, unions: a runtime type resolution), introspection fields other than ``__typename``,
 schemas with a default field or type resolver other than graphql-core's.
@@ -70,6 +75,7 @@ from graphql import (
     located_error,
 )
 from graphql.execution.collect_fields import FieldDetails, FragmentDetails, collect_fields, collect_subfields
+from graphql.execution.execute import assert_event_stream, default_field_resolver
 from graphql.execution.values import VariableValues, get_argument_values
 from graphql.pyutils import Path, gather_with_cancel, is_iterable
 from graphql.type.definition import GraphQLResolveInfoHelpers
@@ -77,7 +83,13 @@ from strawberry.types.base import StrawberryMaybe, StrawberryOptional
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
-from bff.graphql._strawberry import field_exception_handlers, info_factory, is_basic_resolver, strawberry_schema_of
+from bff.graphql._strawberry import (
+    field_exception_handlers,
+    info_factory,
+    is_basic_resolver,
+    is_event_resolver,
+    strawberry_schema_of,
+)
 from bff.graphql.authorization import GUARD, GUARD_WRAP, unguarded_resolve
 
 __all__ = ["Plan", "Unsupported", "compile_plan"]
@@ -321,6 +333,32 @@ class Plan:
         if self.is_awaitable(data):
             return self._await_root(run, data)
         return ExecutionResult(data, run.errors or None)
+
+    def source(self, context_value: Any, variable_values: VariableValues, root_value: Any = None) -> Any:
+        """A subscription plan's source event stream (graphql-core's ``create_source_event_stream``):
+        the subscription field's ``subscribe`` called as graphql-core calls it; returns its async
+        iterable, an awaitable of it, or an `ExecutionResult` with the one error that refused it."""
+        field = self.root.fields[0]
+        definition = field.definition
+        assert definition is not None
+        path = Path(None, field.key, field.parent_type.name)
+        try:
+            info = self._info(_Run(self, context_value, variable_values, root_value), field, path)
+            arguments = get_argument_values(definition, field.first_node, variable_values)  # type: ignore[arg-type]
+            subscribe = definition.subscribe or default_field_resolver
+            result = subscribe(root_value, info, **arguments)
+            if self.is_awaitable(result):
+                return self._await_source(result, field, path)
+            return assert_event_stream(result)
+        except Exception as error:
+            return ExecutionResult(None, [located_error(error, field.nodes, path.as_list())])
+
+    @staticmethod
+    async def _await_source(result: Awaitable[Any], field: _Field, path: Path) -> Any:
+        try:
+            return assert_event_stream(await result)
+        except Exception as error:
+            return ExecutionResult(None, [located_error(error, field.nodes, path.as_list())])
 
     async def _await_root(self, run: _Run, data: Awaitable[dict[str, Any]]) -> ExecutionResult:
         try:
@@ -699,6 +737,10 @@ def _basic_attribute(definition: GraphQLField) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _the_event(source: Any, info: Any, **arguments: Any) -> Any:
+    return source
+
+
 #: Python types of arguments that Strawberry passes to a resolver unchanged
 _PASSED_AS_IS = frozenset({str, int, float, bool})
 
@@ -782,11 +824,12 @@ class _Compiler:
         self.field_resolver = field_resolver
 
     def root(self) -> _Completion:
-        if self.operation.operation != OperationType.QUERY:
-            raise Unsupported(self.operation.operation.value)
-        root_type = self.schema.get_root_type(OperationType.QUERY)
+        kind = self.operation.operation
+        if kind not in (OperationType.QUERY, OperationType.SUBSCRIPTION):
+            raise Unsupported(kind.value)  # a mutation's fields run one after the other
+        root_type = self.schema.get_root_type(kind)
         if root_type is None:
-            raise Unsupported("no_query_type")
+            raise Unsupported(f"no_{kind.value}_type")
         grouped = collect_fields(self.schema, self.fragments, self.variables, root_type, self.operation)
         completion = _Completion(type=root_type, non_null=False, kind=_OBJECT, object_type=root_type)
         completion.fields = self.fields(root_type, grouped.grouped_field_set)
@@ -843,6 +886,11 @@ class _Compiler:
             plan.kind = _ATTRIBUTE
             plan.attribute = attribute
             plan.needs_info = False
+            return plan
+        if not guarded and parent_type is self.schema.subscription_type and is_event_resolver(definition.resolve):
+            # a subscription's field answers each event of its source stream as it is
+            plan.resolve = _the_event
+            plan.arguments = {}
             return plan
         direct = _direct_resolver(self.schema, definition)
         if guarded:  # behind its guard (`bff.graphql.authorization`): the fast resolver too
@@ -926,8 +974,6 @@ def compile_plan(
 
     ``build_resolve_info`` is the executor class's method (called unbound with the run as self),
     so resolvers receive the info they would receive from graphql-core with that executor class."""
-    from graphql.execution.executor import default_field_resolver
-
     definitions = [operation, *(d for d in document.definitions if isinstance(d, FragmentDefinitionNode))]
     directives, _ = _uses_directives_or_variables(definitions)
     if directives:

@@ -166,7 +166,7 @@ class GraphQLHTTPHandler:
         context.touch = resources.streaming.keeps_session_alive
         request.state.graphql_operation = loggable_name(operation.name)
         headers = dict(NO_STORE)
-        response = EventStream(self.schema, resources, context, stream, framing).response(
+        response = EventStream(self.schema, resources, context, stream, framing, self.direct).response(
             document, operation.variables, operation.operation_name, headers
         )
         sub_response = context.response

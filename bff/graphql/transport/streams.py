@@ -31,6 +31,7 @@ from strawberry.types.graphql import OperationType
 from bff.errors import error_entry
 from bff.graphql.context import Context
 from bff.graphql.errors import result_body, to_graphql_error
+from bff.graphql.execution.direct import DirectExecution
 from bff.resources import Resources
 from bff.sessions.streams import Stream
 
@@ -76,6 +77,7 @@ async def stream_results(
     document: str,
     variables: dict[str, Any] | None,
     operation_name: str | None,
+    direct: DirectExecution | None = None,
 ) -> AsyncGenerator[Item, None]:
     """Run one operation for a transport: ``("next", payload)`` per result; ``("error", errors)``
     once, and nothing after, for a document that never ran (syntax, validation, limits).
@@ -91,7 +93,10 @@ async def stream_results(
     event (BENCHMARKS.md, "Streams"). Ending the stream (`Stream.end`: the registry, or the one
     timer of its lifetime, ``max_duration``) cuts that wait short through ``Stream.interrupt``
     (`_Interrupt`): the operation's source sees a cancellation, as under a timeout; a
-    cancellation of the task itself still propagates."""
+    cancellation of the task itself still propagates.
+
+    A cached, valid subscription runs on ``direct`` (its compiled plan, `DirectExecution.subscribe`)
+    when compiled execution is on; anything else on ``schema.stream``."""
     registry = resources.streams
     assert registry is not None
     metrics = resources.metrics
@@ -103,13 +108,18 @@ async def stream_results(
     interrupt = stream.interrupt = _Interrupt()
     first = True
     try:
-        source = await schema.stream(
-            document,
-            variable_values=variables,
-            context_value=context,
-            operation_name=operation_name,
-            allowed_operation_types=ALL_OPERATIONS,
-        )
+        if direct is not None and resources.requests.compiled_execution:
+            source = await direct.subscribe(
+                document, variables, context, operation_name, ALL_OPERATIONS, metrics=metrics
+            )
+        if source is None:
+            source = await schema.stream(
+                document,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=ALL_OPERATIONS,
+            )
         while True:
             if stream.reason is not None:  # ended: by the registry, or its lifetime is over
                 reason = stream.reason
@@ -393,7 +403,9 @@ class _StreamResponse(Response):
     async def _write_all(self, send: Any) -> None:
         events, framing = self.events, self.events.framing
         await self._write(send, framing.opening(), start=True)
-        results = stream_results(events.schema, events.resources, events.context, events.stream, *self.operation)
+        results = stream_results(
+            events.schema, events.resources, events.context, events.stream, *self.operation, direct=events.direct
+        )
         async with contextlib.aclosing(results):
             async for kind, payload in results:
                 await self._write(send, framing.errors(payload) if kind == "error" else framing.next(payload))
@@ -432,12 +444,19 @@ class _StreamResponse(Response):
 class EventStream:
     """Runs one operation as a streamed HTTP answer (SSE or multipart, by its `Framing`)."""
 
-    __slots__ = ("context", "framing", "resources", "schema", "stream")
+    __slots__ = ("context", "direct", "framing", "resources", "schema", "stream")
 
     def __init__(
-        self, schema: Any, resources: Resources, context: Context, stream: Stream, framing: Framing | None = None
+        self,
+        schema: Any,
+        resources: Resources,
+        context: Context,
+        stream: Stream,
+        framing: Framing | None = None,
+        direct: DirectExecution | None = None,
     ) -> None:
         self.schema = schema
+        self.direct = direct
         self.resources = resources
         self.context = context
         self.stream = stream

@@ -46,6 +46,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bff.errors import RequestRefused, StoreUnavailable, StreamLimitExceeded, error_entry
 from bff.graphql.context import Context
+from bff.graphql.execution.direct import DirectExecution
 from bff.graphql.transport.request import DocumentSource, GraphQLRequest
 from bff.graphql.transport.streams import stream_results
 from bff.resources import Resources
@@ -65,9 +66,17 @@ log = logging.getLogger("bff.graphql")
 class GraphQLWebSocketHandler:
     """One instance per app; `handle` serves each WebSocket connection to ``/graphql``."""
 
-    def __init__(self, schema: Any, documents: DocumentSource, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        schema: Any,
+        documents: DocumentSource,
+        *,
+        max_message_bytes: int,
+        direct: DirectExecution | None = None,
+    ) -> None:
         self.schema = schema
         self.documents = documents  # persisted documents are resolved as over HTTP
+        self.direct = direct  # the compiled path for subscriptions, shared with HTTP
         self.max_message_bytes = max_message_bytes
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -353,6 +362,7 @@ class _Connection:
             document,
             operation.variables,
             operation.operation_name,
+            direct=self.handler.direct,
         )
         last: dict[str, Any] = {"id": operation_id, "type": "complete"}
         try:
