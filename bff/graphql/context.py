@@ -254,6 +254,7 @@ class Context:
         Called once the answer is built; a resolver still running after it (a sibling cancelled by
         a null propagation) just builds what it needs again."""
         self._session_task = None
+        self._user = None  # an open stream holds no session between its events (read again for each)
         self._authz.clear()  # decided again with the session read again: a scope lost ends a stream
         self._fresh.clear()
         self._bound.clear()

@@ -99,6 +99,7 @@ class SessionStore(ABC):
         #: (``BFF_SESSION_CACHE_SECONDS``; 0: off): by tag, (until, session id, session)
         self.recent_seconds = recent_seconds
         self._recent: dict[str, tuple[float, str, Session]] = {}
+        self._recent_sweep: asyncio.TimerHandle | None = None
         #: moves on every change announcement: a read that began before one is not remembered
         self._changes = 0
 
@@ -147,9 +148,29 @@ class SessionStore(ABC):
                 self._listen_for_changes()
                 if len(self._recent) >= 4096:
                     self._recent.clear()
+                self._recent.pop(tag, None)  # (re)inserted last: the copies stay in expiry order
                 self._recent[tag] = (time.monotonic() + self.recent_seconds, session_id, session)
+                if self._recent_sweep is None:
+                    self._recent_sweep = asyncio.get_running_loop().call_later(self.recent_seconds, self._sweep)
             return session
         return await self._read(session_id, touch)
+
+    def _sweep(self) -> None:
+        """Forget the recent copies that have expired, oldest first, and come back while any is
+        left: an expired copy is never used, and keeping it until another read replaces it held a
+        session per open stream between its events (issue 26, part 4). One timer per store."""
+        self._recent_sweep = None
+        now = time.monotonic()
+        expired = []
+        for tag, (until, _, _) in self._recent.items():
+            if until > now:
+                break
+            expired.append(tag)
+        for tag in expired:
+            del self._recent[tag]
+        if self._recent:
+            until = next(iter(self._recent.values()))[0]
+            self._recent_sweep = asyncio.get_running_loop().call_later(max(until - now, 0.01), self._sweep)
 
     def recent(self, session_id: str, *, touch: bool = True) -> Session | None:
         """`get`'s answer with ``recent=True`` when it can be given without asking the store (this

@@ -188,6 +188,7 @@ class StreamRegistry:
                     session.last_seen + store.idle_seconds,
                 )
                 timeout = max(0.05, min(self.recheck_seconds, deadline - store.now() + 0.05))
+                del session  # not held while waiting: a session's copy per watcher (issue 26, part 4)
             if store.changes == announced:
                 await store.wait_for_change(session_id, timeout)
 

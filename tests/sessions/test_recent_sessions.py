@@ -127,3 +127,24 @@ async def test_zero_seconds_reads_the_store_every_time(redis_server) -> None:  #
         assert await store.get(session.id, recent=True) is not None
     assert store.reads == 3
     await store.close()
+
+
+async def test_expired_copies_are_let_go_not_kept_until_replaced(
+    replicas: tuple[CountingStore, CountingStore],
+) -> None:
+    """A copy past its window is forgotten by the store's one sweep timer, oldest first, so that a
+    process does not hold a session per idle reader (an open stream between its events)."""
+    a, _ = replicas
+    a.recent_seconds = 0.2
+    sessions = [_session() for _ in range(3)]
+    for session in sessions:
+        await a.create(session)
+    for session in sessions[:2]:
+        assert await a.get(session.id, recent=True) is not None
+    await asyncio.sleep(0.1)
+    assert await a.get(sessions[2].id, recent=True) is not None
+    assert len(a._recent) == 3
+    await _eventually(lambda: len(a._recent) == 1, 0.25)  # the first two, at their expiry
+    await _eventually(lambda: not a._recent and a._recent_sweep is None, 0.3)  # then the last; no timer left
+    assert await a.get(sessions[0].id, recent=True) is not None  # read again: remembered again
+    assert len(a._recent) == 1 and a._recent_sweep is not None
