@@ -174,9 +174,43 @@ class _HeadJoined:
         return self.transport.is_closing()
 
 
+class _LeanEvent(asyncio.Event):
+    """An `asyncio.Event` whose waiters are a list: asyncio's is a deque, which allocates room for
+    64 waiters at once (~760 B), and uvicorn holds two events per open connection, each with one
+    waiter at most (the request's ``receive``, a paused write). `asyncio.Event` only appends,
+    iterates and removes its waiters, which a list does alike. Part of an open stream's memory
+    (issue 26, part 4)."""
+
+    def __init__(self, value: bool = False) -> None:
+        super().__init__()
+        self._waiters: Any = []
+        if value:
+            self.set()
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests (``appendleft``, ``pop``, truth) as a list, for the
+    same reason: most connections never pipeline, and an empty deque is ~760 B."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
-    """uvicorn's httptools protocol (its default) with the write deadline, and each answer's head
-    and body written together (`_HeadJoined`)."""
+    """uvicorn's httptools protocol (its default) with the write deadline, each answer's head and
+    body written together (`_HeadJoined`), and its per-connection events and pipeline queue
+    lighter (`_LeanEvent`, `_Pipeline`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        flow = getattr(self, "flow", None)
+        writable = getattr(flow, "_is_writable_event", None)
+        if isinstance(writable, asyncio.Event) and not isinstance(writable, _LeanEvent):
+            flow._is_writable_event = _LeanEvent(writable.is_set())  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
@@ -184,6 +218,8 @@ class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
         # uvicorn has just made the request's cycle (its task has not run yet): it writes through this
         if cycle is not None and cycle.transport is self.transport:
             cycle.transport = _HeadJoined(self.transport, self.loop)
+            if type(cycle.message_event) is asyncio.Event:  # nobody waits on it yet
+                cycle.message_event = _LeanEvent(cycle.message_event.is_set())
 
 
 class H11Protocol(_WriteDeadline, _H11Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bff.protocols import _HeadJoined
+from bff.protocols import _HeadJoined, _LeanEvent, _Pipeline
 from tests.support.servers import free_port
 
 
@@ -103,3 +103,23 @@ async def test_answers_over_a_real_uvicorn_connection_arrive_whole_and_in_order(
     finally:
         server.should_exit = True
         await task
+
+
+async def test_the_lean_event_and_pipeline_behave_as_asyncios_and_uvicorns() -> None:
+    event = _LeanEvent()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(waiter.done() for waiter in waiters) and len(event._waiters) == 3
+    event.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert event._waiters == [] and event.is_set()
+    event.clear()
+    cancelled = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert event._waiters == [] and _LeanEvent(True).is_set()
+    pipeline = _Pipeline()
+    for item in ("first", "second"):
+        pipeline.appendleft(item)  # uvicorn queues with appendleft and takes with pop: first in, first out
+    assert [pipeline.pop(), pipeline.pop()] == ["first", "second"] and not pipeline
