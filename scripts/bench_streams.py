@@ -85,7 +85,7 @@ class Subscription:
     @strawberry.subscription
     async def tick(self, info: strawberry.Info) -> AsyncIterator[float]:
         """When the shared ticker produced each tick (``time.time()``), for a signed-in session."""
-        if await info.context.session() is None:
+        if await info.context.user() is None:
             from bff import Unauthenticated
 
             raise Unauthenticated()

@@ -22,6 +22,7 @@ LAYER = {
     "telemetry": 0,
     "metrics": 0,
     "tasks": 0,
+    "timers": 0,
     "runtime": 0,
     "sessions": 1,
     "upstream": 1,

@@ -26,6 +26,7 @@ from bff.errors import StoreUnavailable
 from bff.metrics import Metrics
 from bff.sessions.crypto import DecryptError, SessionCrypto, UnknownKeyError
 from bff.sessions.models import Session
+from bff.timers import Timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class SessionStore(ABC):
         self.recent_seconds = recent_seconds
         self._recent: dict[str, tuple[float, str, Session]] = {}
         self._recent_sweep: asyncio.TimerHandle | None = None
+        #: the deadlines of `wait_for_change` (a session watcher's is always pending): a heap entry each
+        self._timers = Timers()
         #: moves on every change announcement: a read that began before one is not remembered
         self._changes = 0
 
@@ -348,13 +351,14 @@ class SessionStore(ABC):
     # coordination ------------------------------------------------------------------------------
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
         """Return when a change of this session is published, or after ``timeout``."""
-        # a future and one timer, not an Event and asyncio.wait_for: on Python 3.11 wait_for runs the
-        # wait in a task of its own, ~2.6 KiB more for every open stream's session watcher (issue 26)
+        # a future and one deadline of the store's `Timers`, not an Event and asyncio.wait_for: on
+        # Python 3.11 wait_for runs the wait in a task of its own, ~2.6 KiB more for every open
+        # stream's session watcher, and a loop timer is ~600 B more (issue 26)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         tag = self.crypto.tag(session_id)
         self._waiters.setdefault(tag, set()).add(waiter)
-        timer = loop.call_later(timeout, _wake, waiter)
+        timer = self._timers.call_later(timeout, _wake, waiter)
         try:
             await waiter
         finally:

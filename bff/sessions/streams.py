@@ -19,6 +19,7 @@ from collections.abc import Callable
 from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
 from bff.metrics import Metrics
 from bff.sessions.store import SessionStore
+from bff.timers import Timers
 
 log = logging.getLogger("bff")
 
@@ -84,6 +85,8 @@ class StreamRegistry:
         self.keep_alive = keep_alive  # whether the watcher's look counts as activity
         self.recheck_seconds = recheck_seconds
         self._open: set[Stream] = set()
+        #: the open streams' deadlines (lifetime, heartbeats): a heap entry each, not a loop timer
+        self.timers = Timers()
         self._by_session: dict[str, list[Stream]] = {}  # a list: a session has one or a few
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.closing = False

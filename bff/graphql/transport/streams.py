@@ -103,8 +103,8 @@ async def stream_results(
     reason = "complete"
     source: Any = None
     loop = asyncio.get_running_loop()
-    # the stream's one timer: its maximum lifetime ends it as the registry would
-    lifetime = loop.call_at(loop.time() + resources.streaming.max_seconds, stream.end, "max_duration")
+    # the stream's one deadline: its maximum lifetime ends it as the registry would
+    lifetime = registry.timers.call_at(loop.time() + resources.streaming.max_seconds, stream.end, "max_duration")
     interrupt = stream.interrupt = _Interrupt()
     first = True
     try:
@@ -352,14 +352,17 @@ class _StreamResponse(Response):
         self._written = 0.0  # loop time of the end of the last write
         self._sending: float | None = None  # loop time at which the write under way began
         self._complete = False  # the last write has begun: no heartbeat may follow it
-        self._wake: asyncio.Timeout | None = None
+        self._wake: _Interrupt | None = None  # cuts the listener's wait short (`__call__`)
         self.init_headers(headers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         loop = asyncio.get_running_loop()
         policy = self.events.resources.streaming
         heartbeat, stall = policy.heartbeat_seconds, policy.stall_seconds
+        registry = self.events.resources.streams
+        assert registry is not None
         self._written = loop.time()
+        wake_up = self._wake = _Interrupt()
         writer = loop.create_task(self._write_all(send), name="bff-stream")
         writer.add_done_callback(self._writer_done)
         try:
@@ -374,13 +377,20 @@ class _StreamResponse(Response):
                     continue
                 else:  # the next heartbeat, or at the latest when a write begun meanwhile would stall
                     wake = min(self._written + heartbeat, now + stall)
+                # the wait for the client is cut short at ``wake`` (or when the writer is done) by
+                # cancelling it, as a timeout would, through a deadline of the registry's `Timers`
+                # rather than a loop timer of its own (issue 26, part 4)
+                timer = registry.timers.call_at(wake, _Interrupt.__call__, wake_up)
+                wake_up.arm()
                 try:
-                    async with asyncio.timeout_at(wake) as self._wake:
-                        message = await receive()
-                except TimeoutError:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not wake_up.done() or wake_up.cancelled_elsewhere():
+                        raise
                     continue
                 finally:
-                    self._wake = None
+                    timer.cancel()
+                wake_up.done()  # it did not fire: the wait ended first
                 if message["type"] == "http.disconnect":
                     break
         except _ClientStalled:
@@ -389,16 +399,13 @@ class _StreamResponse(Response):
             if not writer.done():
                 writer.cancel()
             await asyncio.wait({writer})
-            registry = self.events.resources.streams
-            assert registry is not None
             registry.close(self.events.stream, "client_closed")  # a no-op once it was closed
         if not writer.cancelled() and writer.exception() is not None:
             raise writer.exception()  # type: ignore[misc]
 
     def _writer_done(self, _: object) -> None:
-        wake = self._wake
-        if wake is not None and not wake.expired():
-            wake.reschedule(0)
+        if self._wake is not None:
+            self._wake()
 
     async def _write_all(self, send: Any) -> None:
         events, framing = self.events, self.events.framing
