@@ -98,8 +98,9 @@ class Context:
         self._clients: dict[str, Any] = {}
         self._loaders: dict[str, Any] = {}
         self._cookie_cleared = False
-        # every upstream call of this request must end by then (each call's timeout is bounded by it)
-        self.deadline = time.monotonic() + resources.requests.timeout_seconds
+        # every upstream call of this request must end by then (each call's timeout is bounded by it);
+        # None after `renew`: a stream's event, whose deadline starts with its first upstream call
+        self.deadline: float | None = time.monotonic() + resources.requests.timeout_seconds
         #: whether reading the session counts as activity (a stream's reads only if configured so)
         self.touch = True
         #: the authorization decisions of the operation running in this context, by operation
@@ -242,9 +243,12 @@ class Context:
         again if due, through the same single-flight refresh as every request of the session),
         upstream clients and DataLoaders are new, and the upstream deadline starts again. A
         subscription's context is renewed before each event (`stream_results`) and before each
-        connection of `events`."""
+        connection of `events`.
+
+        The deadline starts again with the event's first upstream call, not here: a stream renews
+        its context before it waits for the next event, which may come any time later."""
         self.release()
-        self.deadline = time.monotonic() + self._resources.requests.timeout_seconds
+        self.deadline = None
 
     def release(self) -> None:
         """Let go of what the request built: its upstream clients and DataLoaders point back at
@@ -408,9 +412,12 @@ class Context:
 
     def _client_options(self) -> dict[str, Any]:
         principal = self._resources.crypto.fingerprint(self._session_id) if self._session_id else None
+        deadline = self.deadline
+        if deadline is None:  # the first upstream call of a stream's event
+            deadline = self.deadline = time.monotonic() + self._resources.requests.timeout_seconds
         return {
             "breakers": self._resources.breakers,
-            "deadline": self.deadline,
+            "deadline": deadline,
             "rejections": self._resources.rejections,
             "principal": principal,
         }

@@ -64,6 +64,29 @@ async def test_each_event_is_a_request_of_its_own(upstreams: Upstreams, issuer: 
     assert upstreams.accounts.state.stats.calls["GET /me"] == 4
 
 
+async def test_an_events_deadline_starts_with_the_event_not_with_the_wait_for_it(
+    upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """Events further apart than the request timeout: each event's upstream calls get the whole
+    timeout (before, the deadline started when the stream began waiting for the event, and an event
+    that came later than the timeout failed its upstream calls at once), on the compiled path (the
+    second stream of the document) as on Strawberry's."""
+    settings = make_settings(upstreams=upstreams.settings(), request_timeout_seconds=0.4)
+    app = create_app(settings, schema=TICKS)
+    async with serve(app) as url:
+        bff = Bff(app, url, settings)
+        cookie = await bff.session_for(issuer.token())
+        for _ in range(2):
+            async with (
+                bff.client(cookie) as client,
+                subscribe(client, {"query": "subscription { ticks { n me } }"}) as events,
+            ):
+                received = [await events.next() for _ in range(3)]
+            assert [data for _, data in received] == [
+                {"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(3)
+            ]
+
+
 async def test_an_upstream_refusing_the_stream_ends_the_subscription(bff: Bff, issuer: TestIssuer) -> None:
     """Someone else's order: the accounts service answers 404, which reconnecting cannot change."""
     cookie = await bff.session_for(issuer.token())
