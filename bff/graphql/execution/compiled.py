@@ -206,27 +206,24 @@ class _Run:
         self.is_awaitable = plan.is_awaitable
         self.abort_signal = None
         self.operation_extensions = None
-        background: set[Any] = set()
-        is_awaitable = plan.is_awaitable
-
-        def track(values: Sequence[Any]) -> None:  # not a bound method: no run <-> helpers cycle
-            _settle(background, [value for value in values if is_awaitable(value)])
-
-        self.async_helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=track)
+        # the background's track, not a method of the run: no run <-> helpers cycle
+        self.background = _Background(plan.is_awaitable)
+        self.async_helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=self.background.track)
         self.errors: list[GraphQLError] = []
-        self._error_positions: set[Path | None] = set()
-        self.background = background
+        self._error_positions: set[Path | None] | None = None  # made by the first error
 
     @staticmethod
     def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
         return gather_with_cancel(*values)
 
     def settle(self, awaitables: Iterable[Any]) -> None:
-        _settle(self.background, awaitables)
+        self.background.settle(awaitables)
 
     def add_error(self, error: GraphQLError, path: Path | None) -> None:
         positions = self._error_positions
-        if None in positions:
+        if positions is None:
+            positions = self._error_positions = set()
+        elif None in positions:
             return
         current = path
         while current is not None:
@@ -235,6 +232,26 @@ class _Run:
             current = current.prev
         positions.add(path)
         self.errors.append(error)
+
+
+class _Background:
+    """A run's abandoned awaitables, settling in the background; their set is made on first use:
+    most runs abandon none, and a subscription's source keeps its run (in its info) for the
+    stream's lifetime (issue 26, part 4)."""
+
+    __slots__ = ("futures", "is_awaitable")
+
+    def __init__(self, is_awaitable: IsAwaitable) -> None:
+        self.is_awaitable = is_awaitable
+        self.futures: set[Any] | None = None
+
+    def track(self, values: Sequence[Any]) -> None:
+        self.settle([value for value in values if self.is_awaitable(value)])
+
+    def settle(self, awaitables: Iterable[Any]) -> None:
+        if self.futures is None:
+            self.futures = set()
+        _settle(self.futures, awaitables)
 
 
 def _settle(background: set[Any], awaitables: Iterable[Any]) -> None:

@@ -224,11 +224,13 @@ class DirectExecution:
         plan = self._plan(query, operation_name, document, operation, metrics)
         if plan is None:
             return None
-        return self._events(plan, coerced, (query, variables, context, operation_name, set(allowed)))
+        return self._events(plan, coerced, (query, variables, context, operation_name, allowed))
 
     async def _events(
-        self, plan: Plan, coerced: VariableValues, request: tuple[str, Any, Any, str | None, set[OperationType]]
+        self, plan: Plan, coerced: VariableValues, request: tuple[str, Any, Any, str | None, Iterable[OperationType]]
     ) -> AsyncGenerator[ExecutionResult, None]:
+        """What `subscribe` returns. Nothing of an event (the event, its result) is held while the
+        next one is awaited: an open stream's memory is what it holds while it waits."""
         context = request[2]
         source = plan.source(context, coerced)
         if inspect.isawaitable(source):
@@ -250,9 +252,13 @@ class DirectExecution:
                     yield self._result(None, [error], *request)
                     return
                 result: Any = plan.execute(context, coerced, event)
+                del event
                 if inspect.isawaitable(result):
                     result = await result
-                yield self._result(result.data, result.errors, *request)
+                answer = self._result(result.data, result.errors, *request)
+                del result
+                yield answer
+                del answer
         finally:
             close = getattr(events, "aclose", None)
             if close is not None:
@@ -320,7 +326,7 @@ class DirectExecution:
         variables: dict[str, Any] | None,
         context: Any,
         operation_name: str | None,
-        allowed: set[OperationType],
+        allowed: Iterable[OperationType],
     ) -> ExecutionResult:
         if errors:
             self._log_errors(errors, query, variables, context, operation_name, allowed)
@@ -335,13 +341,13 @@ class DirectExecution:
         variables: dict[str, Any] | None,
         context: Any,
         operation_name: str | None,
-        allowed: set[OperationType],
+        allowed: Iterable[OperationType],
     ) -> None:
         # Strawberry's execution context exists only for the logs of the errors
         execution_context = ExecutionContext(
             query=query,
             schema=self.schema,
-            allowed_operations=allowed,
+            allowed_operations=set(allowed),
             context=context,
             variables=variables,
             provided_operation_name=operation_name,

@@ -159,7 +159,9 @@ async def stream_results(
                 break
             body, unauthenticated = result_payload(result, context)
             first = False
+            del result  # nothing of this event is held while the next is awaited
             yield "next", body
+            del body
             if unauthenticated:
                 reason = "unauthenticated"
                 break
@@ -415,7 +417,10 @@ class _StreamResponse(Response):
         )
         async with contextlib.aclosing(results):
             async for kind, payload in results:
-                await self._write(send, framing.errors(payload) if kind == "error" else framing.next(payload))
+                chunk = framing.errors(payload) if kind == "error" else framing.next(payload)
+                del payload  # not held while the next result is awaited
+                await self._write(send, chunk)
+                del chunk
         await self._write(send, framing.complete(), more=False)
 
     async def _write(
