@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from bff.graphql.transport.streams import CONNECTION_LOST
 
 log = logging.getLogger("bff")
 
@@ -204,6 +207,17 @@ class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
+        self._lost: Callable[[], None] | None = None
+
+    def _watch_lost(self, callback: Callable[[], None] | None) -> None:
+        """`CONNECTION_LOST`: ``callback`` is called once if the connection is lost (None: not)."""
+        self._lost = callback
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            lost()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -220,6 +234,8 @@ class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
             cycle.transport = _HeadJoined(self.transport, self.loop)
             if type(cycle.message_event) is asyncio.Event:  # nobody waits on it yet
                 cycle.message_event = _LeanEvent(cycle.message_event.is_set())
+            # a streamed answer learns from here that its client went, without listening for it
+            cycle.scope.setdefault("extensions", {})[CONNECTION_LOST] = self._watch_lost
 
 
 class H11Protocol(_WriteDeadline, _H11Protocol):

@@ -101,10 +101,11 @@ def reserve_port(port: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on a loopback port in this event loop; yields its base URL."""
+async def serve(app: Any, port: int | None = None, *, http: str = "auto") -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on a loopback port in this event loop; yields its base URL.
+    ``http``: uvicorn's HTTP protocol (``"bff.protocols:HTTPProtocol"``: as ``bff serve`` runs)."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10

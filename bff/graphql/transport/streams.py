@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -34,8 +34,13 @@ from bff.graphql.errors import result_body, to_graphql_error
 from bff.graphql.execution.direct import DirectExecution
 from bff.resources import Resources
 from bff.sessions.streams import Stream
+from bff.tasks import retrieve
+from bff.timers import Timer
 
 EVENT_STREAM = "text/event-stream"
+#: the ASGI scope extension by which `bff.protocols` says when the client goes: called with a
+#: callback (or None to stop), it calls it once if the connection is lost
+CONNECTION_LOST = "bff.connection_lost"
 #: a stream may run any operation: a query or mutation is one result, then complete
 ALL_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
 SESSION_ENDED = error_entry("The session has ended", "UNAUTHENTICATED")
@@ -354,10 +359,77 @@ class _StreamResponse(Response):
         self._written = 0.0  # loop time of the end of the last write
         self._sending: float | None = None  # loop time at which the write under way began
         self._complete = False  # the last write has begun: no heartbeat may follow it
-        self._wake: _Interrupt | None = None  # cuts the listener's wait short (`__call__`)
+        self._wake: _Interrupt | None = None  # cuts the listener's wait, or the writing, short
+        self._send: Any = None  # `_write_alone`: the send of the heartbeats
+        self._beat_at: Timer | None = None  # `_write_alone`: the next heartbeat's deadline
         self.init_headers(headers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        watch = (scope.get("extensions") or {}).get(CONNECTION_LOST)
+        if watch is not None:
+            await self._write_alone(watch, send)
+        else:
+            await self._listen_and_write(receive, send)
+
+    async def _write_alone(self, watch: Callable[[Callable[[], None] | None], None], send: Any) -> None:
+        """Under `bff.protocols` (``bff serve``), which says when the client goes (``watch``:
+        `CONNECTION_LOST`) and aborts a connection whose client stops reading for the write
+        timeout: the results are written in the connection's own task, with no listener beside it
+        (a task, its wait for the client and its frames: ~1.7 KiB of an open stream, issue 26
+        part 4); a heartbeat due is written by a short task of its own."""
+        loop = asyncio.get_running_loop()
+        registry = self.events.resources.streams
+        assert registry is not None
+        gone = self._wake = _Interrupt()
+        gone.arm()
+        watch(gone)
+        self._written = loop.time()
+        self._send = send
+        self._beat_at = registry.timers.call_at(
+            self._written + self.events.resources.streaming.heartbeat_seconds, _StreamResponse._beat, self
+        )
+        try:
+            await self._write_all(send)
+        except asyncio.CancelledError:
+            if not gone.done() or gone.cancelled_elsewhere():
+                raise
+            # the client went away: its stream is closed below
+        else:
+            gone.done()
+        finally:
+            watch(None)
+            self._complete = True  # nothing more, a heartbeat included
+            if self._beat_at is not None:
+                self._beat_at.cancel()
+            self._send = None
+            registry.close(self.events.stream, "client_closed")  # a no-op once it was closed
+
+    def _beat(self) -> None:
+        """The heartbeat's deadline (`_write_alone`): a heartbeat when nothing was written for
+        ``heartbeat_seconds`` and no write is under way, then the next deadline."""
+        self._beat_at = None
+        send = self._send
+        if self._complete or send is None:
+            return
+        loop = asyncio.get_running_loop()
+        registry = self.events.resources.streams
+        assert registry is not None
+        heartbeat = self.events.resources.streaming.heartbeat_seconds
+        now = loop.time()
+        due = self._written + heartbeat
+        if self._sending is not None:  # a write is under way: no heartbeat is needed
+            due = now + heartbeat
+        elif now >= due - 0.001:
+            beating = loop.create_task(self._write(send, self.events.framing.heartbeat()), name="bff-heartbeat")
+            beating.add_done_callback(retrieve)  # a write to a client that went is nothing to report
+            self._written = now  # the next one a period from now, also if this one is slow
+            due = now + heartbeat
+        self._beat_at = registry.timers.call_at(due, _StreamResponse._beat, self)
+
+    async def _listen_and_write(self, receive: Any, send: Any) -> None:
+        """Under another server: the connection's task listens for the client going away (and
+        then cancels the writer), writes a heartbeat when one is due and ends a write that has not
+        gone within ``stall_seconds``, while a task of its own writes the results."""
         loop = asyncio.get_running_loop()
         policy = self.events.resources.streaming
         heartbeat, stall = policy.heartbeat_seconds, policy.stall_seconds
