@@ -208,12 +208,18 @@ class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
         self._lost: Callable[[], None] | None = None
+        self._gone = False
 
     def _watch_lost(self, callback: Callable[[], None] | None) -> None:
-        """`CONNECTION_LOST`: ``callback`` is called once if the connection is lost (None: not)."""
+        """`CONNECTION_LOST`: ``callback`` is called once if the connection is lost (None: not),
+        soon if it is lost already (the client left while the answer was being prepared)."""
+        if callback is not None and self._gone:
+            self.loop.call_soon(callback)
+            return
         self._lost = callback
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
         super().connection_lost(exc)
         lost, self._lost = self._lost, None
         if lost is not None:

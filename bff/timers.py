@@ -9,13 +9,14 @@ libraries that schedule (APScheduler and kin) are built for jobs, not for thousa
 that are mostly cancelled before they come.
 
 A cancelled timer stays in the heap until it comes up or the heap is compacted (when over half of it
-is cancelled), so that cancelling costs no search. Callbacks run in the loop's own context, not the
-caller's (nothing that uses them reads a context variable).
+is cancelled), so that cancelling costs no search. Callbacks run in an empty contextvars context, not
+a copy of whichever caller's armed the loop timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -62,6 +63,8 @@ class Timers:
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
         self._dead = 0
+        #: the callbacks' context: an empty one, not a copy of whichever caller armed the loop timer
+        self._context = contextvars.Context()
 
     def __len__(self) -> int:
         """Deadlines pending (not cancelled, not come)."""
@@ -84,13 +87,15 @@ class Timers:
     def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        for _, _, timer in self._heap:  # the old loop's: a later cancel counts for nothing here
+            timer.callback = timer.argument = None
         self._heap, self._dead, self._handle, self._armed_at = [], 0, None, float("inf")
         self._loop = loop
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = loop.call_at(when, self._run)
+        self._handle = loop.call_at(when, self._run, context=self._context)
         self._armed_at = when
 
     def _cancelled(self) -> None:
@@ -107,16 +112,18 @@ class Timers:
         assert loop is not None
         heap = self._heap
         due = loop.time() + _EARLY
-        while heap and heap[0][0] <= due:
-            timer = heapq.heappop(heap)[2]
-            callback, argument = timer.callback, timer.argument
-            if callback is None:
-                self._dead -= 1
-                continue
-            timer.callback = timer.argument = None
-            try:
-                callback(argument)
-            except Exception:  # as the loop would: one failing callback does not stop the others
-                log.exception("a timer's callback failed")
-        if heap:
-            self._arm(loop, heap[0][0])
+        try:
+            while heap and heap[0][0] <= due:
+                timer = heapq.heappop(heap)[2]
+                callback, argument = timer.callback, timer.argument
+                if callback is None:
+                    self._dead -= 1
+                    continue
+                timer.callback = timer.argument = None
+                try:
+                    callback(argument)
+                except Exception:  # as the loop would: one failing callback does not stop the others
+                    log.exception("a timer's callback failed")
+        finally:  # whatever a callback raised, the deadlines after it still come
+            if heap and self._loop is loop:
+                self._arm(loop, heap[0][0])

@@ -96,5 +96,8 @@ def test_a_new_loop_starts_afresh() -> None:
         await asyncio.sleep(0.1)
 
     _run("asyncio", first)  # closed before its deadline came
+    old = timers._heap[0][2]
     _run("asyncio", second)
     assert came == ["new loop"]
+    old.cancel()  # an old loop's timer cancelled late counts for nothing in the new heap
+    assert len(timers) == 0 and timers._dead == 0

@@ -100,7 +100,7 @@ class Context:
         self._cookie_cleared = False
         # every upstream call of this request must end by then (each call's timeout is bounded by it);
         # None after `renew`: a stream's event, whose deadline starts with its first upstream call
-        self.deadline: float | None = time.monotonic() + resources.requests.timeout_seconds
+        self._deadline: float | None = time.monotonic() + resources.requests.timeout_seconds
         #: whether reading the session counts as activity (a stream's reads only if configured so)
         self.touch = True
         #: the authorization decisions of the operation running in this context, by operation
@@ -108,6 +108,13 @@ class Context:
         self._authz: dict[int, Any] = {}
         #: the `User` of the session read last (resolvers and the authorization ask for it)
         self._user: tuple[Session, User] | None = None
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` by which the request's upstream calls must end. For a stream's
+        event whose fields have made no upstream call yet: what it would be if one started now."""
+        deadline = self._deadline
+        return time.monotonic() + self._resources.requests.timeout_seconds if deadline is None else deadline
 
     @property
     def request(self) -> ClientRequest | None:
@@ -248,7 +255,16 @@ class Context:
         The deadline starts again with the event's first upstream call, not here: a stream renews
         its context before it waits for the next event, which may come any time later."""
         self.release()
-        self.deadline = None
+        self._deadline = None
+
+    def event_started(self) -> None:
+        """A subscription's source gave its next event (the compiled path calls this before it
+        executes the event): the event's upstream calls get a deadline of their own, from their
+        first call, whatever the source itself called while it waited (its clients are not
+        reused)."""
+        self._deadline = None
+        self._clients.clear()
+        self._loaders.clear()
 
     def release(self) -> None:
         """Let go of what the request built: its upstream clients and DataLoaders point back at
@@ -333,7 +349,16 @@ class Context:
 
         def connect(last_event_id: str | None) -> AsyncGenerator[UpstreamEvent, None]:
             self.renew()
-            return self.rest(upstream).events(path, params, last_event_id=last_event_id, idle_timeout=idle_timeout)
+            # a client of its own, with its own deadline (for opening the stream): the events' fields
+            # get theirs from their first upstream call, whenever the event comes
+            client = RestClient(
+                upstream,
+                self._http(upstream),
+                self._upstream_tokens(upstream),
+                self._resources.metrics,
+                **self._client_options(own_deadline=True),
+            )
+            return client.events(path, params, last_event_id=last_event_id, idle_timeout=idle_timeout)
 
         retry_on = (AuthProviderUnavailable, StoreUnavailable, UpstreamError)
         async with contextlib.aclosing(
@@ -410,11 +435,13 @@ class Context:
             self._clients[name] = client
         return client
 
-    def _client_options(self) -> dict[str, Any]:
+    def _client_options(self, *, own_deadline: bool = False) -> dict[str, Any]:
         principal = self._resources.crypto.fingerprint(self._session_id) if self._session_id else None
-        deadline = self.deadline
-        if deadline is None:  # the first upstream call of a stream's event
-            deadline = self.deadline = time.monotonic() + self._resources.requests.timeout_seconds
+        deadline = self._deadline
+        if own_deadline:
+            deadline = time.monotonic() + self._resources.requests.timeout_seconds
+        elif deadline is None:  # the first upstream call of a stream's event
+            deadline = self._deadline = time.monotonic() + self._resources.requests.timeout_seconds
         return {
             "breakers": self._resources.breakers,
             "deadline": deadline,

@@ -51,6 +51,25 @@ class Item:
         return "ok"
 
 
+class _FailingClose:
+    """A source that is not a generator (a pub/sub handle, say) whose close fails."""
+
+    def __init__(self) -> None:
+        self.left = 2
+
+    def __aiter__(self) -> _FailingClose:
+        return self
+
+    async def __anext__(self) -> int:
+        if not self.left:
+            raise StopAsyncIteration
+        self.left -= 1
+        return self.left
+
+    async def aclose(self) -> None:
+        raise RuntimeError("unsubscribe failed")
+
+
 @strawberry.type
 class Query:
     ok: bool = True
@@ -83,6 +102,10 @@ class Subscription:
             raise UpstreamTimeout("accounts")
         raise RuntimeError("the source broke (never shown)")
 
+    @strawberry.subscription
+    def unsubscribe_fails(self) -> AsyncIterator[int]:
+        return _FailingClose()  # type: ignore[return-value]
+
     @strawberry.subscription(directives=[RequiresScopes(scopes=[["vault"]])])
     async def guarded(self) -> AsyncIterator[int]:
         for n in range(2):
@@ -108,6 +131,7 @@ DOCUMENTS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "breaks": ("subscription { breaks }", None),
     "breaks-bff-error": ("subscription { breaks(bffError: true) }", None),
     "guarded-allowed": ("subscription { guarded }", None),
+    "close-fails": ("subscription { unsubscribeFails }", None),
 }
 
 
@@ -166,6 +190,7 @@ async def test_the_cases_cover_events_errors_and_refusals() -> None:
     assert seen["not-a-stream"][0][0] == "refused"
     assert codes["breaks"] == ["INTERNAL_SERVER_ERROR"] and codes["breaks-bff-error"] == ["UPSTREAM_TIMEOUT"]
     assert len(seen["scalar-events"]) == 4 and len(seen["guarded-allowed"]) == 2
+    assert [body for _, body in seen["close-fails"]] == [({"data": {"unsubscribeFails": n}}, False) for n in (1, 0)]
 
 
 def _errors(body: Any) -> list[dict[str, Any]]:

@@ -87,6 +87,38 @@ async def test_an_events_deadline_starts_with_the_event_not_with_the_wait_for_it
             ]
 
 
+@strawberry.type
+class TalkingSource:
+    @strawberry.subscription
+    async def ticks(self, info: Info[Context, None]) -> AsyncIterator[Tick]:
+        # the source calls the upstream itself first (as Context.events opens its stream), then waits
+        await info.context.rest("accounts").get_json("/me", {"from": "the source"})  # not the fields' GET
+        for n in range(2):
+            await asyncio.sleep(0.6)
+            yield Tick(n=n)
+
+
+async def test_the_first_events_deadline_starts_with_it_after_the_source_called_an_upstream(
+    upstreams: Upstreams, issuer: TestIssuer
+) -> None:
+    """The source's own upstream call must not start the deadline of the event it yields later
+    (the compiled path: the document's second stream; the first, Strawberry's, is the warm-up)."""
+    settings = make_settings(upstreams=upstreams.settings(), request_timeout_seconds=0.4)
+    app = create_app(settings, schema=build_schema(query=Query, subscription=TalkingSource))
+    async with serve(app) as url:
+        bff = Bff(app, url, settings)
+        cookie = await bff.session_for(issuer.token())
+        for _ in range(2):
+            async with (
+                bff.client(cookie) as client,
+                subscribe(client, {"query": "subscription { ticks { n me } }"}) as events,
+            ):
+                received = [await events.next() for _ in range(2)]
+        assert [data for _, data in received] == [
+            {"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(2)
+        ]
+
+
 async def test_an_upstream_refusing_the_stream_ends_the_subscription(bff: Bff, issuer: TestIssuer) -> None:
     """Someone else's order: the accounts service answers 404, which reconnecting cannot change."""
     cookie = await bff.session_for(issuer.token())

@@ -140,6 +140,39 @@ async def test_a_documents_later_streams_run_on_its_compiled_plan_and_answer_ali
     assert [answer[2] for answer in answers] == [0, 1]
 
 
+async def test_a_client_gone_before_the_answer_starts_leaves_no_stream(
+    bff: Bff, issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client hangs up while the handler prepares the answer (here: reading the document):
+    under bff.protocols the connection was lost before the response asked to hear of it."""
+    from bff.graphql.transport.request import DocumentSource
+
+    real = DocumentSource.document
+    preparing = asyncio.Event()
+
+    async def slow(self: DocumentSource, operation: Any) -> Any:
+        preparing.set()
+        await asyncio.sleep(0.3)
+        return await real(self, operation)
+
+    monkeypatch.setattr(DocumentSource, "document", slow)
+    cookie = await bff.session_for(issuer.token())
+    host, port = bff.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps(SUBSCRIBE).encode()
+    writer.write(
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n"
+        + f"Cookie: {bff.settings.cookie_name}={cookie}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    await preparing.wait()
+    writer.close()
+    await asyncio.sleep(0.5)  # the answer has started (and found its client gone)
+    await asyncio.wait_for(bff.resources.streams._empty.wait(), WAIT)
+    assert len(bff.resources.streams) == 0
+
+
 async def test_a_query_over_sse_is_one_next_then_complete(bff: Bff, issuer: TestIssuer) -> None:
     cookie = await bff.session_for(issuer.token())
     async with bff.client(cookie) as client, subscribe(client, {"query": "{ viewer { id } }"}) as events:

@@ -21,6 +21,7 @@ operation compiles, the plan of `bff.graphql.execution.compiled`. Errors are log
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -241,20 +242,23 @@ class DirectExecution:
             yield PreExecutionError(data=None, errors=errors)
             return
         events = aiter(source)
+        started = getattr(context, "event_started", None)
         try:
             while True:
                 try:
                     event = await anext(events)
+                    if started is not None:
+                        started()  # the event's deadline starts now, not when the wait for it did
+                    result: Any = plan.execute(context, coerced, event)
+                    del event
+                    if inspect.isawaitable(result):
+                        result = await result
                 except StopAsyncIteration:
                     return
                 except Exception as exc:  # as Strawberry: one result with the error, then the end
                     error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
                     yield self._result(None, [error], *request)
                     return
-                result: Any = plan.execute(context, coerced, event)
-                del event
-                if inspect.isawaitable(result):
-                    result = await result
                 answer = self._result(result.data, result.errors, *request)
                 del result
                 yield answer
@@ -262,7 +266,8 @@ class DirectExecution:
         finally:
             close = getattr(events, "aclose", None)
             if close is not None:
-                await close()
+                with contextlib.suppress(Exception):  # as graphql-core's aclosing: the stream is over
+                    await close()
 
     async def _run(
         self,

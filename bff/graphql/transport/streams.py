@@ -464,6 +464,7 @@ class _StreamResponse(Response):
                     continue
                 finally:
                     timer.cancel()
+                    wake_up.waiting = False  # also when receive() raised: the writer's end cancels nothing
                 wake_up.done()  # it did not fire: the wait ended first
                 if message["type"] == "http.disconnect":
                     break
