@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -26,7 +26,7 @@ from bff.errors import StoreUnavailable
 from bff.metrics import Metrics
 from bff.sessions.crypto import DecryptError, SessionCrypto, UnknownKeyError
 from bff.sessions.models import Session
-from bff.timers import Timers
+from bff.timers import Timer, Timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,11 +363,26 @@ class SessionStore(ABC):
             await waiter
         finally:
             timer.cancel()
-            waiters = self._waiters.get(tag)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[tag]
+            self._forget_waiter(tag, waiter)
+
+    def on_change(self, session_id: str, timeout: float, callback: Callable[[], object]) -> ChangeWatch:
+        """Call ``callback()`` once, when a change of this session is announced or after
+        ``timeout``, whichever comes first (`ChangeWatch.cancel`: not at all). `wait_for_change`
+        without a task or a future waiting: for the session watcher of open streams, which waits
+        most of its life (issue 26, part 4)."""
+        self._listen_for_changes()
+        tag = self.crypto.tag(session_id)
+        watch = ChangeWatch(self, tag, callback)
+        self._waiters.setdefault(tag, set()).add(watch)  # type: ignore[arg-type]
+        watch.timer = self._timers.call_later(timeout, ChangeWatch.set_result, watch)
+        return watch
+
+    def _forget_waiter(self, tag: str, waiter: Any) -> None:
+        waiters = self._waiters.get(tag)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[tag]
 
     async def publish_change(self, session_id: str) -> None:
         self._notify(self.crypto.tag(session_id))
@@ -377,7 +392,7 @@ class SessionStore(ABC):
         and wake its waiters."""
         self._changes += 1
         self._recent.pop(tag, None)
-        for waiter in self._waiters.get(tag, ()):
+        for waiter in list(self._waiters.get(tag, ())):  # a `ChangeWatch` forgets itself as it wakes
             _wake(waiter)
 
     @property
@@ -476,6 +491,37 @@ class SessionStore(ABC):
 def _extras_associated(session_id: str) -> bytes:
     """The extras are bound to their session and told apart from its main blob (no swapping)."""
     return f"{session_id}\x00extras".encode()
+
+
+class ChangeWatch:
+    """`SessionStore.on_change`'s registration: woken as the store wakes its waiting futures (it
+    answers ``done`` and ``set_result`` as they do), it calls its callback once."""
+
+    __slots__ = ("_callback", "_store", "_tag", "timer")
+
+    def __init__(self, store: SessionStore, tag: str, callback: Callable[[], object]) -> None:
+        self._store = store
+        self._tag = tag
+        self._callback: Callable[[], object] | None = callback
+        self.timer: Timer | None = None
+
+    def done(self) -> bool:
+        return self._callback is None
+
+    def set_result(self, _: object = None) -> None:
+        """A change was announced, or the timeout came: the callback, once."""
+        callback = self._callback
+        if callback is None:
+            return
+        self.cancel()
+        callback()
+
+    def cancel(self) -> None:
+        self._callback = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._store._forget_waiter(self._tag, self)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

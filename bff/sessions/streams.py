@@ -2,7 +2,7 @@
 
 Every replica keeps its own registry. For each session with at least one open stream, one watcher
 looks whether the session still exists (a look that does not count as activity), at once and then
-after each of the store's change announcements of that session (`SessionStore.wait_for_change`:
+after each of the store's change announcements of that session (`SessionStore.on_change`:
 Redis pub/sub across replicas, in-process for the memory store). Logout, back-channel logout and
 revocation delete the session and announce it, so their streams end at once on every replica;
 expiry is announced by no one, so the watcher also looks when the session's idle or absolute
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 
 from bff.errors import ShuttingDown, StoreUnavailable, StreamLimitExceeded
 from bff.metrics import Metrics
-from bff.sessions.store import SessionStore
+from bff.sessions.store import ChangeWatch, SessionStore
 from bff.timers import Timers
 
 log = logging.getLogger("bff")
@@ -88,7 +89,9 @@ class StreamRegistry:
         #: the open streams' deadlines (lifetime, heartbeats): a heap entry each, not a loop timer
         self.timers = Timers()
         self._by_session: dict[str, list[Stream]] = {}  # a list: a session has one or a few
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        #: per watched session: the task of its look under way, or the store's `ChangeWatch` that
+        #: starts the next one (no task while it waits)
+        self._watchers: dict[str, asyncio.Task[None] | ChangeWatch] = {}
         self.closing = False
         #: set when the process starts shutting down, for connections that hold no stream yet
         self.draining = asyncio.Event()
@@ -123,7 +126,7 @@ class StreamRegistry:
             self._by_session[session_id].append(stream)
             watcher = self._watchers.get(session_id)
             if watcher is None or watcher.done():  # done: it found the session gone, or failed
-                self._watchers[session_id] = asyncio.create_task(self._watch(session_id), name="bff-stream-watch")
+                self._look(session_id)
         return stream
 
     def close(self, stream: Stream, reason: str) -> None:
@@ -165,16 +168,21 @@ class StreamRegistry:
         for stream in list(self._by_session.get(session_id, ())):
             stream.end(reason)
 
+    def _look(self, session_id: str) -> None:
+        """Start the next look at a watched session (a short task)."""
+        if session_id in self._by_session:
+            self._watchers[session_id] = asyncio.create_task(self._watch(session_id), name="bff-stream-watch")
+
     async def _watch(self, session_id: str) -> None:
-        """Look at the session at once, then whenever a change is announced, its idle or absolute
-        deadline is due, or ``recheck_seconds`` have gone by; end its streams when it is gone.
+        """Look at the session; end its streams when it is gone; otherwise have the store call
+        `_look` again when a change is announced, its idle or absolute deadline is due, or
+        ``recheck_seconds`` have gone by.
 
         An announcement made while a look is under way (a logout racing it) must not be missed:
         the store counts its announcements (of any session), and a look during which the count
-        moved is made again at once. From the count's last reading to the wait's registration
-        (the first step of `SessionStore.wait_for_change`) nothing is awaited. The watcher is a
-        single task, with no second one waiting beside the look: an open stream's memory is
-        mostly such tasks."""
+        moved is made again at once. From the count's last reading to the registration with the
+        store (`SessionStore.on_change`) nothing is awaited. Between looks the watcher is no task
+        and no future, only that registration: an open stream's memory was mostly such tasks."""
         store = self.store
         while True:
             announced = store.changes
@@ -193,7 +201,9 @@ class StreamRegistry:
                 timeout = max(0.05, min(self.recheck_seconds, deadline - store.now() + 0.05))
                 del session  # not held while waiting: a session's copy per watcher (issue 26, part 4)
             if store.changes == announced:
-                await store.wait_for_change(session_id, timeout)
+                break
+        if self._watchers.get(session_id) is asyncio.current_task():
+            self._watchers[session_id] = store.on_change(session_id, timeout, functools.partial(self._look, session_id))
 
     async def shutdown(self, grace: float = 2.0) -> None:
         """End every stream (its client gets a ``complete``) and wait up to ``grace`` for them, and
@@ -212,7 +222,8 @@ class StreamRegistry:
                 await asyncio.wait_for(asyncio.gather(self._empty.wait(), self._released.wait()), grace)
             for watcher in list(self._watchers.values()):
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watcher
+                if isinstance(watcher, asyncio.Task):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await watcher
         finally:
             self._shut_down.set()

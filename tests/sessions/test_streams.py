@@ -89,3 +89,28 @@ async def test_shutdown_is_idempotent_the_second_call_waits_for_the_first() -> N
     await closer
     assert len(registry) == 0
     await asyncio.wait_for(registry.shutdown(2.0), 0.1)  # done already: returns at once
+
+
+async def test_between_looks_the_watcher_is_no_task_and_a_logout_still_ends_the_stream() -> None:
+    """The watcher waits as a registration with the store (a callback and a deadline), not a task;
+    the logout's announcement starts the look that ends the stream; closing the last stream of a
+    session forgets the registration."""
+    store = MemorySessionStore(SessionCrypto(["secret"]), idle_seconds=3600, absolute_seconds=7200)
+    session, other = _session(), _session()
+    await store.create(session)
+    await store.create(other)
+    registry = _registry(store)
+    stream, kept = registry.open(session.id), registry.open(other.id)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if not [t for t in asyncio.all_tasks() if t.get_name() == "bff-stream-watch"]:
+            break
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "bff-stream-watch"]
+    assert len(store._waiters) == 2 and len(store._timers) == 2
+    await store.delete(session.id)  # announces the change
+    await asyncio.wait_for(stream.ended.wait(), 1)
+    assert stream.reason == "session_ended" and kept.reason is None
+    registry.close(stream, "session_ended")
+    registry.close(kept, "client_closed")
+    assert not store._waiters and len(store._timers) == 0
+    await registry.shutdown(0.1)
