@@ -257,7 +257,7 @@ class Context:
         self.release()
         self._deadline = None
 
-    def event_started(self) -> None:
+    def _event_started(self) -> None:
         """A subscription's source gave its next event (the compiled path calls this before it
         executes the event): the event's upstream calls get a deadline of their own, from their
         first call, whatever the source itself called while it waited (its clients are not

@@ -242,7 +242,7 @@ class DirectExecution:
             yield PreExecutionError(data=None, errors=errors)
             return
         events = aiter(source)
-        started = getattr(context, "event_started", None)
+        started = getattr(context, "_event_started", None)  # a bff Context (the package's own use)
         try:
             while True:
                 try:
