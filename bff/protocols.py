@@ -207,22 +207,26 @@ class HttpToolsProtocol(_WriteDeadline, _HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
-        self._lost: Callable[[], None] | None = None
-        self._gone = False
 
+    # The callback is kept on the request's cycle, not on the protocol: the protocol already has
+    # about the 30 attributes a CPython instance dict shares its keys for, and one more gave each
+    # connection a dict of its own (~1.5 KiB).
     def _watch_lost(self, callback: Callable[[], None] | None) -> None:
         """`CONNECTION_LOST`: ``callback`` is called once if the connection is lost (None: not),
         soon if it is lost already (the client left while the answer was being prepared)."""
-        if callback is not None and self._gone:
+        cycle = self.cycle
+        if callback is not None and (cycle is None or cycle.disconnected or self.transport.is_closing()):
             self.loop.call_soon(callback)
             return
-        self._lost = callback
+        if cycle is not None:
+            cycle.bff_lost = callback  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._gone = True
+        cycle = self.cycle
         super().connection_lost(exc)
-        lost, self._lost = self._lost, None
+        lost = getattr(cycle, "bff_lost", None)
         if lost is not None:
+            cycle.bff_lost = None  # type: ignore[attr-defined]
             lost()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
