@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import strawberry
 import websockets
@@ -71,8 +72,16 @@ async def test_an_events_deadline_starts_with_the_event_not_with_the_wait_for_it
     timeout (before, the deadline started when the stream began waiting for the event, and an event
     that came later than the timeout failed its upstream calls at once), on the compiled path (the
     second stream of the document) as on Strawberry's."""
+    for received in await _ticks_twice(upstreams, issuer, TICKS, 3):
+        assert received == [{"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(3)]
+
+
+async def _ticks_twice(upstreams: Upstreams, issuer: TestIssuer, schema: Any, count: int) -> list[list[Any]]:
+    """``count`` events of ``subscription { ticks { n me } }``, twice: Strawberry's path (the first
+    stream of the document), then the compiled one; the request timeout is 0.4 s."""
     settings = make_settings(upstreams=upstreams.settings(), request_timeout_seconds=0.4)
-    app = create_app(settings, schema=TICKS)
+    app = create_app(settings, schema=schema)
+    rounds = []
     async with serve(app) as url:
         bff = Bff(app, url, settings)
         cookie = await bff.session_for(issuer.token())
@@ -81,10 +90,8 @@ async def test_an_events_deadline_starts_with_the_event_not_with_the_wait_for_it
                 bff.client(cookie) as client,
                 subscribe(client, {"query": "subscription { ticks { n me } }"}) as events,
             ):
-                received = [await events.next() for _ in range(3)]
-            assert [data for _, data in received] == [
-                {"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(3)
-            ]
+                rounds.append([(await events.next())[1] for _ in range(count)])
+    return rounds
 
 
 @strawberry.type
@@ -103,20 +110,9 @@ async def test_the_first_events_deadline_starts_with_it_after_the_source_called_
 ) -> None:
     """The source's own upstream call must not start the deadline of the event it yields later
     (the compiled path: the document's second stream; the first, Strawberry's, is the warm-up)."""
-    settings = make_settings(upstreams=upstreams.settings(), request_timeout_seconds=0.4)
-    app = create_app(settings, schema=build_schema(query=Query, subscription=TalkingSource))
-    async with serve(app) as url:
-        bff = Bff(app, url, settings)
-        cookie = await bff.session_for(issuer.token())
-        for _ in range(2):
-            async with (
-                bff.client(cookie) as client,
-                subscribe(client, {"query": "subscription { ticks { n me } }"}) as events,
-            ):
-                received = [await events.next() for _ in range(2)]
-        assert [data for _, data in received] == [
-            {"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(2)
-        ]
+    schema = build_schema(query=Query, subscription=TalkingSource)
+    _, compiled = await _ticks_twice(upstreams, issuer, schema, 2)
+    assert compiled == [{"data": {"ticks": {"n": n, "me": "Alice Example"}}} for n in range(2)]
 
 
 async def test_an_upstream_refusing_the_stream_ends_the_subscription(bff: Bff, issuer: TestIssuer) -> None:
