@@ -95,7 +95,9 @@ class SessionStore(ABC):
         self.metrics = metrics
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        #: by session tag, what waits for a change of it (futures, `ChangeWatch`es): a list, as a
+        #: session has one or a few (an empty set is ~200 B, per watched session)
+        self._waiters: dict[str, list[Any]] = {}
         #: how long a GraphQL request may reuse a session another request of this process read
         #: (``BFF_SESSION_CACHE_SECONDS``; 0: off): by tag, (until, session id, session)
         self.recent_seconds = recent_seconds
@@ -357,7 +359,7 @@ class SessionStore(ABC):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         tag = self.crypto.tag(session_id)
-        self._waiters.setdefault(tag, set()).add(waiter)
+        self._waiters.setdefault(tag, []).append(waiter)
         timer = self._timers.call_later(timeout, _wake, waiter)
         try:
             await waiter
@@ -373,14 +375,15 @@ class SessionStore(ABC):
         self._listen_for_changes()
         tag = self.crypto.tag(session_id)
         watch = ChangeWatch(self, tag, callback)
-        self._waiters.setdefault(tag, set()).add(watch)  # type: ignore[arg-type]
+        self._waiters.setdefault(tag, []).append(watch)
         watch.timer = self._timers.call_later(timeout, ChangeWatch.set_result, watch)
         return watch
 
     def _forget_waiter(self, tag: str, waiter: Any) -> None:
         waiters = self._waiters.get(tag)
         if waiters is not None:
-            waiters.discard(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
             if not waiters:
                 del self._waiters[tag]
 
