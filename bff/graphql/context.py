@@ -114,7 +114,10 @@ class Context:
         """``time.monotonic()`` by which the request's upstream calls must end. For a stream's
         event whose fields have made no upstream call yet: what it would be if one started now."""
         deadline = self._deadline
-        return time.monotonic() + self._resources.requests.timeout_seconds if deadline is None else deadline
+        return self._deadline_from_now() if deadline is None else deadline
+
+    def _deadline_from_now(self) -> float:
+        return time.monotonic() + self._resources.requests.timeout_seconds
 
     @property
     def request(self) -> ClientRequest | None:
@@ -351,13 +354,7 @@ class Context:
             self.renew()
             # a client of its own, with its own deadline (for opening the stream): the events' fields
             # get theirs from their first upstream call, whenever the event comes
-            client = RestClient(
-                upstream,
-                self._http(upstream),
-                self._upstream_tokens(upstream),
-                self._resources.metrics,
-                **self._client_options(own_deadline=True),
-            )
+            client = self._rest_client(upstream, own_deadline=True)
             return client.events(path, params, last_event_id=last_event_id, idle_timeout=idle_timeout)
 
         retry_on = (AuthProviderUnavailable, StoreUnavailable, UpstreamError)
@@ -413,11 +410,17 @@ class Context:
     def rest(self, name: str) -> RestClient:
         client = self._clients.get(name)
         if client is None:
-            client = RestClient(
-                name, self._http(name), self._upstream_tokens(name), self._resources.metrics, **self._client_options()
-            )
-            self._clients[name] = client
+            client = self._clients[name] = self._rest_client(name)
         return client
+
+    def _rest_client(self, name: str, *, own_deadline: bool = False) -> RestClient:
+        return RestClient(
+            name,
+            self._http(name),
+            self._upstream_tokens(name),
+            self._resources.metrics,
+            **self._client_options(own_deadline=own_deadline),
+        )
 
     def graphql(self, name: str) -> GraphQLClient:
         client = self._clients.get(name)
@@ -439,9 +442,9 @@ class Context:
         principal = self._resources.crypto.fingerprint(self._session_id) if self._session_id else None
         deadline = self._deadline
         if own_deadline:
-            deadline = time.monotonic() + self._resources.requests.timeout_seconds
+            deadline = self._deadline_from_now()
         elif deadline is None:  # the first upstream call of a stream's event
-            deadline = self._deadline = time.monotonic() + self._resources.requests.timeout_seconds
+            deadline = self._deadline = self._deadline_from_now()
         return {
             "breakers": self._resources.breakers,
             "deadline": deadline,

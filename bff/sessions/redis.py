@@ -490,10 +490,6 @@ class RedisSessionStore(SessionStore):
         with contextlib.suppress(*_UNUSABLE):
             await self.redis.publish(_CHANNEL, tag)
 
-    async def wait_for_change(self, session_id: str, timeout: float) -> None:
-        self._ensure_listener()
-        await super().wait_for_change(session_id, timeout)
-
     def _listen_for_changes(self) -> None:
         self._ensure_listener()
 

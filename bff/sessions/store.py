@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -95,15 +96,15 @@ class SessionStore(ABC):
         self.metrics = metrics
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
-        #: by session tag, what waits for a change of it (futures, `ChangeWatch`es): a list, as a
+        #: by session tag, what waits for a change of it (`ChangeWatch`es): a list, as a
         #: session has one or a few (an empty set is ~200 B, per watched session)
-        self._waiters: dict[str, list[Any]] = {}
+        self._waiters: dict[str, list[ChangeWatch]] = {}
         #: how long a GraphQL request may reuse a session another request of this process read
         #: (``BFF_SESSION_CACHE_SECONDS``; 0: off): by tag, (until, session id, session)
         self.recent_seconds = recent_seconds
         self._recent: dict[str, tuple[float, str, Session]] = {}
         self._recent_sweep: asyncio.TimerHandle | None = None
-        #: the deadlines of `wait_for_change` (a session watcher's is always pending): a heap entry each
+        #: the deadlines of `on_change` (a session watcher's is always pending): a heap entry each
         self._timers = Timers()
         #: moves on every change announcement: a read that began before one is not remembered
         self._changes = 0
@@ -353,33 +354,29 @@ class SessionStore(ABC):
     # coordination ------------------------------------------------------------------------------
     async def wait_for_change(self, session_id: str, timeout: float) -> None:
         """Return when a change of this session is published, or after ``timeout``."""
-        # a future and one deadline of the store's `Timers`, not an Event and asyncio.wait_for: on
-        # Python 3.11 wait_for runs the wait in a task of its own, ~2.6 KiB more for every open
-        # stream's session watcher, and a loop timer is ~600 B more (issue 26)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        tag = self.crypto.tag(session_id)
-        self._waiters.setdefault(tag, []).append(waiter)
-        timer = self._timers.call_later(timeout, _wake, waiter)
+        # a future woken by `on_change`, not an Event and asyncio.wait_for: on Python 3.11 wait_for
+        # runs the wait in a task of its own (issue 26)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watch = self.on_change(session_id, timeout, functools.partial(_wake, waiter))
         try:
             await waiter
         finally:
-            timer.cancel()
-            self._forget_waiter(tag, waiter)
+            watch.cancel()
 
     def on_change(self, session_id: str, timeout: float, callback: Callable[[], object]) -> ChangeWatch:
         """Call ``callback()`` once, when a change of this session is announced or after
-        ``timeout``, whichever comes first (`ChangeWatch.cancel`: not at all). `wait_for_change`
-        without a task or a future waiting: for the session watcher of open streams, which waits
-        most of its life (issue 26, part 4)."""
+        ``timeout``, whichever comes first (`ChangeWatch.cancel`: not at all). What the session
+        watcher of open streams waits with, without a task or a future (it waits most of its
+        life; issue 26, part 4); the timeout is a deadline of the store's `Timers`, not a loop
+        timer (~600 B each)."""
         self._listen_for_changes()
         tag = self.crypto.tag(session_id)
         watch = ChangeWatch(self, tag, callback)
         self._waiters.setdefault(tag, []).append(watch)
-        watch.timer = self._timers.call_later(timeout, ChangeWatch.set_result, watch)
+        watch.timer = self._timers.call_later(timeout, ChangeWatch.fire, watch)
         return watch
 
-    def _forget_waiter(self, tag: str, waiter: Any) -> None:
+    def _forget_waiter(self, tag: str, waiter: ChangeWatch) -> None:
         waiters = self._waiters.get(tag)
         if waiters is not None:
             if waiter in waiters:
@@ -395,8 +392,8 @@ class SessionStore(ABC):
         and wake its waiters."""
         self._changes += 1
         self._recent.pop(tag, None)
-        for waiter in list(self._waiters.get(tag, ())):  # a `ChangeWatch` forgets itself as it wakes
-            _wake(waiter)
+        for watch in list(self._waiters.get(tag, ())):  # a `ChangeWatch` forgets itself as it fires
+            watch.fire()
 
     @property
     def changes(self) -> int:
@@ -497,8 +494,8 @@ def _extras_associated(session_id: str) -> bytes:
 
 
 class ChangeWatch:
-    """`SessionStore.on_change`'s registration: woken as the store wakes its waiting futures (it
-    answers ``done`` and ``set_result`` as they do), it calls its callback once."""
+    """`SessionStore.on_change`'s registration: it calls its callback once, at the session's next
+    change announcement or at its timeout."""
 
     __slots__ = ("_callback", "_store", "_tag", "timer")
 
@@ -511,7 +508,7 @@ class ChangeWatch:
     def done(self) -> bool:
         return self._callback is None
 
-    def set_result(self, _: object = None) -> None:
+    def fire(self, _: object = None) -> None:
         """A change was announced, or the timeout came: the callback, once."""
         callback = self._callback
         if callback is None:

@@ -368,14 +368,14 @@ class Plan:
                 return self._await_source(result, field, path)
             return assert_event_stream(result)
         except Exception as error:
-            return ExecutionResult(None, [located_error(error, field.nodes, path.as_list())])
+            return _refused(error, field, path)
 
     @staticmethod
     async def _await_source(result: Awaitable[Any], field: _Field, path: Path) -> Any:
         try:
             return assert_event_stream(await result)
         except Exception as error:
-            return ExecutionResult(None, [located_error(error, field.nodes, path.as_list())])
+            return _refused(error, field, path)
 
     async def _await_root(self, run: _Run, data: Awaitable[dict[str, Any]]) -> ExecutionResult:
         try:
@@ -752,6 +752,11 @@ def _basic_attribute(definition: GraphQLField) -> str | None:
         return None
     name = getattr(strawberry_field, "python_name", None)
     return name if isinstance(name, str) else None
+
+
+def _refused(error: Exception, field: _Field, path: Path) -> ExecutionResult:
+    """A subscription whose source stream could not be made: its one error, at the field."""
+    return ExecutionResult(None, [located_error(error, field.nodes, path.as_list())])
 
 
 def _the_event(source: Any, info: Any, **arguments: Any) -> Any:

@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     ExecutionResult as GraphQLExecutionResult,
     GraphQLError,
     OperationDefinitionNode,
@@ -156,15 +157,11 @@ class DirectExecution:
             return await self._run(execution, query, variables, context, operation_name, allowed)
         if (query, self.rules) not in shared.valid:
             return None
-        document = await shared.documents.parse(query)
-        operation = select_operation(document, operation_name)
+        document, operation = await self._operation(query, operation_name)
         operation_type = OperationType(operation.operation.value)
         if operation_type not in allowed:
             raise InvalidOperationTypeError(operation_type)
-        errors = await shared.validate(schema, query, document, self.rules)  # a hit: [], the LRU touched
-        coerced: VariableValues | None = None
-        if not errors:
-            coerced, errors = shared.variables_and_cost(schema, document, operation, variables)
+        coerced, errors = await self._inputs(query, document, operation, variables)
         if errors:
             return self._result(None, errors, query, variables, context, operation_name, allowed)
         plan = self._plan(query, operation_name, document, operation, metrics) if compiled else None
@@ -207,25 +204,37 @@ class DirectExecution:
         of the CPU of an event)."""
         if self.reason is not None or OperationType.SUBSCRIPTION not in allowed:
             return None
-        shared, schema = self.shared, self.graphql_schema
-        if (query, self.rules) not in shared.valid:
+        if (query, self.rules) not in self.shared.valid:
             return None
-        document = await shared.documents.parse(query)
         try:
-            operation = select_operation(document, operation_name)
+            document, operation = await self._operation(query, operation_name)
         except OperationSelectionError:
             return None
         if operation.operation.value != OperationType.SUBSCRIPTION.value:
             return None
-        if await shared.validate(schema, query, document, self.rules):
-            return None
-        coerced, errors = shared.variables_and_cost(schema, document, operation, variables)
+        coerced, errors = await self._inputs(query, document, operation, variables)
         if errors or coerced is None:
             return None
         plan = self._plan(query, operation_name, document, operation, metrics)
         if plan is None:
             return None
         return self._events(plan, coerced, (query, variables, context, operation_name, allowed))
+
+    async def _operation(self, query: str, operation_name: str | None) -> tuple[DocumentNode, OperationDefinitionNode]:
+        """The cached document's parse and the operation the request runs (raises
+        `OperationSelectionError`)."""
+        document = await self.shared.documents.parse(query)
+        return document, select_operation(document, operation_name)
+
+    async def _inputs(
+        self, query: str, document: DocumentNode, operation: OperationDefinitionNode, variables: dict[str, Any] | None
+    ) -> tuple[VariableValues | None, list[GraphQLError]]:
+        """The operation's coerced variables, or the errors that refuse it: validation (a cache hit
+        for a cached document, the LRU touched), then the variables and the cost."""
+        errors = await self.shared.validate(self.graphql_schema, query, document, self.rules)
+        if errors:
+            return None, errors
+        return self.shared.variables_and_cost(self.graphql_schema, document, operation, variables)
 
     async def _events(
         self, plan: Plan, coerced: VariableValues, request: tuple[str, Any, Any, str | None, Iterable[OperationType]]
